@@ -1,0 +1,1 @@
+//! moto (to be written).

@@ -1,0 +1,1 @@
+//! Server-side apply of a manifest bundle in stages; readiness rules; waiting.

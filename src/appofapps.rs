@@ -1,0 +1,1 @@
+//! App of Apps rendering from facts.

@@ -1,0 +1,1 @@
+//! Argo CD install: values, admin password, URL.

@@ -1,0 +1,1 @@
+//! Chart archives (.tgz), values merging, Tera rendering, manifest parsing.

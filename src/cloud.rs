@@ -1,0 +1,1 @@
+//! Assuming credentials per provider (AWS STS, GCP WIF, Azure federated).

@@ -1,0 +1,1 @@
+//! Canonical config hashing and the stale-plan check.

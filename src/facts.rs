@@ -1,0 +1,1 @@
+//! Typed infrastructure facts from Terraform outputs.

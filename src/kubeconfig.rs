@@ -1,0 +1,1 @@
+//! Kube client and kubeconfig files from facts + native tokens (EKS, GKE, AKS).

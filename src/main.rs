@@ -1,0 +1,55 @@
+//! The `tendril` command: a thin layer over the `tendril` library.
+//!
+//! Each subcommand lives in its own file under `src/cli/`, parses its flags
+//! with clap, calls the library, and maps the outcome to an exit code.
+//! Human progress goes to stderr; machine-readable results to stdout.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// tendril: DEPLOY jobs for infrastructure platforms, with no helm, kubectl or cloud CLI.
+#[derive(Parser)]
+#[command(name = "tendril", version, about, propagate_version = true)]
+struct Tendril {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Render a chart (the embedded Argo CD chart by default) to multi-document YAML.
+    Render(cli::render::Args),
+    /// Chart utilities: package a chart directory into a reproducible archive.
+    Chart(cli::chart::Args),
+    /// Print a Kubernetes ExecCredential for a cluster (EKS, GKE, AKS).
+    Token(cli::token::Args),
+    /// Write a kubeconfig for a cluster from infrastructure facts.
+    Kubeconfig(cli::kubeconfig::Args),
+    /// Server-side apply manifests to a cluster, in stages, optionally waiting until ready.
+    Apply(cli::apply::Args),
+    /// Run a PLAN job: terraform plan, then store the plan artifact.
+    Plan(cli::plan::Args),
+    /// Run a DEPLOY job end to end.
+    Deploy(cli::deploy::Args),
+    /// Run as a long-lived worker that claims and runs jobs.
+    Worker(cli::worker::Args),
+    /// Write a finished DEPLOY job's results into the platform database.
+    Finalize(cli::finalize::Args),
+}
+
+fn main() -> ExitCode {
+    cli::init_tracing();
+    match Tendril::parse().command {
+        Command::Render(args) => cli::render::run(args),
+        Command::Chart(args) => cli::chart::run(args),
+        Command::Token(args) => cli::token::run(args),
+        Command::Kubeconfig(args) => cli::kubeconfig::run(args),
+        Command::Apply(args) => cli::apply::run(args),
+        Command::Plan(args) => cli::plan::run(args),
+        Command::Deploy(args) => cli::deploy::run(args),
+        Command::Worker(args) => cli::worker::run(args),
+        Command::Finalize(args) => cli::finalize::run(args),
+    }
+}

@@ -1,0 +1,1 @@
+//! The phase sequence, phase timing, the report.

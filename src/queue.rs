@@ -1,0 +1,1 @@
+//! Where jobs come from and results go (Trellis worker API, PostgreSQL, files).

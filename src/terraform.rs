@@ -1,0 +1,1 @@
+//! Running the terraform binary: init, plan, apply, output; its JSON event stream.

@@ -1,0 +1,1 @@
+//! The claim loop, heartbeat, log shipping, graceful shutdown.
