@@ -1,0 +1,1 @@
+//! The DEPLOY job, phase by phase.
