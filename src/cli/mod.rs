@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod finalize;
 pub mod kubeconfig;
 pub mod plan;
+pub mod progress;
 pub mod render;
 pub mod token;
 pub mod worker;

@@ -1,0 +1,136 @@
+//! Human progress on stderr for the job commands: a phase list with a spinner
+//! for the running phase when stderr is a terminal, plain lines otherwise.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tendril::pipeline::{PhaseEvent, PhaseOutcome};
+
+/// Where progress goes: a live spinner on a terminal, plain lines elsewhere.
+pub struct Progress {
+    total: usize,
+    live: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    index: usize,
+    bar: Option<ProgressBar>,
+    title: &'static str,
+}
+
+impl Progress {
+    /// Progress for a job of `total` phases; live when stderr is a terminal
+    /// and `TERM` is not `dumb`.
+    pub fn new(total: usize) -> Self {
+        let live = std::io::stderr().is_terminal()
+            && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(true);
+        Progress {
+            total,
+            live,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Shows a phase event.
+    pub fn phase(&self, event: &PhaseEvent) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        match event {
+            PhaseEvent::Started(phase) => {
+                st.index += 1;
+                st.title = phase.title();
+                let head = format!("[{}/{}] {}", st.index, self.total, phase.title());
+                if self.live {
+                    let bar = ProgressBar::new_spinner();
+                    if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}") {
+                        bar.set_style(style);
+                    }
+                    bar.set_prefix(head);
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    st.bar = Some(bar);
+                } else {
+                    eprintln!("{head} ...");
+                }
+            }
+            PhaseEvent::Finished {
+                phase,
+                outcome,
+                elapsed,
+            } => {
+                let mark = match outcome {
+                    PhaseOutcome::Ok => "ok",
+                    PhaseOutcome::Failed => "FAILED",
+                    PhaseOutcome::Skipped => "skipped",
+                };
+                let line = if *outcome == PhaseOutcome::Skipped {
+                    format!("      {} {mark}", phase.title())
+                } else {
+                    format!(
+                        "[{}/{}] {} {mark} in {}",
+                        st.index,
+                        self.total,
+                        phase.title(),
+                        human(*elapsed)
+                    )
+                };
+                if let Some(bar) = st.bar.take() {
+                    bar.finish_and_clear();
+                }
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// Shows one line of detail inside the running phase (a terraform
+    /// resource event, an applied object, a readiness change).
+    pub fn detail(&self, text: &str) {
+        let Ok(st) = self.state.lock() else {
+            return;
+        };
+        match &st.bar {
+            Some(bar) => bar.set_message(text.to_string()),
+            None => eprintln!("      {text}"),
+        }
+    }
+
+    /// Prints a line above the live display (or plainly).
+    pub fn line(&self, text: &str) {
+        let Ok(st) = self.state.lock() else {
+            return;
+        };
+        match &st.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+/// `850 ms`, `3.2 s`, `2m05s`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(Duration::from_millis(850)), "850 ms");
+        assert_eq!(human(Duration::from_millis(3240)), "3.2 s");
+        assert_eq!(human(Duration::from_secs(125)), "2m05s");
+    }
+}
