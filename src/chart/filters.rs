@@ -27,6 +27,7 @@ pub(crate) fn register(tera: &mut tera::Tera) {
     tera.register_filter("omit", omit);
     tera.register_filter("compact", compact);
     tera.register_function("fail", fail);
+    tera.register_function("required", required_fn);
     tera.register_function("semver_compare", semver_compare);
 }
 
@@ -206,6 +207,12 @@ fn required(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
         return Err(Error::message(message));
     }
     Ok(v)
+}
+
+/// Function form of `required`: `required(value=x, message="...")`.
+fn required_fn(kwargs: Kwargs, state: &State) -> TeraResult<Value> {
+    let value = kwargs.get::<Value>("value")?.unwrap_or_else(Value::none);
+    required(value, kwargs, state)
 }
 
 /// Deep-merges the mapping `with` over the input mapping (keys of `with` win;

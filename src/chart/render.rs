@@ -215,6 +215,7 @@ pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest
             "name": chart.metadata.name,
             "version": chart.metadata.version,
             "appVersion": chart.metadata.app_version.clone().unwrap_or_default(),
+            "app_version": chart.metadata.app_version.clone().unwrap_or_default(),
         }),
     );
     ctx.insert(
