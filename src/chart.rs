@@ -210,6 +210,13 @@ impl Chart {
         render::render(self, opts)
     }
 
+    /// Renders every manifest template to text without parsing it:
+    /// `(template path, rendered text)` in path order. Useful to debug a
+    /// template whose output is not valid YAML.
+    pub fn render_raw(&self, opts: &RenderOptions) -> Result<Vec<(String, String)>, ChartError> {
+        render::render_raw(self, opts)
+    }
+
     /// The merged values a render with `opts` would see (chart defaults,
     /// then the user's values), without rendering.
     pub fn values_for(&self, opts: &RenderOptions) -> serde_json::Value {

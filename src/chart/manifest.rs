@@ -236,15 +236,43 @@ impl Manifest {
     }
 }
 
+/// Serialises an object with `apiVersion`, `kind` and `metadata` first (the
+/// conventional Kubernetes order), then the other keys sorted.
+struct Ordered<'a>(&'a Value);
+
+const LEADING_KEYS: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for key in LEADING_KEYS {
+            if let Some(v) = map.get(key) {
+                out.serialize_entry(key, v)?;
+            }
+        }
+        for (k, v) in map {
+            if !LEADING_KEYS.contains(&k.as_str()) {
+                out.serialize_entry(k, v)?;
+            }
+        }
+        out.end()
+    }
+}
+
 /// Prints manifests as multi-document YAML: each document starts with `---`
-/// and a `# Source:` comment naming its chart file.
+/// and a `# Source:` comment naming its chart file. Top-level keys come as
+/// `apiVersion`, `kind`, `metadata`, then the rest sorted; nested keys sorted.
 pub fn manifests_to_yaml(manifests: &[Manifest]) -> String {
     let mut out = String::new();
     for m in manifests {
         out.push_str("---\n# Source: ");
         out.push_str(&m.source);
         out.push('\n');
-        match serde_saphyr::to_string(&m.object) {
+        match serde_saphyr::to_string(&Ordered(&m.object)) {
             Ok(text) => out.push_str(&text),
             // A serde_json::Value always serialises; keep the output whole anyway.
             Err(e) => out.push_str(&format!("# cannot print this object: {e}\n")),

@@ -195,8 +195,7 @@ fn kube_parts(version: &str) -> (u64, u64) {
     (major, minor)
 }
 
-pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
-    let tera = compiled(chart)?;
+fn context(chart: &Chart, opts: &RenderOptions) -> tera::Context {
     let values = chart.values_for(opts);
     let (major, minor) = kube_parts(&opts.capabilities.kube_version);
     let mut ctx = tera::Context::new();
@@ -233,13 +232,17 @@ pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest
         .map(|(k, v)| (k.as_str(), v.expose().as_str()))
         .collect();
     ctx.insert("inputs", &inputs);
+    ctx
+}
 
-    let mut docs: Vec<(String, serde_json::Value, bool)> = Vec::new();
-    for crd in &chart.crds {
-        for obj in manifest::parse_documents(&crd.text, &crd.path)? {
-            docs.push((crd.path.clone(), obj, true));
-        }
-    }
+/// Renders every manifest template to text, without parsing: (path, text).
+pub(crate) fn render_raw(
+    chart: &Chart,
+    opts: &RenderOptions,
+) -> Result<Vec<(String, String)>, ChartError> {
+    let tera = compiled(chart)?;
+    let mut ctx = context(chart, opts);
+    let mut out = Vec::new();
     for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
         ctx.insert(
             "template",
@@ -248,8 +251,21 @@ pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest
         let text = tera
             .render(&t.path, &ctx)
             .map_err(|e| template_error(&e, &t.path))?;
-        for obj in manifest::parse_documents(&text, &t.path)? {
-            docs.push((t.path.clone(), obj, false));
+        out.push((t.path.clone(), text));
+    }
+    Ok(out)
+}
+
+pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
+    let mut docs: Vec<(String, serde_json::Value, bool)> = Vec::new();
+    for crd in &chart.crds {
+        for obj in manifest::parse_documents(&crd.text, &crd.path)? {
+            docs.push((crd.path.clone(), obj, true));
+        }
+    }
+    for (path, text) in render_raw(chart, opts)? {
+        for obj in manifest::parse_documents(&text, &path)? {
+            docs.push((path.clone(), obj, false));
         }
     }
 
