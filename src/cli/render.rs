@@ -1,12 +1,156 @@
-//! `tendril render`.
+//! `tendril render`: render a chart (the embedded Argo CD chart by default)
+//! to multi-document YAML on stdout, or atomically into a file with `-o`.
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Flags of `tendril render`.
+use tendril::Secret;
+use tendril::chart::{Capabilities, Chart, ChartError, RenderOptions, Values, manifests_to_yaml};
+
+/// The embedded chart rendered when `--chart` is not given.
+pub const DEFAULT_CHART: &str = "argocd";
+
+/// Flags of `tendril render` (boxed: they are large, and `Command` is an enum).
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    flags: Box<Flags>,
+}
+
+/// The flags themselves.
+#[derive(clap::Args)]
+pub struct Flags {
+    /// Chart to render: a directory or a .tgz archive (default: the embedded
+    /// Argo CD chart).
+    #[arg(long, value_name = "PATH")]
+    pub chart: Option<PathBuf>,
+    /// Values file, merged over the chart's defaults; repeatable, later files win.
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Set a value (Helm syntax: a.b=x, a[0]=x, a={x,y}, a\.b=x); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Set a value and keep it a string (no type inference); repeatable,
+    /// applied after every --set.
+    #[arg(long = "set-string", value_name = "KEY=VALUE")]
+    pub set_string: Vec<String>,
+    /// Namespace of the release, given to namespaced objects that name none.
+    #[arg(long, short = 'n', default_value = "argocd")]
+    pub namespace: String,
+    /// Release name.
+    #[arg(long, default_value = "argocd")]
+    pub release: String,
+    /// Redis password (templates read it as `inputs.redis_password`); a
+    /// random one is drawn when not given.
+    #[arg(long, env = "TENDRIL_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// Extra template input `inputs.NAME`; repeatable.
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub input: Vec<String>,
+    /// Kubernetes version templates see as `capabilities.kube_version`.
+    #[arg(long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
+    /// Extra API versions templates see in `capabilities.api_versions`; repeatable.
+    #[arg(long = "api-versions", value_name = "GROUP/VERSION")]
+    pub api_versions: Vec<String>,
+    /// Write the YAML to this file (atomically) instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Draws a random alphanumeric password of `len` characters.
+pub fn random_password(len: usize) -> String {
+    use rand::Rng as _;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn render(args: Flags) -> Result<(String, Option<PathBuf>), ChartError> {
+    let chart = match &args.chart {
+        Some(path) => Chart::load(path.clone())?,
+        None => Chart::embedded(DEFAULT_CHART)?,
+    };
+    let mut values = Values::new();
+    for file in &args.values {
+        values.merge_file(file)?;
+    }
+    for expr in &args.set {
+        values.set(expr, false)?;
+    }
+    for expr in &args.set_string {
+        values.set(expr, true)?;
+    }
+    let mut caps = Capabilities::default();
+    if let Some(v) = args.kube_version {
+        caps.kube_version = v;
+    }
+    caps.api_versions.extend(args.api_versions);
+    let redis = args.redis_password.unwrap_or_else(|| random_password(16));
+    let mut opts = RenderOptions::new(args.release, args.namespace)
+        .with_values(values)
+        .with_capabilities(caps)
+        .with_input("redis_password", Secret::new(redis));
+    for kv in &args.input {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(ChartError::Set {
+                expr: kv.clone(),
+                reason: "--input needs NAME=VALUE".to_string(),
+            });
+        };
+        opts = opts.with_input(k, Secret::new(v.to_string()));
+    }
+    let manifests = chart.render(&opts)?;
+    Ok((manifests_to_yaml(&manifests), args.output))
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory.
+pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".to_string());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
 
 /// Runs `tendril render`.
-pub fn run(_args: Args) -> ExitCode {
-    super::not_yet("render")
+pub fn run(args: Args) -> ExitCode {
+    match render(*args.flags) {
+        Ok((yaml, None)) => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(yaml.as_bytes()).and_then(|()| out.flush()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+                eprintln!("error: cannot write to stdout: {e}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((yaml, Some(path))) => match write_atomic(&path, yaml.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => super::fail(&e),
+    }
 }

@@ -1,0 +1,346 @@
+//! The filters and functions chart templates get on top of Tera's built-ins.
+//! Each one is documented, with an example, in `docs/chart.md`.
+
+use base64::Engine as _;
+use sha2::Digest as _;
+use tera::{Error, Kwargs, State, TeraResult, Value};
+
+/// Registers every chart filter and function on `tera`.
+pub(crate) fn register(tera: &mut tera::Tera) {
+    tera.register_filter("to_yaml", to_yaml);
+    tera.register_filter("to_json", to_json);
+    tera.register_filter("from_yaml", from_yaml);
+    tera.register_filter("from_json", from_json);
+    tera.register_filter("indent", indent);
+    tera.register_filter("nindent", nindent);
+    tera.register_filter("b64encode", b64encode);
+    tera.register_filter("b64decode", b64decode);
+    tera.register_filter("sha256", sha256);
+    tera.register_filter("quote", quote);
+    tera.register_filter("squote", squote);
+    tera.register_filter("trunc", trunc);
+    tera.register_filter("trim_suffix", trim_suffix);
+    tera.register_filter("trim_prefix", trim_prefix);
+    tera.register_filter("default", default);
+    tera.register_filter("required", required);
+    tera.register_filter("merge", merge);
+    tera.register_filter("omit", omit);
+    tera.register_filter("compact", compact);
+    tera.register_function("fail", fail);
+    tera.register_function("required", required_fn);
+    tera.register_function("semver_compare", semver_compare);
+}
+
+/// The text of a value as `{{ }}` would print it (strings unquoted).
+fn text(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => s.to_string(),
+        None => format!("{v}"),
+    }
+}
+
+fn to_json_value(v: &Value) -> TeraResult<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| Error::message(format!("cannot convert value: {e}")))
+}
+
+/// YAML text of a value (mappings with sorted keys), no trailing newline.
+pub(crate) fn yaml_text(v: &serde_json::Value) -> TeraResult<String> {
+    match v {
+        serde_json::Value::Object(m) if m.is_empty() => return Ok("{}".to_string()),
+        serde_json::Value::Array(a) if a.is_empty() => return Ok("[]".to_string()),
+        _ => {}
+    }
+    let mut out = serde_saphyr::to_string(v)
+        .map_err(|e| Error::message(format!("to_yaml: cannot write YAML: {e}")))?;
+    while out.ends_with('\n') {
+        out.pop();
+    }
+    Ok(out)
+}
+
+fn to_yaml(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
+    if v.is_undefined() || v.is_none() {
+        return Ok("null".to_string());
+    }
+    yaml_text(&to_json_value(&v)?)
+}
+
+fn to_json(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
+    let j = to_json_value(&v)?;
+    serde_json::to_string(&j).map_err(|e| Error::message(format!("to_json: {e}")))
+}
+
+fn from_yaml(v: &str, _: Kwargs, _: &State) -> TeraResult<Value> {
+    let j: serde_json::Value = serde_saphyr::from_str(v)
+        .map_err(|e| Error::message(format!("from_yaml: invalid YAML: {e}")))?;
+    Ok(Value::from_serializable(&j))
+}
+
+fn from_json(v: &str, _: Kwargs, _: &State) -> TeraResult<Value> {
+    let j: serde_json::Value = serde_json::from_str(v)
+        .map_err(|e| Error::message(format!("from_json: invalid JSON: {e}")))?;
+    Ok(Value::from_serializable(&j))
+}
+
+fn width(kwargs: &Kwargs, filter: &str) -> TeraResult<usize> {
+    let w = kwargs
+        .get::<usize>("width")?
+        .ok_or_else(|| Error::message(format!("{filter} needs `width`, e.g. {filter}(width=4)")))?;
+    Ok(w.min(1000))
+}
+
+fn pad_lines(s: &str, w: usize) -> String {
+    let pad = " ".repeat(w);
+    let mut out = String::with_capacity(s.len() + w * (1 + s.matches('\n').count()));
+    out.push_str(&pad);
+    for c in s.chars() {
+        out.push(c);
+        if c == '\n' {
+            out.push_str(&pad);
+        }
+    }
+    out
+}
+
+fn indent(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
+    let w = width(&kwargs, "indent")?;
+    Ok(pad_lines(&text(&v), w))
+}
+
+fn nindent(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
+    let w = width(&kwargs, "nindent")?;
+    let mut out = String::from("\n");
+    out.push_str(&pad_lines(&text(&v), w));
+    Ok(out)
+}
+
+fn b64encode(v: Value, _: Kwargs, _: &State) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text(&v).as_bytes())
+}
+
+fn b64decode(v: &str, _: Kwargs, _: &State) -> TeraResult<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|e| Error::message(format!("b64decode: not base64: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::message("b64decode: the decoded bytes are not UTF-8"))
+}
+
+fn sha256(v: Value, _: Kwargs, _: &State) -> String {
+    hex::encode(sha2::Sha256::digest(text(&v).as_bytes()))
+}
+
+fn quote(v: Value, _: Kwargs, _: &State) -> String {
+    if v.is_undefined() || v.is_none() {
+        return String::new();
+    }
+    let s = text(&v);
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn squote(v: Value, _: Kwargs, _: &State) -> String {
+    if v.is_undefined() || v.is_none() {
+        return String::new();
+    }
+    format!("'{}'", text(&v).replace('\'', "''"))
+}
+
+fn trunc(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
+    let n = kwargs
+        .get::<i64>("length")?
+        .ok_or_else(|| Error::message("trunc needs `length`, e.g. trunc(length=63)"))?;
+    let s = text(&v);
+    let count = s.chars().count();
+    let n_abs = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX);
+    if n >= 0 {
+        Ok(s.chars().take(n_abs).collect())
+    } else if n_abs >= count {
+        Ok(s)
+    } else {
+        Ok(s.chars().skip(count - n_abs).collect())
+    }
+}
+
+fn trim_suffix(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
+    let suffix = kwargs.must_get::<&str>("suffix")?;
+    let s = text(&v);
+    Ok(s.strip_suffix(suffix).unwrap_or(&s).to_string())
+}
+
+fn trim_prefix(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
+    let prefix = kwargs.must_get::<&str>("prefix")?;
+    let s = text(&v);
+    Ok(s.strip_prefix(prefix).unwrap_or(&s).to_string())
+}
+
+/// Helm's `default`: the fallback when the value is undefined, null, false,
+/// 0, an empty string, an empty list or an empty mapping.
+fn default(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    let fallback = kwargs.must_get::<Value>("value")?;
+    if v.is_truthy() { Ok(v) } else { Ok(fallback) }
+}
+
+/// Helm's `required`: fails with `message` when the value is undefined, null
+/// or an empty string.
+fn required(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    let missing = v.is_undefined() || v.is_none() || v.as_str().is_some_and(str::is_empty);
+    if missing {
+        let message = kwargs
+            .get::<&str>("message")?
+            .unwrap_or("a required value is missing");
+        return Err(Error::message(message));
+    }
+    Ok(v)
+}
+
+/// Function form of `required`: `required(value=x, message="...")`.
+fn required_fn(kwargs: Kwargs, state: &State) -> TeraResult<Value> {
+    let value = kwargs.get::<Value>("value")?.unwrap_or_else(Value::none);
+    required(value, kwargs, state)
+}
+
+/// Deep-merges the mapping `with` over the input mapping (keys of `with` win;
+/// nested mappings merge; lists and scalars are replaced).
+fn merge(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    let with = kwargs.must_get::<Value>("with")?;
+    let mut base = if v.is_undefined() || v.is_none() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        to_json_value(&v)?
+    };
+    let over = if with.is_undefined() || with.is_none() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        to_json_value(&with)?
+    };
+    if !base.is_object() || !over.is_object() {
+        return Err(Error::message(
+            "merge: both the input and `with` must be mappings",
+        ));
+    }
+    super::values::merge_into(&mut base, over);
+    Ok(Value::from_serializable(&base))
+}
+
+/// Removes the given keys from a mapping: `omit(keys=["a", "b"])`.
+fn omit(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    let keys = kwargs.must_get::<Value>("keys")?;
+    let keys: Vec<String> = match keys.as_array() {
+        Some(a) => a.iter().map(text).collect(),
+        None => vec![text(&keys)],
+    };
+    let mut j = to_json_value(&v)?;
+    match &mut j {
+        serde_json::Value::Object(m) => {
+            for k in &keys {
+                m.remove(k);
+            }
+        }
+        serde_json::Value::Null => {}
+        _ => return Err(Error::message("omit: the input must be a mapping")),
+    }
+    Ok(Value::from_serializable(&j))
+}
+
+/// Drops empty elements (per `default`'s notion of empty) from a list.
+fn compact(v: Value, _: Kwargs, _: &State) -> TeraResult<Value> {
+    match v.as_array() {
+        Some(a) => Ok(Value::from(
+            a.iter()
+                .filter(|x| x.is_truthy())
+                .cloned()
+                .collect::<Vec<Value>>(),
+        )),
+        None if v.is_undefined() || v.is_none() => Ok(Value::from(Vec::<Value>::new())),
+        None => Err(Error::message("compact: the input must be a list")),
+    }
+}
+
+/// `fail(message="...")`: stops the render with this message.
+fn fail(kwargs: Kwargs, _: &State) -> TeraResult<bool> {
+    let message = kwargs.must_get::<&str>("message")?;
+    Err(Error::message(message))
+}
+
+/// `semver_compare(constraint=">=1.25.0-0", version=capabilities.kube_version)`:
+/// whether `version` satisfies a comma-separated list of comparisons
+/// (`=`, `!=`, `>`, `>=`, `<`, `<=`; a missing operator means `=`).
+/// Pre-release suffixes (`-0`, `-rc.1`) and a leading `v` are ignored.
+fn semver_compare(kwargs: Kwargs, _: &State) -> TeraResult<bool> {
+    let constraint = kwargs.must_get::<&str>("constraint")?;
+    let version = kwargs.must_get::<&str>("version")?;
+    let v = parse_semver(version)
+        .ok_or_else(|| Error::message(format!("semver_compare: {version:?} is not a version")))?;
+    for part in constraint
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (op, rest) = ["<=", ">=", "!=", "==", "<", ">", "="]
+            .iter()
+            .find_map(|op| part.strip_prefix(op).map(|r| (*op, r)))
+            .unwrap_or(("=", part));
+        let c = parse_semver(rest.trim()).ok_or_else(|| {
+            Error::message(format!(
+                "semver_compare: {part:?} is not a version comparison"
+            ))
+        })?;
+        let ok = match op {
+            "<=" => v <= c,
+            ">=" => v >= c,
+            "<" => v < c,
+            ">" => v > c,
+            "!=" => v != c,
+            _ => v == c,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn parse_semver(s: &str) -> Option<(u64, u64, u64)> {
+    let s = s.trim().trim_start_matches('v');
+    let core = s.split(['-', '+']).next()?;
+    let mut it = core.split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next().map_or(Some(0), |m| m.parse().ok())?;
+    let patch = it.next().map_or(Some(0), |p| p.parse().ok())?;
+    Some((major, minor, patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_parses_and_compares() {
+        assert_eq!(parse_semver("v1.34.2"), Some((1, 34, 2)));
+        assert_eq!(parse_semver("1.25.0-0"), Some((1, 25, 0)));
+        assert_eq!(parse_semver("1.25"), Some((1, 25, 0)));
+        assert_eq!(parse_semver("x"), None);
+    }
+
+    #[test]
+    fn pad_lines_indents_every_line() {
+        assert_eq!(pad_lines("a\nb", 2), "  a\n  b");
+        assert_eq!(pad_lines("a\n\nb", 1), " a\n \n b");
+    }
+}

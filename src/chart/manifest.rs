@@ -1,0 +1,297 @@
+//! Rendered manifests: parsing, validation, install order, YAML output.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::ChartError;
+
+/// One Kubernetes object produced by a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`; filled with the release namespace for namespaced
+    /// kinds that name none (also in [`Manifest::object`]); `None` for
+    /// cluster-scoped kinds.
+    pub namespace: Option<String>,
+    /// The chart file it came from (`templates/x.yaml` or `crds/y.yaml`).
+    pub source: String,
+    /// The whole object.
+    pub object: Value,
+}
+
+/// Kinds that are cluster-scoped in Kubernetes (no namespace is filled in).
+const CLUSTER_SCOPED: &[&str] = &[
+    "APIService",
+    "CSIDriver",
+    "CSINode",
+    "CertificateSigningRequest",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterTrustBundle",
+    "ComponentStatus",
+    "CustomResourceDefinition",
+    "DeviceClass",
+    "FlowSchema",
+    "IPAddress",
+    "IngressClass",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PodSecurityPolicy",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "ResourceSlice",
+    "RuntimeClass",
+    "SelfSubjectAccessReview",
+    "SelfSubjectReview",
+    "SelfSubjectRulesReview",
+    "ServiceCIDR",
+    "StorageClass",
+    "StorageVersionMigration",
+    "SubjectAccessReview",
+    "TokenReview",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+    "VolumeAttributesClass",
+];
+
+/// Whether `kind` is one of Kubernetes' built-in cluster-scoped kinds.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    CLUSTER_SCOPED.binary_search(&kind).is_ok()
+}
+
+/// Helm's install order of kinds; kinds not listed come after, sorted by name.
+const INSTALL_ORDER: &[&str] = &[
+    "PriorityClass",
+    "Namespace",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "PodSecurityPolicy",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+    "SecretList",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleList",
+    "ClusterRoleBinding",
+    "ClusterRoleBindingList",
+    "Role",
+    "RoleList",
+    "RoleBinding",
+    "RoleBindingList",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicationController",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "IngressClass",
+    "Ingress",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+/// The position of `kind` in Helm's install order (unknown kinds get
+/// `INSTALL_ORDER.len()`, i.e. after every known kind).
+pub fn install_rank(kind: &str) -> usize {
+    INSTALL_ORDER
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(INSTALL_ORDER.len())
+}
+
+/// Sorts for installation: CRDs from `crds/` first, then by Helm's kind
+/// order (unknown kinds last, by kind name); ties keep the render order
+/// (template path, then position in the file).
+pub(crate) fn sort_for_install(manifests: &mut [Manifest]) {
+    manifests.sort_by(|a, b| {
+        let ca = !a.source.starts_with("crds/");
+        let cb = !b.source.starts_with("crds/");
+        ca.cmp(&cb)
+            .then_with(|| install_rank(&a.kind).cmp(&install_rank(&b.kind)))
+            .then_with(|| {
+                if install_rank(&a.kind) == INSTALL_ORDER.len() {
+                    a.kind.cmp(&b.kind)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+    });
+}
+
+/// Parses rendered text into objects, dropping empty documents.
+pub(crate) fn parse_documents(text: &str, file: &str) -> Result<Vec<Value>, ChartError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ChartError::Manifest {
+        file: file.to_string(),
+        reason: format!("the rendered output is not valid YAML: {e}"),
+    })?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn required_str<'a>(
+    obj: &'a Value,
+    pointer: &str,
+    field: &str,
+    file: &str,
+) -> Result<&'a str, ChartError> {
+    match obj.pointer(pointer) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(ChartError::Manifest {
+            file: file.to_string(),
+            reason: format!(
+                "an object has no `{field}`; every manifest needs apiVersion, kind and metadata.name"
+            ),
+        }),
+        Some(other) => Err(ChartError::Manifest {
+            file: file.to_string(),
+            reason: format!(
+                "`{field}` must be a string, found {}",
+                super::values::kind_name(other)
+            ),
+        }),
+    }
+}
+
+impl Manifest {
+    /// Validates an object and fills its namespace: apiVersion, kind and
+    /// metadata.name are required; namespaced kinds without a namespace get
+    /// `namespace`. `extra_cluster_kinds` lists more cluster-scoped kinds (from
+    /// the chart's own CRDs).
+    pub fn from_object(
+        mut object: Value,
+        source: &str,
+        namespace: &str,
+        extra_cluster_kinds: &HashSet<String>,
+    ) -> Result<Manifest, ChartError> {
+        if !object.is_object() {
+            return Err(ChartError::Manifest {
+                file: source.to_string(),
+                reason: format!(
+                    "a document is {}, not a Kubernetes object (a mapping)",
+                    super::values::kind_name(&object)
+                ),
+            });
+        }
+        let api_version = required_str(&object, "/apiVersion", "apiVersion", source)?.to_string();
+        let kind = required_str(&object, "/kind", "kind", source)?.to_string();
+        let name = required_str(&object, "/metadata/name", "metadata.name", source)
+            .map_err(|e| match e {
+                ChartError::Manifest { file, reason } => ChartError::Manifest {
+                    file,
+                    reason: format!("{kind}: {reason}"),
+                },
+                other => other,
+            })?
+            .to_string();
+        let cluster = is_cluster_scoped(&kind) || extra_cluster_kinds.contains(&kind);
+        let ns = if cluster {
+            None
+        } else {
+            match object.pointer("/metadata/namespace") {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                _ => {
+                    if let Some(Value::Object(md)) = object.get_mut("metadata") {
+                        md.insert(
+                            "namespace".to_string(),
+                            Value::String(namespace.to_string()),
+                        );
+                    }
+                    Some(namespace.to_string())
+                }
+            }
+        };
+        Ok(Manifest {
+            api_version,
+            kind,
+            name,
+            namespace: ns,
+            source: source.to_string(),
+            object,
+        })
+    }
+}
+
+/// Serialises an object with `apiVersion`, `kind` and `metadata` first (the
+/// conventional Kubernetes order), then the other keys sorted.
+struct Ordered<'a>(&'a Value);
+
+const LEADING_KEYS: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for key in LEADING_KEYS {
+            if let Some(v) = map.get(key) {
+                out.serialize_entry(key, v)?;
+            }
+        }
+        for (k, v) in map {
+            if !LEADING_KEYS.contains(&k.as_str()) {
+                out.serialize_entry(k, v)?;
+            }
+        }
+        out.end()
+    }
+}
+
+/// Prints manifests as multi-document YAML: each document starts with `---`
+/// and a `# Source:` comment naming its chart file. Top-level keys come as
+/// `apiVersion`, `kind`, `metadata`, then the rest sorted; nested keys sorted.
+pub fn manifests_to_yaml(manifests: &[Manifest]) -> String {
+    let mut out = String::new();
+    for m in manifests {
+        out.push_str("---\n# Source: ");
+        out.push_str(&m.source);
+        out.push('\n');
+        match serde_saphyr::to_string(&Ordered(&m.object)) {
+            Ok(text) => out.push_str(&text),
+            // A serde_json::Value always serialises; keep the output whole anyway.
+            Err(e) => out.push_str(&format!("# cannot print this object: {e}\n")),
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_scoped_list_is_sorted_for_binary_search() {
+        let mut sorted = CLUSTER_SCOPED.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, CLUSTER_SCOPED);
+    }
+}

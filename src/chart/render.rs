@@ -1,0 +1,318 @@
+//! Rendering a chart with Tera.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::json;
+
+use super::manifest::{self, Manifest};
+use super::{Chart, ChartError, Values};
+use crate::Secret;
+
+/// The Kubernetes version templates see when the caller gives none.
+pub const DEFAULT_KUBE_VERSION: &str = "v1.34.0";
+
+/// The API versions (group/version) templates see when the caller gives none:
+/// the built-in APIs of Kubernetes 1.34.
+pub const DEFAULT_API_VERSIONS: &[&str] = &[
+    "v1",
+    "admissionregistration.k8s.io/v1",
+    "apiextensions.k8s.io/v1",
+    "apiregistration.k8s.io/v1",
+    "apps/v1",
+    "authentication.k8s.io/v1",
+    "authorization.k8s.io/v1",
+    "autoscaling/v1",
+    "autoscaling/v2",
+    "batch/v1",
+    "certificates.k8s.io/v1",
+    "coordination.k8s.io/v1",
+    "discovery.k8s.io/v1",
+    "events.k8s.io/v1",
+    "flowcontrol.apiserver.k8s.io/v1",
+    "networking.k8s.io/v1",
+    "node.k8s.io/v1",
+    "policy/v1",
+    "rbac.authorization.k8s.io/v1",
+    "resource.k8s.io/v1",
+    "scheduling.k8s.io/v1",
+    "storage.k8s.io/v1",
+];
+
+/// What templates know about the target cluster (`capabilities` in the context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The Kubernetes version, e.g. `v1.34.0`.
+    pub kube_version: String,
+    /// The available API group/versions (e.g. `apps/v1`); a template may
+    /// also test for `group/version/Kind` entries if the caller lists them.
+    pub api_versions: Vec<String>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            kube_version: DEFAULT_KUBE_VERSION.to_string(),
+            api_versions: DEFAULT_API_VERSIONS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Everything a render needs besides the chart.
+#[derive(Clone)]
+pub struct RenderOptions {
+    /// The release name (`release.name`).
+    pub release_name: String,
+    /// The namespace (`release.namespace`), also given to namespaced objects
+    /// that name none.
+    pub namespace: String,
+    /// User values, merged over the chart's defaults.
+    pub values: Values,
+    /// Caller-provided strings (`inputs.NAME`), e.g. a generated password.
+    /// Secret: never printed by Debug.
+    pub inputs: BTreeMap<String, Secret<String>>,
+    /// The target cluster's version and APIs.
+    pub capabilities: Capabilities,
+}
+
+impl std::fmt::Debug for RenderOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderOptions")
+            .field("release_name", &self.release_name)
+            .field("namespace", &self.namespace)
+            .field("values", &self.values)
+            .field("inputs", &self.inputs.keys().collect::<Vec<_>>())
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
+}
+
+impl RenderOptions {
+    /// Options for release `release_name` in `namespace`, no user values, no
+    /// inputs, default capabilities.
+    pub fn new(release_name: impl Into<String>, namespace: impl Into<String>) -> Self {
+        RenderOptions {
+            release_name: release_name.into(),
+            namespace: namespace.into(),
+            values: Values::new(),
+            inputs: BTreeMap::new(),
+            capabilities: Capabilities::default(),
+        }
+    }
+
+    /// Sets the user values.
+    pub fn with_values(mut self, values: Values) -> Self {
+        self.values = values;
+        self
+    }
+
+    /// Adds one input (`inputs.NAME` in templates).
+    pub fn with_input(mut self, name: impl Into<String>, value: Secret<String>) -> Self {
+        self.inputs.insert(name.into(), value);
+        self
+    }
+
+    /// Sets the capabilities.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+}
+
+/// Whether a template file is a helper (defines components) rather than a manifest.
+pub(crate) fn is_helper(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with('_')
+}
+
+fn is_rendered(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    !is_helper(path) && base != "NOTES.txt"
+}
+
+/// Maps a Tera error to a [`ChartError::Template`], naming the file and line.
+fn template_error(err: &tera::Error, fallback_file: &str) -> ChartError {
+    match err.kind() {
+        tera::ErrorKind::SyntaxError(report) | tera::ErrorKind::RenderingError(report) => {
+            let file = if report.filename().is_empty() {
+                fallback_file.to_string()
+            } else {
+                report.filename().to_string()
+            };
+            ChartError::Template {
+                file,
+                line: report.span().start_line,
+                message: report.message().to_string(),
+            }
+        }
+        _ => ChartError::Template {
+            file: fallback_file.to_string(),
+            line: 0,
+            message: err.to_string(),
+        },
+    }
+}
+
+fn compile(chart: &Chart) -> Result<tera::Tera, ChartError> {
+    let mut tera = tera::Tera::new();
+    tera.autoescape_on(Vec::<&'static str>::new());
+    super::filters::register(&mut tera);
+    // Add all templates at once: helpers define components the others use.
+    let all = chart
+        .templates
+        .iter()
+        .filter(|t| t.path != "templates/NOTES.txt")
+        .map(|t| (t.path.as_str(), t.text.as_str()));
+    if let Err(e) = tera.add_raw_templates(all) {
+        // Tell which file: try them one by one for the report's file name.
+        let first = chart
+            .templates
+            .first()
+            .map(|t| t.path.as_str())
+            .unwrap_or("templates/");
+        return Err(template_error(&e, first));
+    }
+    Ok(tera)
+}
+
+fn compiled(chart: &Chart) -> Result<&tera::Tera, ChartError> {
+    if let Some(t) = chart.compiled.get() {
+        return Ok(t);
+    }
+    let t = compile(chart)?;
+    Ok(chart.compiled.get_or_init(|| t))
+}
+
+/// Parses `major` and `minor` out of `v1.34.0`.
+fn kube_parts(version: &str) -> (u64, u64) {
+    let v = version.trim().trim_start_matches('v');
+    let mut it = v.split(['.', '-', '+']);
+    let major = it.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let minor = it
+        .next()
+        .map(|m| m.trim_end_matches('+'))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    (major, minor)
+}
+
+fn context(chart: &Chart, opts: &RenderOptions) -> tera::Context {
+    let values = chart.values_for(opts);
+    let (major, minor) = kube_parts(&opts.capabilities.kube_version);
+    let mut ctx = tera::Context::new();
+    ctx.insert("values", &values);
+    ctx.insert(
+        "release",
+        &json!({
+            "name": opts.release_name,
+            "namespace": opts.namespace,
+            "service": "tendril",
+        }),
+    );
+    ctx.insert(
+        "chart",
+        &json!({
+            "name": chart.metadata.name,
+            "version": chart.metadata.version,
+            "appVersion": chart.metadata.app_version.clone().unwrap_or_default(),
+            "app_version": chart.metadata.app_version.clone().unwrap_or_default(),
+        }),
+    );
+    ctx.insert(
+        "capabilities",
+        &json!({
+            "kube_version": opts.capabilities.kube_version,
+            "kube_major": major,
+            "kube_minor": minor,
+            "api_versions": opts.capabilities.api_versions,
+        }),
+    );
+    let inputs: BTreeMap<&str, &str> = opts
+        .inputs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose().as_str()))
+        .collect();
+    ctx.insert("inputs", &inputs);
+    ctx
+}
+
+/// Renders every manifest template to text, without parsing: (path, text).
+pub(crate) fn render_raw(
+    chart: &Chart,
+    opts: &RenderOptions,
+) -> Result<Vec<(String, String)>, ChartError> {
+    let tera = compiled(chart)?;
+    let mut ctx = context(chart, opts);
+    let mut out = Vec::new();
+    for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
+        ctx.insert(
+            "template",
+            &json!({ "name": t.path, "base_path": "templates" }),
+        );
+        let text = tera
+            .render(&t.path, &ctx)
+            .map_err(|e| template_error(&e, &t.path))?;
+        out.push((t.path.clone(), text));
+    }
+    Ok(out)
+}
+
+pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
+    let mut docs: Vec<(String, serde_json::Value, bool)> = Vec::new();
+    for crd in &chart.crds {
+        for obj in manifest::parse_documents(&crd.text, &crd.path)? {
+            docs.push((crd.path.clone(), obj, true));
+        }
+    }
+    for (path, text) in render_raw(chart, opts)? {
+        for obj in manifest::parse_documents(&text, &path)? {
+            docs.push((path.clone(), obj, false));
+        }
+    }
+
+    // Kinds the chart itself declares cluster-scoped (its CRDs).
+    let mut cluster_kinds: HashSet<String> = HashSet::new();
+    for (_, obj, _) in &docs {
+        if obj.get("kind").and_then(|k| k.as_str()) == Some("CustomResourceDefinition")
+            && obj.pointer("/spec/scope").and_then(|s| s.as_str()) == Some("Cluster")
+            && let Some(kind) = obj.pointer("/spec/names/kind").and_then(|k| k.as_str())
+        {
+            cluster_kinds.insert(kind.to_string());
+        }
+    }
+    let mut out = Vec::with_capacity(docs.len());
+    for (source, obj, from_crds) in docs {
+        let m = Manifest::from_object(obj, &source, &opts.namespace, &cluster_kinds)?;
+        if from_crds && m.kind != "CustomResourceDefinition" {
+            return Err(ChartError::Manifest {
+                file: source,
+                reason: format!(
+                    "crds/ may only hold CustomResourceDefinitions, found {} {:?}",
+                    m.kind, m.name
+                ),
+            });
+        }
+        out.push(m);
+    }
+    manifest::sort_for_install(&mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_parts_reads_major_minor() {
+        assert_eq!(kube_parts("v1.34.0"), (1, 34));
+        assert_eq!(kube_parts("1.29+"), (1, 29));
+        assert_eq!(kube_parts("v1.30.2-eks-1"), (1, 30));
+    }
+
+    #[test]
+    fn helpers_and_notes_are_not_rendered() {
+        assert!(!is_rendered("templates/_helpers.tpl"));
+        assert!(!is_rendered("templates/sub/_x.yaml"));
+        assert!(!is_rendered("templates/NOTES.txt"));
+        assert!(is_rendered("templates/deploy.yaml"));
+    }
+}

@@ -1,0 +1,181 @@
+//! Values: parsing, merging of user values, and coalescing with chart defaults,
+//! following Helm's rules.
+//!
+//! Order of precedence (lowest first): the chart's `values.yaml`, each values
+//! file in the order given, each `--set`/`--set-string` in the order given.
+//!
+//! - Values files are merged into each other: maps merge key by key, anything
+//!   else (lists included) is replaced by the later file; a later `null` is
+//!   kept as `null`.
+//! - `--set` expressions are applied onto the merged user values (so
+//!   `--set list[1]=x` changes one element of a list a values file gave).
+//! - The user values are then coalesced with the chart defaults: maps merge,
+//!   a user list replaces the default list, and a user `null` deletes a key
+//!   the defaults have.
+
+use serde_json::{Map, Value};
+
+use super::ChartError;
+
+/// User-supplied values (values files and `--set`), before coalescing with a
+/// chart's defaults. Always a mapping.
+#[derive(Clone, PartialEq)]
+pub struct Values(Value);
+
+impl std::fmt::Debug for Values {
+    // Values may carry secrets (`--set password=...`): never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.0.as_object().map(|m| m.len()).unwrap_or(0);
+        write!(f, "Values({keys} top-level keys, contents redacted)")
+    }
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Values::new()
+    }
+}
+
+impl Values {
+    /// No user values.
+    pub fn new() -> Self {
+        Values(Value::Object(Map::new()))
+    }
+
+    /// Values from a JSON value, which must be a mapping (`null` counts as empty).
+    pub fn from_json(value: Value, origin: &str) -> Result<Self, ChartError> {
+        match value {
+            Value::Null => Ok(Values::new()),
+            Value::Object(_) => Ok(Values(value)),
+            other => Err(ChartError::ValuesNotMap {
+                file: origin.to_string(),
+                found: kind_name(&other),
+            }),
+        }
+    }
+
+    /// The values as JSON (a mapping).
+    pub fn as_json(&self) -> &Value {
+        &self.0
+    }
+
+    /// Consumes the values, returning the JSON mapping.
+    pub fn into_json(self) -> Value {
+        self.0
+    }
+
+    /// Merges a values file's text (YAML) over the current values; `name`
+    /// names the file in errors.
+    pub fn merge_yaml(&mut self, text: &str, name: &str) -> Result<(), ChartError> {
+        let parsed = parse_values(text, name)?;
+        merge_into(&mut self.0, parsed);
+        Ok(())
+    }
+
+    /// Reads and merges a values file (`-f FILE`).
+    pub fn merge_file(&mut self, path: &std::path::Path) -> Result<(), ChartError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ChartError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.merge_yaml(&text, &path.display().to_string())
+    }
+
+    /// Merges another set of values over these.
+    pub fn merge(&mut self, other: Values) {
+        merge_into(&mut self.0, other.0);
+    }
+
+    /// Applies one `--set` (or, with `force_string`, `--set-string`)
+    /// expression, which may hold several comma-separated assignments.
+    pub fn set(&mut self, expr: &str, force_string: bool) -> Result<(), ChartError> {
+        let Value::Object(map) = &mut self.0 else {
+            // Unreachable by construction; keep the invariant anyway.
+            self.0 = Value::Object(Map::new());
+            return self.set(expr, force_string);
+        };
+        super::set::apply(expr, force_string, map)
+    }
+}
+
+pub(crate) fn kind_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Parses YAML text into JSON; errors name `file`.
+pub(crate) fn parse_yaml(text: &str, file: &str) -> Result<Value, ChartError> {
+    serde_saphyr::from_str::<Value>(text).map_err(|e| ChartError::Yaml {
+        file: file.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses a values document: a mapping, or empty (→ empty mapping).
+pub(crate) fn parse_values(text: &str, file: &str) -> Result<Value, ChartError> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    match parse_yaml(text, file)? {
+        Value::Null => Ok(Value::Object(Map::new())),
+        v @ Value::Object(_) => Ok(v),
+        other => Err(ChartError::ValuesNotMap {
+            file: file.to_string(),
+            found: kind_name(&other),
+        }),
+    }
+}
+
+/// Merges `src` into `dst` the way Helm merges values files: where both are
+/// mappings, key by key (recursively); otherwise `src` replaces `dst`
+/// (lists are replaced, not appended; `null` replaces too).
+pub fn merge_into(dst: &mut Value, src: Value) {
+    match (dst, src) {
+        (Value::Object(d), Value::Object(s)) => {
+            for (k, v) in s {
+                match d.get_mut(&k) {
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_into(existing, v)
+                    }
+                    _ => {
+                        d.insert(k, v);
+                    }
+                }
+            }
+        }
+        (d, s) => *d = s,
+    }
+}
+
+/// Coalesces user values with a chart's defaults, like Helm: mappings merge
+/// (user keys win), a user list or scalar replaces the default, and a user
+/// `null` deletes a key the defaults define. Keys only in the defaults are
+/// copied.
+pub fn coalesce(user: Value, defaults: &Value) -> Value {
+    match (user, defaults) {
+        (Value::Object(mut u), Value::Object(d)) => {
+            for (k, dv) in d {
+                match u.remove(k) {
+                    Some(Value::Null) => {} // deleted by the user
+                    Some(uv @ Value::Object(_)) if dv.is_object() => {
+                        u.insert(k.clone(), coalesce(uv, dv));
+                    }
+                    Some(uv) => {
+                        u.insert(k.clone(), uv);
+                    }
+                    None => {
+                        u.insert(k.clone(), dv.clone());
+                    }
+                }
+            }
+            Value::Object(u)
+        }
+        (u, _) => u,
+    }
+}

@@ -1,0 +1,956 @@
+//! The embedded Argo CD chart (`templates/argocd`): snapshots of the four
+//! reference value sets, the comparison with Helm's renderings of the upstream
+//! chart (through `manifest-diff` when the shared reference data is present),
+//! and targeted checks of value combinations the reference sets do not cover.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use tendril::Secret;
+use tendril::chart::{Chart, ChartError, Manifest, RenderOptions, Values, manifests_to_yaml};
+
+/// A fixed Redis password so renderings are reproducible.
+const REDIS_PASSWORD: &str = "test-redis-password-0123";
+
+/// The four value sets Helm's reference renderings were made with.
+const REFERENCE_SETS: &[&str] = &["default", "ingress", "lb-insecure", "private-repo"];
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> Chart {
+    Chart::load(manifest_dir().join("templates/argocd"))
+        .unwrap_or_else(|e| panic!("loading templates/argocd: {e}"))
+}
+
+fn options(values_yaml: &str) -> RenderOptions {
+    let mut values = Values::new();
+    if !values_yaml.trim().is_empty() {
+        values
+            .merge_yaml(values_yaml, "test values")
+            .unwrap_or_else(|e| panic!("test values: {e}"));
+    }
+    RenderOptions::new("argocd", "argocd")
+        .with_values(values)
+        .with_input("redis_password", Secret::new(REDIS_PASSWORD.to_string()))
+}
+
+fn render(values_yaml: &str) -> Vec<Manifest> {
+    chart()
+        .render(&options(values_yaml))
+        .unwrap_or_else(|e| panic!("render failed: {e}"))
+}
+
+fn render_err(values_yaml: &str) -> ChartError {
+    match chart().render(&options(values_yaml)) {
+        Ok(_) => panic!("render succeeded but an error was expected"),
+        Err(e) => e,
+    }
+}
+
+fn fixture(name: &str) -> String {
+    let path = manifest_dir().join(format!("fixtures/argocd-values/{name}.yaml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn find<'a>(ms: &'a [Manifest], kind: &str, name: &str) -> &'a Value {
+    &ms.iter()
+        .find(|m| m.kind == kind && m.name == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendering"))
+        .object
+}
+
+fn has(ms: &[Manifest], kind: &str, name: &str) -> bool {
+    ms.iter().any(|m| m.kind == kind && m.name == name)
+}
+
+fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
+    workload["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn env_names(c: &Value) -> Vec<String> {
+    c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| e["name"].as_str().expect("env name").to_string())
+        .collect()
+}
+
+fn args(c: &Value) -> Vec<String> {
+    c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("arg").to_string())
+        .collect()
+}
+
+fn data<'a>(ms: &'a [Manifest], configmap: &str) -> &'a Value {
+    &find(ms, "ConfigMap", configmap)["data"]
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The Argo CD workloads: (kind, name, container).
+const WORKLOADS: &[(&str, &str, &str)] = &[
+    (
+        "StatefulSet",
+        "argocd-application-controller",
+        "application-controller",
+    ),
+    ("Deployment", "argocd-server", "server"),
+    ("Deployment", "argocd-repo-server", "repo-server"),
+    (
+        "Deployment",
+        "argocd-applicationset-controller",
+        "applicationset-controller",
+    ),
+    (
+        "Deployment",
+        "argocd-notifications-controller",
+        "notifications-controller",
+    ),
+    ("Deployment", "argocd-dex-server", "dex-server"),
+    ("Deployment", "argocd-redis", "redis"),
+];
+
+// ---- snapshots of the reference value sets ---------------------------------
+
+fn snapshot(name: &str) {
+    let yaml = manifests_to_yaml(&render(&fixture(name)));
+    insta::assert_snapshot!(format!("argocd_{name}"), yaml);
+}
+
+#[test]
+fn snapshot_default() {
+    snapshot("default");
+}
+
+#[test]
+fn snapshot_ingress() {
+    snapshot("ingress");
+}
+
+#[test]
+fn snapshot_lb_insecure() {
+    snapshot("lb-insecure");
+}
+
+#[test]
+fn snapshot_private_repo() {
+    snapshot("private-repo");
+}
+
+// ---- comparison with Helm's renderings of the upstream chart ---------------
+
+/// `../shared` (CI keeps a copy beside the clone), or `TENDRIL_SHARED_DIR`.
+fn shared_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TENDRIL_SHARED_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let root = manifest_dir();
+    [root.join("../shared"), root.join("../../shared")]
+        .into_iter()
+        .find(|p| p.join("tools/manifest-diff").is_file())
+}
+
+fn manifest_diff(tool: &Path, reference: &Path, candidate: &Path) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(tool)
+        .arg(reference)
+        .arg(candidate)
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 {}: {e}", tool.display()));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (out.status.success(), text)
+}
+
+#[test]
+fn reference_renderings_match_through_manifest_diff() {
+    let Some(shared) = shared_dir() else {
+        eprintln!(
+            "\n!!! SKIPPED reference_renderings_match_through_manifest_diff: \
+             no shared/tools/manifest-diff beside the checkout (set TENDRIL_SHARED_DIR) !!!\n"
+        );
+        return;
+    };
+    let tool = shared.join("tools/manifest-diff");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    for name in REFERENCE_SETS {
+        // The value files in fixtures/ must be the ones Helm used.
+        let reference_values = shared.join(format!("reference/argo-cd/values/{name}.yaml"));
+        let theirs = std::fs::read_to_string(&reference_values)
+            .unwrap_or_else(|e| panic!("{}: {e}", reference_values.display()));
+        assert_eq!(
+            theirs,
+            fixture(name),
+            "fixtures/argocd-values/{name}.yaml is stale"
+        );
+
+        let candidate = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(&candidate, manifests_to_yaml(&render(&theirs))).expect("write rendering");
+        let reference = shared.join(format!("reference/argo-cd/rendered/{name}.yaml"));
+        let (ok, report) = manifest_diff(&tool, &reference, &candidate);
+        let summary = report.lines().last().unwrap_or_default().to_string();
+        let (matched, total) = summary
+            .strip_prefix("matched ")
+            .and_then(|s| s.split_once(" objects"))
+            .and_then(|(m, _)| m.split_once('/'))
+            .unwrap_or_else(|| panic!("{name}: unexpected manifest-diff output:\n{report}"));
+        assert_eq!(
+            matched, total,
+            "{name}: not every object matched:\n{report}"
+        );
+        assert_eq!(
+            summary,
+            format!("matched {total}/{total} objects, missing 0, differing 0, unexpected 0"),
+            "{name}:\n{report}"
+        );
+        assert!(ok, "{name}: manifest-diff exited non-zero:\n{report}");
+    }
+}
+
+// ---- shape of the default rendering ------------------------------------------
+
+#[test]
+fn default_rendering_has_every_component_and_three_crds() {
+    let ms = render("");
+    for (kind, name, _) in WORKLOADS {
+        assert!(has(&ms, kind, name), "{kind} {name} missing");
+    }
+    let crds: Vec<&str> = ms
+        .iter()
+        .filter(|m| m.kind == "CustomResourceDefinition")
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(
+        crds,
+        [
+            "applications.argoproj.io",
+            "applicationsets.argoproj.io",
+            "appprojects.argoproj.io"
+        ]
+    );
+    // Hooks are replaced by the Secret tendril renders itself.
+    assert!(!ms.iter().any(|m| m.kind == "Job"));
+    assert!(has(&ms, "Secret", "argocd-redis"));
+    // 55 objects of the upstream chart without its 4 hook objects, plus argocd-redis.
+    assert_eq!(ms.len(), 56);
+}
+
+#[test]
+fn crds_carry_no_description_text() {
+    fn walk(v: &Value, path: &str) {
+        match v {
+            Value::Object(m) => {
+                // A property may be *named* description (AppProject has one);
+                // description *text* would be a string.
+                assert!(
+                    !m.get("description").is_some_and(Value::is_string),
+                    "description at {path}"
+                );
+                for (k, x) in m {
+                    walk(x, &format!("{path}.{k}"));
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, path)),
+            _ => {}
+        }
+    }
+    for m in render("")
+        .iter()
+        .filter(|m| m.kind == "CustomResourceDefinition")
+    {
+        walk(&m.object, &m.name);
+        let version = &m.object["spec"]["versions"][0];
+        assert_eq!(
+            version["schema"]["openAPIV3Schema"]["required"],
+            serde_json::json!(["metadata", "spec"])
+        );
+    }
+}
+
+#[test]
+fn rendering_is_deterministic_and_embedded_chart_is_the_same() {
+    let a = manifests_to_yaml(&render(&fixture("private-repo")));
+    let b = manifests_to_yaml(&render(&fixture("private-repo")));
+    assert_eq!(a, b);
+    let embedded = Chart::embedded("argocd").expect("embedded argocd chart");
+    let c = manifests_to_yaml(
+        &embedded
+            .render(&options(&fixture("private-repo")))
+            .expect("render embedded chart"),
+    );
+    assert_eq!(a, c, "the embedded archive differs from templates/argocd");
+}
+
+// ---- Redis password ----------------------------------------------------------
+
+#[test]
+fn redis_secret_comes_from_the_input_and_is_stable() {
+    let ms = render("");
+    let secret = find(&ms, "Secret", "argocd-redis");
+    assert_eq!(secret["data"]["auth"], b64(REDIS_PASSWORD));
+    // Every Argo CD component that talks to Redis requires that Secret.
+    for (kind, name, c) in [
+        (
+            "StatefulSet",
+            "argocd-application-controller",
+            "application-controller",
+        ),
+        ("Deployment", "argocd-server", "server"),
+        ("Deployment", "argocd-repo-server", "repo-server"),
+    ] {
+        let env = container(find(&ms, kind, name), c)["env"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let pw = env
+            .iter()
+            .find(|e| e["name"] == "REDIS_PASSWORD")
+            .expect("REDIS_PASSWORD");
+        let r = &pw["valueFrom"]["secretKeyRef"];
+        assert_eq!(
+            (r["name"].as_str(), r["key"].as_str()),
+            (Some("argocd-redis"), Some("auth"))
+        );
+        assert_eq!(r["optional"], false);
+    }
+    // Another password changes only that Secret.
+    let other = chart()
+        .render(&options("").with_input("redis_password", Secret::new("another".to_string())))
+        .expect("render");
+    let diff: Vec<&str> = ms
+        .iter()
+        .zip(&other)
+        .filter(|(a, b)| a.object != b.object)
+        .map(|(a, _)| a.name.as_str())
+        .collect();
+    assert_eq!(diff, ["argocd-redis"]);
+}
+
+#[test]
+fn missing_redis_password_input_is_a_clear_error() {
+    let opts = RenderOptions::new("argocd", "argocd");
+    let err = chart()
+        .render(&opts)
+        .expect_err("render without redis_password");
+    let text = format!("{err}");
+    let chain = {
+        let mut s = text.clone();
+        let mut src = std::error::Error::source(&err);
+        while let Some(e) = src {
+            s.push_str(&format!(" / {e}"));
+            src = e.source();
+        }
+        s
+    };
+    assert!(chain.contains("redis_password"), "{chain}");
+}
+
+// ---- component toggles -------------------------------------------------------
+
+#[test]
+fn dex_disabled_removes_dex_and_its_server_settings() {
+    let ms = render("dex:\n  enabled: false\n");
+    for kind in [
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+    ] {
+        assert!(
+            !has(&ms, kind, "argocd-dex-server"),
+            "{kind} argocd-dex-server still rendered"
+        );
+    }
+    let params = data(&ms, "argocd-cmd-params-cm");
+    assert!(params.get("server.dex.server").is_none());
+    assert!(params.get("server.dex.server.strict.tls").is_none());
+}
+
+#[test]
+fn dex_without_tls_uses_http() {
+    let ms = render("configs:\n  params:\n    dexserver.disable.tls: true\n");
+    let params = data(&ms, "argocd-cmd-params-cm");
+    assert_eq!(params["server.dex.server"], "http://argocd-dex-server:5556");
+    assert_eq!(params["dexserver.disable.tls"], "true");
+}
+
+#[test]
+fn notifications_and_redis_can_be_disabled() {
+    let ms = render("notifications:\n  enabled: false\nredis:\n  enabled: false\n");
+    assert!(
+        !ms.iter()
+            .any(|m| m.name.starts_with("argocd-notifications"))
+    );
+    assert!(!has(&ms, "Deployment", "argocd-redis"));
+    assert!(!has(&ms, "Service", "argocd-redis"));
+    assert!(!has(&ms, "ConfigMap", "argocd-redis-health-configmap"));
+    // The password Secret stays: the components still read it.
+    assert!(has(&ms, "Secret", "argocd-redis"));
+    assert_eq!(data(&ms, "argocd-cmd-params-cm")["redis.server"], "");
+    // The repo server no longer admits the notifications controller.
+    let np = find(&ms, "NetworkPolicy", "argocd-repo-server");
+    let peers = np["spec"]["ingress"][0]["from"].as_array().unwrap();
+    assert_eq!(peers.len(), 3);
+    assert!(!peers.iter().any(
+        |p| p["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            == "argocd-notifications-controller"
+    ));
+}
+
+#[test]
+fn external_redis_replaces_the_bundled_one() {
+    let ms = render(
+        "redis:\n  enabled: false\nexternalRedis:\n  host: redis.example.com\n  port: 6380\n  existingSecret: my-redis\n",
+    );
+    assert_eq!(
+        data(&ms, "argocd-cmd-params-cm")["redis.server"],
+        "redis.example.com:6380"
+    );
+    assert!(!has(&ms, "Secret", "argocd-redis"));
+    let server = container(find(&ms, "Deployment", "argocd-server"), "server");
+    let pw = server["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "REDIS_PASSWORD")
+        .unwrap();
+    assert_eq!(pw["valueFrom"]["secretKeyRef"]["name"], "my-redis");
+    assert_eq!(pw["valueFrom"]["secretKeyRef"]["key"], "redis-password");
+    assert_eq!(pw["valueFrom"]["secretKeyRef"]["optional"], false);
+}
+
+// ---- replicas ----------------------------------------------------------------
+
+#[test]
+fn ha_replicas_reach_workloads_and_settings() {
+    let ms = render(
+        "controller:\n  replicas: 2\nserver:\n  replicas: 3\nrepoServer:\n  replicas: 3\napplicationSet:\n  replicas: 2\n",
+    );
+    let sts = find(&ms, "StatefulSet", "argocd-application-controller");
+    assert_eq!(sts["spec"]["replicas"], 2);
+    let env = container(sts, "application-controller")["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let replicas = env
+        .iter()
+        .find(|e| e["name"] == "ARGOCD_CONTROLLER_REPLICAS")
+        .unwrap();
+    assert_eq!(replicas["value"], "2");
+    assert_eq!(
+        find(&ms, "Deployment", "argocd-server")["spec"]["replicas"],
+        3
+    );
+    assert_eq!(
+        find(&ms, "Deployment", "argocd-repo-server")["spec"]["replicas"],
+        3
+    );
+    assert_eq!(
+        find(&ms, "Deployment", "argocd-applicationset-controller")["spec"]["replicas"],
+        2
+    );
+    // Two ApplicationSet controllers need leader election.
+    assert_eq!(
+        data(&ms, "argocd-cmd-params-cm")["applicationsetcontroller.enable.leader.election"],
+        "true"
+    );
+    // Notifications, Dex and Redis stay single.
+    for name in [
+        "argocd-notifications-controller",
+        "argocd-dex-server",
+        "argocd-redis",
+    ] {
+        assert_eq!(
+            find(&ms, "Deployment", name)["spec"]["replicas"],
+            1,
+            "{name}"
+        );
+    }
+}
+
+// ---- server Service and Ingress ---------------------------------------------
+
+#[test]
+fn ingress_with_tls_extra_hosts_and_insecure_backend() {
+    let ms = render(
+        "global:\n  domain: cd.example.org\nconfigs:\n  params:\n    server.insecure: true\n\
+         server:\n  ingress:\n    enabled: true\n    ingressClassName: traefik\n    tls: true\n\
+         \x20   annotations:\n      a.example/x: \"1\"\n\
+         \x20   extraHosts:\n    - name: alt.example.org\n      path: /alt\n",
+    );
+    let ing = find(&ms, "Ingress", "argocd-server");
+    assert_eq!(ing["metadata"]["annotations"]["a.example/x"], "1");
+    assert_eq!(ing["spec"]["ingressClassName"], "traefik");
+    let rules = ing["spec"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0]["host"], "cd.example.org");
+    assert_eq!(rules[1]["host"], "alt.example.org");
+    assert_eq!(rules[1]["http"]["paths"][0]["path"], "/alt");
+    assert_eq!(rules[1]["http"]["paths"][0]["pathType"], "Prefix");
+    // Insecure server: the Ingress talks plain HTTP to the Service's port 80.
+    for r in rules {
+        assert_eq!(
+            r["http"]["paths"][0]["backend"]["service"]["port"]["number"],
+            80
+        );
+        assert_eq!(
+            r["http"]["paths"][0]["backend"]["service"]["name"],
+            "argocd-server"
+        );
+    }
+    assert_eq!(
+        ing["spec"]["tls"],
+        serde_json::json!([{"hosts": ["cd.example.org", "alt.example.org"], "secretName": "argocd-server-tls"}])
+    );
+    assert_eq!(data(&ms, "argocd-cm")["url"], "https://cd.example.org");
+    assert_eq!(
+        data(&ms, "argocd-notifications-cm")["context"],
+        "argocdUrl: https://cd.example.org\n"
+    );
+}
+
+#[test]
+fn ingress_hostname_overrides_domain_and_secure_backend_uses_443() {
+    let ms = render("server:\n  ingress:\n    enabled: true\n    hostname: ui.example.net\n");
+    let ing = find(&ms, "Ingress", "argocd-server");
+    assert_eq!(ing["spec"]["rules"][0]["host"], "ui.example.net");
+    assert_eq!(
+        ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"],
+        443
+    );
+    assert!(ing["spec"].get("tls").is_none());
+    assert!(ing["spec"].get("ingressClassName").is_none());
+}
+
+#[test]
+fn node_port_service() {
+    let ms = render("server:\n  service:\n    type: NodePort\n    nodePortHttp: 31080\n");
+    let svc = find(&ms, "Service", "argocd-server");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["externalTrafficPolicy"], "Cluster");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 31080);
+    assert_eq!(svc["spec"]["ports"][1]["nodePort"], 30443);
+}
+
+// ---- images, args, env, resources --------------------------------------------
+
+#[test]
+fn global_and_component_images() {
+    let ms = render(
+        "global:\n  image:\n    repository: registry.example/argocd\n    tag: v9.9.9\n    imagePullPolicy: Always\n\
+         repoServer:\n  image:\n    repository: registry.example/repo\n    tag: custom\n    imagePullPolicy: Never\n\
+         dex:\n  image:\n    tag: v2.99.0\nredis:\n  image:\n    tag: 9-alpine\n",
+    );
+    let server = container(find(&ms, "Deployment", "argocd-server"), "server");
+    assert_eq!(server["image"], "registry.example/argocd:v9.9.9");
+    assert_eq!(server["imagePullPolicy"], "Always");
+    let repo = find(&ms, "Deployment", "argocd-repo-server");
+    assert_eq!(
+        container(repo, "repo-server")["image"],
+        "registry.example/repo:custom"
+    );
+    assert_eq!(container(repo, "repo-server")["imagePullPolicy"], "Never");
+    assert_eq!(
+        repo["spec"]["template"]["spec"]["initContainers"][0]["image"],
+        "registry.example/repo:custom"
+    );
+    let dex = find(&ms, "Deployment", "argocd-dex-server");
+    assert_eq!(
+        container(dex, "dex-server")["image"],
+        "ghcr.io/dexidp/dex:v2.99.0"
+    );
+    // Dex's init container copies the argocd binary: the global Argo CD image.
+    assert_eq!(
+        dex["spec"]["template"]["spec"]["initContainers"][0]["image"],
+        "registry.example/argocd:v9.9.9"
+    );
+    let redis = container(find(&ms, "Deployment", "argocd-redis"), "redis");
+    assert_eq!(
+        redis["image"],
+        "ecr-public.aws.com/docker/library/redis:9-alpine"
+    );
+    // The version label follows the Argo CD image tag.
+    assert_eq!(
+        find(&ms, "Deployment", "argocd-server")["metadata"]["labels"]["app.kubernetes.io/version"],
+        "v9.9.9"
+    );
+}
+
+#[test]
+fn extra_args_env_and_resources_per_component() {
+    let ms = render(
+        "global:\n  env:\n  - {name: GLOBAL_ONE, value: g}\n\
+         controller:\n  extraArgs: [--foo]\n  env:\n  - {name: CTRL_ENV, value: c}\n  resources:\n    limits: {cpu: \"2\", memory: 2Gi}\n\
+         server:\n  extraArgs: [--insecure-x]\n  env:\n  - {name: SRV_ENV, value: s}\n\
+         repoServer:\n  extraArgs: [--repo-x]\n  env:\n  - {name: REPO_ENV, value: r}\n\
+         applicationSet:\n  extraArgs: [--as-x]\n  extraEnv:\n  - {name: AS_ENV, value: a}\n\
+         notifications:\n  extraArgs: [--n-x]\n  extraEnv:\n  - {name: N_ENV, value: n}\n\
+         dex:\n  extraArgs: [--dex-x]\n  env:\n  - {name: DEX_ENV, value: d}\n\
+         redis:\n  extraArgs: [--maxmemory, 64mb]\n  env:\n  - {name: REDIS_ENV, value: x}\n",
+    );
+    let ctrl = container(
+        find(&ms, "StatefulSet", "argocd-application-controller"),
+        "application-controller",
+    );
+    assert_eq!(args(ctrl).last().unwrap(), "--foo");
+    let names = env_names(ctrl);
+    // The controller appends user variables after its own.
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["KUBECACHEDIR", "GLOBAL_ONE", "CTRL_ENV"]
+    );
+    assert_eq!(ctrl["resources"]["limits"]["memory"], "2Gi");
+
+    let server = container(find(&ms, "Deployment", "argocd-server"), "server");
+    assert_eq!(args(server).last().unwrap(), "--insecure-x");
+    // The server, repo server, ApplicationSet controller and Dex put them first.
+    assert_eq!(
+        &env_names(server)[..3],
+        ["GLOBAL_ONE", "SRV_ENV", "ARGOCD_SERVER_NAME"]
+    );
+    let repo = container(find(&ms, "Deployment", "argocd-repo-server"), "repo-server");
+    assert_eq!(args(repo).last().unwrap(), "--repo-x");
+    assert_eq!(
+        &env_names(repo)[..3],
+        ["GLOBAL_ONE", "REPO_ENV", "ARGOCD_REPO_SERVER_NAME"]
+    );
+    let appset = container(
+        find(&ms, "Deployment", "argocd-applicationset-controller"),
+        "applicationset-controller",
+    );
+    assert_eq!(args(appset).last().unwrap(), "--as-x");
+    assert_eq!(
+        &env_names(appset)[..3],
+        ["GLOBAL_ONE", "AS_ENV", "NAMESPACE"]
+    );
+    let notif = container(
+        find(&ms, "Deployment", "argocd-notifications-controller"),
+        "notifications-controller",
+    );
+    assert_eq!(args(notif).last().unwrap(), "--n-x");
+    assert_eq!(&env_names(notif)[..2], ["GLOBAL_ONE", "N_ENV"]);
+    let dex = container(find(&ms, "Deployment", "argocd-dex-server"), "dex-server");
+    assert_eq!(args(dex), ["rundex", "--dex-x"]);
+    assert_eq!(&env_names(dex)[..2], ["GLOBAL_ONE", "DEX_ENV"]);
+    // Redis: user flags come before the built-in ones, variables after REDIS_PASSWORD.
+    let redis = container(find(&ms, "Deployment", "argocd-redis"), "redis");
+    assert_eq!(&args(redis)[..2], ["--maxmemory", "64mb"]);
+    assert_eq!(
+        env_names(redis),
+        ["REDIS_PASSWORD", "GLOBAL_ONE", "REDIS_ENV"]
+    );
+}
+
+// ---- scheduling --------------------------------------------------------------
+
+fn pod_spec<'a>(ms: &'a [Manifest], kind: &str, name: &str) -> &'a Value {
+    &find(ms, kind, name)["spec"]["template"]["spec"]
+}
+
+#[test]
+fn node_selector_and_tolerations_global_vs_component() {
+    let ms = render(
+        "global:\n  nodeSelector: {pool: system}\n  tolerations:\n  - {key: dedicated, operator: Exists}\n\
+         repoServer:\n  nodeSelector: {pool: builds}\n  tolerations:\n  - {key: builds, operator: Exists, effect: NoSchedule}\n",
+    );
+    for (kind, name, _) in WORKLOADS {
+        let spec = pod_spec(&ms, kind, name);
+        if *name == "argocd-repo-server" {
+            assert_eq!(spec["nodeSelector"], serde_json::json!({"pool": "builds"}));
+            assert_eq!(spec["tolerations"][0]["key"], "builds");
+        } else {
+            // Maps merge with the chart defaults (as in Helm), so the default
+            // OS selector stays unless it is nulled out.
+            assert_eq!(
+                spec["nodeSelector"],
+                serde_json::json!({"pool": "system", "kubernetes.io/os": "linux"}),
+                "{name}"
+            );
+            assert_eq!(spec["tolerations"][0]["key"], "dedicated", "{name}");
+        }
+    }
+}
+
+#[test]
+fn default_node_selector_and_soft_anti_affinity() {
+    let ms = render("");
+    for (kind, name, _) in WORKLOADS {
+        let spec = pod_spec(&ms, kind, name);
+        assert_eq!(
+            spec["nodeSelector"],
+            serde_json::json!({"kubernetes.io/os": "linux"}),
+            "{name}"
+        );
+        assert!(spec.get("tolerations").is_none(), "{name}");
+        let term = &spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0];
+        assert_eq!(
+            term["podAffinityTerm"]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"],
+            *name
+        );
+        assert_eq!(
+            term["podAffinityTerm"]["topologyKey"],
+            "kubernetes.io/hostname"
+        );
+    }
+}
+
+#[test]
+fn affinity_presets_and_component_override() {
+    let ms = render(
+        "global:\n  affinity:\n    podAntiAffinity: hard\n    nodeAffinity:\n      type: soft\n      matchExpressions:\n      - {key: zone, operator: In, values: [a]}\n\
+         server:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: role, operator: In, values: [web]}\n",
+    );
+    let ctrl = &pod_spec(&ms, "StatefulSet", "argocd-application-controller")["affinity"];
+    let required = &ctrl["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(required["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        ctrl["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    let pref = &ctrl["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(pref["weight"], 1);
+    assert_eq!(pref["preference"]["matchExpressions"][0]["key"], "zone");
+    // A component's own affinity replaces the preset completely.
+    let server = &pod_spec(&ms, "Deployment", "argocd-server")["affinity"];
+    assert!(server.get("podAntiAffinity").is_none());
+    assert_eq!(
+        server["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "role"
+    );
+}
+
+#[test]
+fn anti_affinity_none_and_empty_node_selector_drop_the_fields() {
+    // `null` deletes a default (an empty map would merge into it).
+    let ms = render("global:\n  affinity:\n    podAntiAffinity: none\n  nodeSelector: null\n");
+    let spec = pod_spec(&ms, "Deployment", "argocd-server");
+    assert!(spec.get("affinity").is_none());
+    assert!(spec.get("nodeSelector").is_none());
+}
+
+#[test]
+fn topology_spread_constraints_get_a_default_selector() {
+    let ms = render(
+        "server:\n  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}\n",
+    );
+    let tsc = &pod_spec(&ms, "Deployment", "argocd-server")["topologySpreadConstraints"][0];
+    assert_eq!(tsc["maxSkew"], 1);
+    assert_eq!(
+        tsc["labelSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "argocd-server"
+    );
+    assert_eq!(
+        tsc["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "argocd"
+    );
+}
+
+// ---- global metadata ---------------------------------------------------------
+
+#[test]
+fn additional_labels_and_pod_metadata() {
+    let ms = render(
+        "global:\n  additionalLabels: {team: platform}\n  podAnnotations: {a.example/p: \"1\"}\n  deploymentAnnotations: {a.example/d: x}\n\
+         server:\n  podLabels: {tier: web}\n",
+    );
+    for m in ms.iter().filter(|m| m.kind != "CustomResourceDefinition") {
+        assert_eq!(
+            m.object["metadata"]["labels"]["team"], "platform",
+            "{} {}",
+            m.kind, m.name
+        );
+    }
+    let server = find(&ms, "Deployment", "argocd-server");
+    assert_eq!(server["metadata"]["annotations"]["a.example/d"], "x");
+    assert_eq!(
+        server["spec"]["template"]["metadata"]["annotations"]["a.example/p"],
+        "1"
+    );
+    assert_eq!(
+        server["spec"]["template"]["metadata"]["labels"]["tier"],
+        "web"
+    );
+    // Selectors never pick up the extra labels (they are immutable).
+    assert_eq!(
+        server["spec"]["selector"]["matchLabels"],
+        serde_json::json!({"app.kubernetes.io/name": "argocd-server", "app.kubernetes.io/instance": "argocd"})
+    );
+}
+
+#[test]
+fn release_and_namespace_are_honoured() {
+    let opts = options("").with_values(Values::new());
+    let opts = RenderOptions {
+        release_name: "cd".into(),
+        namespace: "gitops".into(),
+        ..opts
+    };
+    let ms = chart().render(&opts).expect("render");
+    // Release "cd" does not contain "argocd": names get the "cd-argocd" prefix.
+    assert!(has(&ms, "Deployment", "cd-argocd-server"));
+    let server = find(&ms, "Deployment", "cd-argocd-server");
+    assert_eq!(server["metadata"]["namespace"], "gitops");
+    assert_eq!(
+        data(&ms, "argocd-cmd-params-cm")["repo.server"],
+        "cd-argocd-repo-server:8081"
+    );
+    let crb = find(&ms, "ClusterRoleBinding", "cd-argocd-server");
+    assert_eq!(crb["subjects"][0]["namespace"], "gitops");
+}
+
+// ---- configs -----------------------------------------------------------------
+
+#[test]
+fn config_maps_from_configs() {
+    let ms = render(
+        "configs:\n  cm:\n    statusbadge.enabled: true\n    exec.enabled: true\n    timeout.reconciliation: \"\"\n    dex.config: |\n      connectors: []\n\
+         \x20 params:\n    server.insecure: true\n    controller.status.processors: 50\n\
+         \x20 rbac:\n    policy.csv: |\n      g, admins, role:admin\n\
+         \x20 ssh:\n    extraHosts: git.example.com ssh-ed25519 AAAAexample\n\
+         \x20 tls:\n    certificates:\n      git.example.com: |\n        -----BEGIN CERTIFICATE-----\n        abc\n        -----END CERTIFICATE-----\n\
+         \x20 gpg:\n    keys:\n      4AEE18F83AFDEB23: |\n        -----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+    );
+    let cm = data(&ms, "argocd-cm");
+    assert_eq!(cm["statusbadge.url"], "https://argocd.example.com/");
+    assert_eq!(cm["exec.enabled"], "true");
+    assert_eq!(cm["dex.config"], "connectors: []\n");
+    // Empty entries are left out of argocd-cm.
+    assert!(cm.get("timeout.reconciliation").is_none());
+    let params = data(&ms, "argocd-cmd-params-cm");
+    assert_eq!(params["server.insecure"], "true");
+    assert_eq!(params["controller.status.processors"], "50");
+    assert_eq!(
+        data(&ms, "argocd-rbac-cm")["policy.csv"],
+        "g, admins, role:admin\n"
+    );
+    let known = data(&ms, "argocd-ssh-known-hosts-cm")["ssh_known_hosts"]
+        .as_str()
+        .unwrap();
+    assert!(known.starts_with("[ssh.github.com]:443 "));
+    assert!(
+        known.ends_with("\ngit.example.com ssh-ed25519 AAAAexample\n"),
+        "{known}"
+    );
+    assert!(
+        data(&ms, "argocd-tls-certs-cm")["git.example.com"]
+            .as_str()
+            .unwrap()
+            .contains("abc\n")
+    );
+    assert!(
+        data(&ms, "argocd-gpg-keys-cm")["4AEE18F83AFDEB23"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PGP")
+    );
+    // exec.enabled grants the server the web terminal.
+    let rules = find(&ms, "ClusterRole", "argocd-server")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["pods/exec"]))
+    );
+    // dex.config makes the Dex pod restart on argocd-cm changes.
+    let dex = find(&ms, "Deployment", "argocd-dex-server");
+    assert!(
+        dex["spec"]["template"]["metadata"]["annotations"]
+            .get("checksum/cm")
+            .is_some()
+    );
+}
+
+#[test]
+fn repositories_credential_templates_and_webhook_secrets() {
+    let ms = render(
+        "configs:\n  repositories:\n    infra:\n      url: git@github.com:example/infra.git\n      sshPrivateKey: KEY\n\
+         \x20 credentialTemplates:\n    github:\n      url: https://github.com/example\n      password: tok\n      enableOCI: true\n\
+         \x20 secret:\n    githubSecret: gh-hook\n    extra:\n      oidc.auth0.clientSecret: s3\n",
+    );
+    let repo = find(&ms, "Secret", "argocd-repo-infra");
+    assert_eq!(
+        repo["metadata"]["labels"]["argocd.argoproj.io/secret-type"],
+        "repository"
+    );
+    assert_eq!(repo["data"]["url"], b64("git@github.com:example/infra.git"));
+    assert_eq!(repo["data"]["sshPrivateKey"], b64("KEY"));
+    let creds = find(&ms, "Secret", "argocd-repo-creds-github");
+    assert_eq!(
+        creds["metadata"]["labels"]["argocd.argoproj.io/secret-type"],
+        "repo-creds"
+    );
+    assert_eq!(creds["data"]["enableOCI"], b64("true"));
+    let secret = find(&ms, "Secret", "argocd-secret");
+    assert_eq!(secret["data"]["webhook.github.secret"], b64("gh-hook"));
+    assert_eq!(secret["data"]["oidc.auth0.clientSecret"], b64("s3"));
+}
+
+#[test]
+fn admin_password_needs_its_mtime() {
+    let err = render_err("configs:\n  secret:\n    argocdServerAdminPassword: \"$2a$10$hash\"\n");
+    let mut chain = err.to_string();
+    let mut src = std::error::Error::source(&err);
+    while let Some(e) = src {
+        chain.push_str(&format!(" / {e}"));
+        src = e.source();
+    }
+    assert!(chain.contains("argocdServerAdminPasswordMtime"), "{chain}");
+}
+
+#[test]
+fn config_objects_can_be_left_to_someone_else() {
+    let ms = render(
+        "configs:\n  cm:\n    create: false\n  params:\n    create: false\n  rbac:\n    create: false\n  ssh:\n    create: false\n  tls:\n    create: false\n  secret:\n    createSecret: false\n",
+    );
+    for name in [
+        "argocd-cm",
+        "argocd-cmd-params-cm",
+        "argocd-rbac-cm",
+        "argocd-ssh-known-hosts-cm",
+        "argocd-tls-certs-cm",
+    ] {
+        assert!(!has(&ms, "ConfigMap", name), "{name}");
+    }
+    assert!(!has(&ms, "Secret", "argocd-secret"));
+    // Without argocd-cm the pods carry no checksum of it.
+    let server = find(&ms, "Deployment", "argocd-server");
+    assert!(
+        server["spec"]["template"]["metadata"]["annotations"]
+            .get("checksum/cm")
+            .is_none()
+    );
+}
+
+#[test]
+fn network_policies_follow_the_global_switch() {
+    let ms = render(
+        "global:\n  networkPolicy:\n    create: false\nserver:\n  networkPolicy:\n    create: true\n",
+    );
+    let nps: Vec<&str> = ms
+        .iter()
+        .filter(|m| m.kind == "NetworkPolicy")
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(nps, ["argocd-server"]);
+}
