@@ -282,7 +282,7 @@ impl CaBundle {
         {
             return Err("no PEM CERTIFICATE block found".into());
         }
-        Ok(CaBundle(pem))
+        Ok(CaBundle(format!("{}\n", pem.trim())))
     }
 
     /// The PEM text.
