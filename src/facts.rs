@@ -1,1 +1,632 @@
 //! Typed infrastructure facts from Terraform outputs.
+//!
+//! [`InfraFacts::from_outputs`] reads the document `terraform output -json`
+//! prints (`{"name": {"sensitive": bool, "type": ..., "value": ...}}`) through
+//! an [`OutputMapping`] (fact key → output name). Each cloud has default
+//! names ([`OutputMapping::defaults`]) that match common module outputs; a job
+//! overrides any of them. A missing required output is an error naming both
+//! the output and the mapping key, so the fix is obvious.
+//!
+//! This module depends on nothing else in tendril.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What went wrong while reading facts.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    /// A required output is absent.
+    #[error(
+        "Terraform output `{output}` (mapping key `{key}`) is missing; add the output to the \
+         configuration or map `{key}` to another output in the job's `tendril.outputs`"
+    )]
+    MissingOutput {
+        /// The fact key.
+        key: String,
+        /// The output name it maps to.
+        output: String,
+    },
+    /// An output has the wrong shape or an unusable value.
+    #[error("Terraform output `{output}` (mapping key `{key}`) is invalid: {reason}")]
+    InvalidOutput {
+        /// The fact key.
+        key: String,
+        /// The output name.
+        output: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The outputs document is not `terraform output -json`'s shape.
+    #[error("the Terraform outputs document is malformed: {0}; expected the JSON of `terraform output -json`")]
+    Malformed(String),
+    /// The mapping names an unknown fact key.
+    #[error("unknown output mapping key `{0}`; known keys: {known}", known = FACT_KEYS.join(", "))]
+    UnknownKey(String),
+    /// The provider name is not one of aws, gcp, azure.
+    #[error("unknown cloud provider `{0}`; expected aws, gcp or azure")]
+    UnknownProvider(String),
+}
+
+/// The cloud a cluster runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudProvider {
+    /// Amazon Web Services (EKS).
+    Aws,
+    /// Google Cloud (GKE).
+    Gcp,
+    /// Microsoft Azure (AKS).
+    Azure,
+}
+
+impl CloudProvider {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudProvider::Aws => "aws",
+            CloudProvider::Gcp => "gcp",
+            CloudProvider::Azure => "azure",
+        }
+    }
+}
+
+impl fmt::Display for CloudProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CloudProvider {
+    type Err = FactsError;
+    fn from_str(s: &str) -> Result<Self, FactsError> {
+        match s.to_ascii_lowercase().as_str() {
+            "aws" | "eks" => Ok(CloudProvider::Aws),
+            "gcp" | "google" | "gke" => Ok(CloudProvider::Gcp),
+            "azure" | "azurerm" | "aks" => Ok(CloudProvider::Azure),
+            _ => Err(FactsError::UnknownProvider(s.to_string())),
+        }
+    }
+}
+
+/// Every fact key a mapping may name.
+pub const FACT_KEYS: &[&str] = &[
+    keys::CLUSTER_NAME,
+    keys::CLUSTER_ENDPOINT,
+    keys::CLUSTER_ID,
+    keys::CLUSTER_CA,
+    keys::REGION,
+    keys::NETWORK_ID,
+    keys::DATABASE_NAME,
+    keys::DATABASE_WRITER_ENDPOINT,
+    keys::DATABASE_READER_ENDPOINT,
+    keys::DATABASE_SECRET,
+    keys::CACHE_PRIMARY_ENDPOINT,
+    keys::CACHE_READER_ENDPOINT,
+    keys::DNS_ZONE,
+    keys::DNS_DOMAIN,
+];
+
+/// The fact keys of an [`OutputMapping`].
+pub mod keys {
+    /// The cluster's name (required).
+    pub const CLUSTER_NAME: &str = "cluster_name";
+    /// The API server URL.
+    pub const CLUSTER_ENDPOINT: &str = "cluster_endpoint";
+    /// The cluster ARN (AWS) or resource ID (GCP, Azure).
+    pub const CLUSTER_ID: &str = "cluster_id";
+    /// The cluster CA bundle (PEM or base64 of PEM).
+    pub const CLUSTER_CA: &str = "cluster_ca";
+    /// The region (or GCP location) the cluster runs in.
+    pub const REGION: &str = "region";
+    /// The VPC / VNet ID.
+    pub const NETWORK_ID: &str = "network_id";
+    /// The database name (a string, or absent).
+    pub const DATABASE_NAME: &str = "database_name";
+    /// The database writer endpoint (a string, or a map name → endpoint).
+    pub const DATABASE_WRITER_ENDPOINT: &str = "database_writer_endpoint";
+    /// The database reader endpoint (same shape as the writer).
+    pub const DATABASE_READER_ENDPOINT: &str = "database_reader_endpoint";
+    /// The ARN or name of the secret holding the database credentials.
+    pub const DATABASE_SECRET: &str = "database_secret";
+    /// The cache primary endpoint (a string, or a map name → endpoint).
+    pub const CACHE_PRIMARY_ENDPOINT: &str = "cache_primary_endpoint";
+    /// The cache reader endpoint.
+    pub const CACHE_READER_ENDPOINT: &str = "cache_reader_endpoint";
+    /// The DNS zone ID or name.
+    pub const DNS_ZONE: &str = "dns_zone";
+    /// The DNS domain.
+    pub const DNS_DOMAIN: &str = "dns_domain";
+}
+
+/// Fact key → Terraform output name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputMapping(BTreeMap<String, String>);
+
+impl OutputMapping {
+    /// The default output names for a cloud (see `docs/credentials.md`).
+    pub fn defaults(provider: CloudProvider) -> Self {
+        use keys::*;
+        let pairs: &[(&str, &str)] = match provider {
+            CloudProvider::Aws => &[
+                (CLUSTER_NAME, "eks_cluster_name"),
+                (CLUSTER_ENDPOINT, "eks_cluster_endpoint"),
+                (CLUSTER_ID, "eks_cluster_arn"),
+                (CLUSTER_CA, "eks_cluster_certificate_authority_data"),
+                (REGION, "region"),
+                (NETWORK_ID, "vpc_id"),
+                (DATABASE_NAME, "rds_cluster_database_name"),
+                (DATABASE_WRITER_ENDPOINT, "rds_cluster_endpoint"),
+                (DATABASE_READER_ENDPOINT, "rds_cluster_reader_endpoint"),
+                (DATABASE_SECRET, "rds_master_credentials_secret_arn"),
+                (CACHE_PRIMARY_ENDPOINT, "redis_primary_endpoint_address"),
+                (CACHE_READER_ENDPOINT, "redis_reader_endpoint_address"),
+                (DNS_ZONE, "route53_zone_id"),
+                (DNS_DOMAIN, "domain_name"),
+            ],
+            CloudProvider::Gcp => &[
+                (CLUSTER_NAME, "gke_cluster_name"),
+                (CLUSTER_ENDPOINT, "gke_cluster_endpoint"),
+                (CLUSTER_ID, "gke_cluster_id"),
+                (CLUSTER_CA, "gke_cluster_ca_certificate"),
+                (REGION, "region"),
+                (NETWORK_ID, "vpc_network_id"),
+                (DATABASE_NAME, "cloudsql_database_name"),
+                (DATABASE_WRITER_ENDPOINT, "cloudsql_private_ip_address"),
+                (DATABASE_READER_ENDPOINT, "cloudsql_replica_private_ip_address"),
+                (DATABASE_SECRET, "cloudsql_credentials_secret_id"),
+                (CACHE_PRIMARY_ENDPOINT, "memorystore_host"),
+                (CACHE_READER_ENDPOINT, "memorystore_read_endpoint"),
+                (DNS_ZONE, "dns_zone_name"),
+                (DNS_DOMAIN, "domain_name"),
+            ],
+            CloudProvider::Azure => &[
+                (CLUSTER_NAME, "aks_cluster_name"),
+                (CLUSTER_ENDPOINT, "aks_cluster_host"),
+                (CLUSTER_ID, "aks_cluster_id"),
+                (CLUSTER_CA, "aks_cluster_ca_certificate"),
+                (REGION, "location"),
+                (NETWORK_ID, "vnet_id"),
+                (DATABASE_NAME, "postgresql_database_name"),
+                (DATABASE_WRITER_ENDPOINT, "postgresql_server_fqdn"),
+                (DATABASE_READER_ENDPOINT, "postgresql_replica_fqdn"),
+                (DATABASE_SECRET, "postgresql_credentials_secret_name"),
+                (CACHE_PRIMARY_ENDPOINT, "redis_hostname"),
+                (CACHE_READER_ENDPOINT, "redis_replica_hostname"),
+                (DNS_ZONE, "dns_zone_name"),
+                (DNS_DOMAIN, "domain_name"),
+            ],
+        };
+        OutputMapping(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    /// The defaults for `provider` with `overrides` (fact key → output name) on top.
+    pub fn with_overrides(
+        provider: CloudProvider,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, FactsError> {
+        let mut m = Self::defaults(provider);
+        for (key, output) in overrides {
+            if !FACT_KEYS.contains(&key.as_str()) {
+                return Err(FactsError::UnknownKey(key.clone()));
+            }
+            m.0.insert(key.clone(), output.clone());
+        }
+        Ok(m)
+    }
+
+    /// The output name a fact key maps to.
+    pub fn output<'a>(&'a self, key: &'a str) -> &'a str {
+        self.0.get(key).map(String::as_str).unwrap_or(key)
+    }
+}
+
+/// An `https://` API server or service URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Endpoint(String);
+
+impl Endpoint {
+    /// Parses an API server address; a bare host or IP (as GKE outputs it) gets `https://`.
+    pub fn parse_api_server(text: &str) -> Result<Self, String> {
+        let text = text.trim().trim_end_matches('/');
+        if text.is_empty() {
+            return Err("the endpoint is empty".into());
+        }
+        let url = if text.contains("://") { text.to_string() } else { format!("https://{text}") };
+        let rest = url.strip_prefix("https://").ok_or_else(|| {
+            format!("`{text}` is not an https URL; the API server must be reached over TLS")
+        })?;
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() || host.contains(char::is_whitespace) || host.contains('@') {
+            return Err(format!("`{text}` has no valid host"));
+        }
+        Ok(Endpoint(url))
+    }
+
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A PEM bundle of one or more CA certificates.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CaBundle(String);
+
+impl CaBundle {
+    /// Accepts PEM text or base64 of PEM (as EKS, GKE and AKS outputs carry it).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let pem = if text.starts_with("-----BEGIN") {
+            text.to_string()
+        } else {
+            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map_err(|e| format!("neither PEM nor base64 of PEM ({e})"))?;
+            String::from_utf8(bytes).map_err(|_| "base64 does not decode to PEM text".to_string())?
+        };
+        if !pem.contains("-----BEGIN CERTIFICATE-----") || !pem.contains("-----END CERTIFICATE-----")
+        {
+            return Err("no PEM CERTIFICATE block found".into());
+        }
+        Ok(CaBundle(format!("{}\n", pem.trim())))
+    }
+
+    /// The PEM text.
+    pub fn pem(&self) -> &str {
+        &self.0
+    }
+
+    /// Base64 of the PEM text (kubeconfig `certificate-authority-data`).
+    pub fn base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0.as_bytes())
+    }
+}
+
+impl TryFrom<String> for CaBundle {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        CaBundle::parse(&s)
+    }
+}
+
+impl From<CaBundle> for String {
+    fn from(c: CaBundle) -> String {
+        c.0
+    }
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.matches("-----BEGIN CERTIFICATE-----").count();
+        write!(f, "CaBundle({n} certificate(s))")
+    }
+}
+
+/// The Kubernetes cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFacts {
+    /// The cloud.
+    pub provider: CloudProvider,
+    /// The cluster name.
+    pub name: String,
+    /// The API server URL (AWS may leave it to DescribeCluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+    /// ARN (AWS) or resource ID (GCP, Azure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The CA bundle the API server's certificate chains to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaBundle>,
+    /// Region or location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Which output each fact came from (fact key → output name), for error messages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
+}
+
+impl ClusterFacts {
+    /// The output a cluster fact came from, or a description when it did not come from an output.
+    pub fn source_of(&self, key: &str) -> String {
+        match self.sources.get(key) {
+            Some(origin) if origin.starts_with('(') => format!("{key} {origin}"),
+            Some(output) => format!("Terraform output `{output}` (mapping key `{key}`)"),
+            None => format!("cluster fact `{key}`"),
+        }
+    }
+
+    /// The AWS region: the `region` fact, else the one in the cluster ARN.
+    pub fn aws_region(&self) -> Option<String> {
+        self.region.clone().or_else(|| {
+            let id = self.id.as_deref()?;
+            let region = id.strip_prefix("arn:")?.split(':').nth(2)?;
+            (!region.is_empty()).then(|| region.to_string())
+        })
+    }
+}
+
+/// The network the cluster lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkFacts {
+    /// VPC (AWS, GCP) or VNet (Azure) ID.
+    pub id: String,
+}
+
+/// A managed database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseFacts {
+    /// The database (or instance) name.
+    pub name: String,
+    /// Writer endpoint.
+    pub writer_endpoint: String,
+    /// Reader endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_endpoint: Option<String>,
+    /// ARN (AWS Secrets Manager) or name of the secret with the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// A managed cache (Redis / Valkey).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFacts {
+    /// The cache name.
+    pub name: String,
+    /// Primary endpoint.
+    pub primary_endpoint: String,
+    /// Reader endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_endpoint: Option<String>,
+}
+
+/// DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsFacts {
+    /// Zone ID or name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// Everything tendril knows about the infrastructure Terraform made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfraFacts {
+    /// The cluster.
+    pub cluster: ClusterFacts,
+    /// The network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkFacts>,
+    /// Databases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseFacts>,
+    /// Caches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<CacheFacts>,
+    /// DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsFacts>,
+}
+
+struct Outputs<'a> {
+    values: &'a serde_json::Map<String, Value>,
+    mapping: &'a OutputMapping,
+}
+
+impl Outputs<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> FactsError {
+        FactsError::InvalidOutput {
+            key: key.into(),
+            output: self.mapping.output(key).into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The value of the output a key maps to; null counts as absent.
+    fn value(&self, key: &str) -> Option<&Value> {
+        let output = self.values.get(self.mapping.output(key))?;
+        let v = match output.get("value") {
+            Some(v) => v,
+            None => output,
+        };
+        (!v.is_null()).then_some(v)
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, FactsError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => scalar(v).map(Some).ok_or_else(|| {
+                self.invalid(key, format!("expected a string, found {}", kind(v)))
+            }),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<String, FactsError> {
+        match self.string(key)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(self.invalid(key, "the value is empty")),
+            None => Err(FactsError::MissingOutput {
+                key: key.into(),
+                output: self.mapping.output(key).into(),
+            }),
+        }
+    }
+
+    /// A string (one unnamed item) or a map name → string (several named items).
+    fn named(&self, key: &str) -> Result<Vec<(Option<String>, String)>, FactsError> {
+        match self.value(key) {
+            None => Ok(vec![]),
+            Some(Value::Object(map)) => map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(name, v)| {
+                    scalar(v).map(|s| (Some(name.clone()), s)).ok_or_else(|| {
+                        self.invalid(key, format!("entry `{name}` is {}, not a string", kind(v)))
+                    })
+                })
+                .collect(),
+            Some(v) => scalar(v)
+                .map(|s| vec![(None, s)])
+                .ok_or_else(|| self.invalid(key, format!("expected a string or a map of strings, found {}", kind(v)))),
+        }
+    }
+
+    fn named_lookup(&self, key: &str, name: Option<&str>) -> Result<Option<String>, FactsError> {
+        let items = self.named(key)?;
+        Ok(match name {
+            Some(n) => items.into_iter().find(|(k, _)| k.as_deref() == Some(n)).map(|(_, v)| v),
+            None => items.into_iter().find(|(k, _)| k.is_none()).map(|(_, v)| v),
+        })
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        // a one-element list (e.g. `certificate_authority[*].data`)
+        Value::Array(a) if a.len() == 1 => scalar(&a[0]),
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl InfraFacts {
+    /// Reads facts from `terraform output -json`. Only the cluster name is
+    /// required; GCP and Azure also need the endpoint and CA (AWS can fetch
+    /// them with DescribeCluster).
+    pub fn from_outputs(
+        provider: CloudProvider,
+        outputs: &Value,
+        mapping: &OutputMapping,
+    ) -> Result<Self, FactsError> {
+        use keys::*;
+        let values = outputs
+            .as_object()
+            .ok_or_else(|| FactsError::Malformed(format!("the top level is {}, not an object", kind(outputs))))?;
+        let o = Outputs { values, mapping };
+        let mut sources = BTreeMap::new();
+        let mut note = |key: &str, present: bool| {
+            if present {
+                sources.insert(key.to_string(), mapping.output(key).to_string());
+            }
+        };
+
+        let name = o.required(CLUSTER_NAME)?;
+        note(CLUSTER_NAME, true);
+        let endpoint = match provider {
+            CloudProvider::Aws => o.string(CLUSTER_ENDPOINT)?,
+            _ => Some(o.required(CLUSTER_ENDPOINT)?),
+        };
+        let endpoint = endpoint
+            .map(|e| Endpoint::parse_api_server(&e).map_err(|r| o.invalid(CLUSTER_ENDPOINT, r)))
+            .transpose()?;
+        note(CLUSTER_ENDPOINT, endpoint.is_some());
+        let ca = match provider {
+            CloudProvider::Aws => o.string(CLUSTER_CA)?,
+            _ => Some(o.required(CLUSTER_CA)?),
+        };
+        let ca = ca
+            .map(|c| CaBundle::parse(&c).map_err(|r| o.invalid(CLUSTER_CA, r)))
+            .transpose()?;
+        note(CLUSTER_CA, ca.is_some());
+        let id = o.string(CLUSTER_ID)?;
+        note(CLUSTER_ID, id.is_some());
+        let region = o.string(REGION)?;
+        note(REGION, region.is_some());
+
+        let network = o.string(NETWORK_ID)?.map(|id| NetworkFacts { id });
+
+        let db_name = o.string(DATABASE_NAME)?;
+        let mut databases = Vec::new();
+        for (name, writer) in o.named(DATABASE_WRITER_ENDPOINT)? {
+            databases.push(DatabaseFacts {
+                reader_endpoint: o.named_lookup(DATABASE_READER_ENDPOINT, name.as_deref())?,
+                credentials_secret: o.named_lookup(DATABASE_SECRET, name.as_deref())?,
+                name: name.or_else(|| db_name.clone()).unwrap_or_else(|| "default".into()),
+                writer_endpoint: writer,
+            });
+        }
+        let mut caches = Vec::new();
+        for (name, primary) in o.named(CACHE_PRIMARY_ENDPOINT)? {
+            caches.push(CacheFacts {
+                reader_endpoint: o.named_lookup(CACHE_READER_ENDPOINT, name.as_deref())?,
+                name: name.unwrap_or_else(|| "default".into()),
+                primary_endpoint: primary,
+            });
+        }
+        let zone = o.string(DNS_ZONE)?;
+        let domain = o.string(DNS_DOMAIN)?;
+        let dns = (zone.is_some() || domain.is_some()).then_some(DnsFacts { zone, domain });
+
+        Ok(InfraFacts {
+            cluster: ClusterFacts { provider, name, endpoint, id, ca, region, sources },
+            network,
+            databases,
+            caches,
+            dns,
+        })
+    }
+
+    /// Guesses the cloud from the default output names present (`eks_…`,
+    /// `gke_…`, `aks_…`); `None` when none or several match.
+    pub fn detect_provider(outputs: &Value) -> Option<CloudProvider> {
+        let map = outputs.as_object()?;
+        let found: Vec<CloudProvider> = [CloudProvider::Aws, CloudProvider::Gcp, CloudProvider::Azure]
+            .into_iter()
+            .filter(|p| map.contains_key(OutputMapping::defaults(*p).output(keys::CLUSTER_NAME)))
+            .collect();
+        (found.len() == 1).then(|| found[0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(Endpoint::parse_api_server("34.1.2.3").unwrap().as_str(), "https://34.1.2.3");
+        assert_eq!(
+            Endpoint::parse_api_server("https://X.gr7.eu-west-1.eks.amazonaws.com/").unwrap().as_str(),
+            "https://X.gr7.eu-west-1.eks.amazonaws.com"
+        );
+        assert!(Endpoint::parse_api_server("http://insecure:8080").is_err());
+        assert!(Endpoint::parse_api_server("").is_err());
+    }
+
+    #[test]
+    fn unknown_mapping_key() {
+        let mut o = BTreeMap::new();
+        o.insert("cluster_nmae".to_string(), "x".to_string());
+        let err = OutputMapping::with_overrides(CloudProvider::Aws, &o).unwrap_err();
+        assert!(err.to_string().contains("cluster_nmae"));
+    }
+}

@@ -1,1 +1,314 @@
-//! Kube client and kubeconfig files from facts + native tokens (EKS, GKE, AKS).
+//! Kube clients and kubeconfig files from cluster facts and native tokens (EKS, GKE, AKS).
+//!
+//! - [`eks`]: the EKS bearer token exactly as `aws eks get-token` makes it, and
+//!   DescribeCluster for clusters whose outputs lack the endpoint or CA;
+//! - [`gke`], [`aks`]: bearer tokens from GCP and Azure credentials;
+//! - [`client_for_cluster`]: a kube-rs [`kube::Client`] built in memory from
+//!   [`ClusterFacts`], whose every request carries a token that is refreshed
+//!   before it expires, so a long wait never ends in a 401;
+//! - [`client_from_kubeconfig`]: a client for a kubeconfig a job gives;
+//! - [`write_kubeconfig`]: a kubeconfig file merged atomically into an existing one.
+//!
+//! TLS is always verified against the cluster's CA: there is no way to skip it.
+
+pub mod aks;
+pub mod eks;
+mod file;
+pub mod gke;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{HeaderValue, Request, header::AUTHORIZATION};
+use kube::client::ConfigExt;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tower::{BoxError, Layer, Service, ServiceBuilder};
+
+use crate::cloud::{CachedToken, CloudError, TokenSource};
+use crate::facts::{ClusterFacts, keys};
+
+pub use file::{UserAuth, kubeconfig_for_cluster, merge, write_kubeconfig};
+
+/// What went wrong while building cluster access.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    /// Credentials or a token could not be obtained.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    /// A cluster fact is missing.
+    #[error("the cluster `{cluster}` has no {what}; {hint}")]
+    MissingFact {
+        /// The cluster name.
+        cluster: String,
+        /// What is missing.
+        what: &'static str,
+        /// How to provide it.
+        hint: String,
+    },
+    /// A cluster fact has a value that cannot work (a CA that is no certificate, a bad URL).
+    #[error("{source_name} is wrong: {reason}")]
+    BadFact {
+        /// Where the value came from (e.g. "Terraform output `eks_cluster_certificate_authority_data` ...").
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The API server's certificate does not chain to the CA from the facts.
+    #[error(
+        "the API server at {endpoint} presented a certificate that the CA from {ca_source} does not \
+         verify ({detail}); check that output holds this cluster's CA"
+    )]
+    CaMismatch {
+        /// The endpoint.
+        endpoint: String,
+        /// Where the CA came from.
+        ca_source: String,
+        /// The TLS error.
+        detail: String,
+    },
+    /// The API server could not be reached.
+    #[error("cannot reach the API server at {endpoint} (from {endpoint_source}): {detail}")]
+    Unreachable {
+        /// The endpoint.
+        endpoint: String,
+        /// Where the endpoint came from.
+        endpoint_source: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The API server refused the token.
+    #[error(
+        "the API server at {endpoint} refused the {provider} token (HTTP {status}); check that the \
+         identity is mapped to a Kubernetes user (EKS access entries / aws-auth, GKE IAM, AKS RBAC)"
+    )]
+    Unauthorized {
+        /// The endpoint.
+        endpoint: String,
+        /// The token kind.
+        provider: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// A kubeconfig file could not be read, parsed or used.
+    #[error("kubeconfig `{path}`: {reason}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kubeconfig could not be written.
+    #[error("cannot write kubeconfig `{path}`: {source}; the existing file was left unchanged")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// AWS EKS DescribeCluster failed.
+    #[error("EKS DescribeCluster `{cluster}` in {region} failed: {message}")]
+    Describe {
+        /// The cluster.
+        cluster: String,
+        /// The region.
+        region: String,
+        /// The SDK's message.
+        message: String,
+    },
+    /// kube-rs refused the configuration.
+    #[error("cannot build a Kubernetes client for {endpoint}: {message}")]
+    Client {
+        /// The endpoint.
+        endpoint: String,
+        /// kube's message.
+        message: String,
+    },
+}
+
+/// Builds a kube-rs client for the cluster in `facts` whose requests carry a
+/// bearer token from `tokens`. Tokens are cached and replaced two minutes
+/// before they expire. Nothing is sent over the network here; call
+/// [`verify_access`] to check endpoint, CA and token at once.
+pub fn client_for_cluster(
+    facts: &ClusterFacts,
+    tokens: impl TokenSource + 'static,
+) -> Result<kube::Client, KubeconfigError> {
+    let endpoint = facts.endpoint.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
+        cluster: facts.name.clone(),
+        what: "API server endpoint",
+        hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
+    })?;
+    let ca = facts.ca.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
+        cluster: facts.name.clone(),
+        what: "CA certificate",
+        hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
+    })?;
+    let bad_endpoint = |reason: String| KubeconfigError::BadFact {
+        source_name: facts.source_of(keys::CLUSTER_ENDPOINT),
+        reason,
+    };
+    let bad_ca = |reason: String| KubeconfigError::BadFact {
+        source_name: facts.source_of(keys::CLUSTER_CA),
+        reason,
+    };
+    let uri: http::Uri = endpoint
+        .as_str()
+        .parse()
+        .map_err(|e| bad_endpoint(format!("`{endpoint}` is not a URL ({e})")))?;
+    let mut roots = Vec::new();
+    for cert in CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        let cert = cert.map_err(|e| bad_ca(format!("the PEM does not parse ({e})")))?;
+        roots.push(cert.as_ref().to_vec());
+    }
+    if roots.is_empty() {
+        return Err(bad_ca("it holds no certificate".into()));
+    }
+    let mut config = kube::Config::new(uri);
+    config.root_cert = Some(roots);
+    config.accept_invalid_certs = false;
+    config.connect_timeout = Some(Duration::from_secs(30));
+
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(30)));
+    let https = config
+        .rustls_https_connector_with_connector(http)
+        .map_err(|e| bad_ca(format!("it is not a usable CA certificate ({e})")))?;
+    let hyper = hyper_util::client::legacy::Client::builder(
+        hyper_util::rt::TokioExecutor::new(),
+    )
+    .build::<_, kube::client::Body>(https);
+    let service = ServiceBuilder::new()
+        .layer(BearerLayer { tokens: Arc::new(CachedToken::new(tokens)) })
+        .layer(config.base_uri_layer())
+        .service(hyper);
+    Ok(kube::client::ClientBuilder::new(service, config.default_namespace).build())
+}
+
+/// Checks endpoint, CA and token with one authenticated request (`GET /api`),
+/// turning failures into errors that name the output that was wrong.
+pub async fn verify_access(client: &kube::Client, facts: &ClusterFacts) -> Result<(), KubeconfigError> {
+    let endpoint = facts.endpoint.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    match client.list_core_api_versions().await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
+            Err(KubeconfigError::Unauthorized {
+                endpoint,
+                provider: facts.provider.to_string(),
+                status: status.code,
+            })
+        }
+        Err(e) => {
+            let detail = error_chain(&e);
+            let lower = detail.to_ascii_lowercase();
+            if lower.contains("certificate") || lower.contains("unknownissuer") {
+                Err(KubeconfigError::CaMismatch {
+                    endpoint,
+                    ca_source: facts.source_of(keys::CLUSTER_CA),
+                    detail,
+                })
+            } else {
+                Err(KubeconfigError::Unreachable {
+                    endpoint,
+                    endpoint_source: facts.source_of(keys::CLUSTER_ENDPOINT),
+                    detail,
+                })
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = cause.source();
+    }
+    msg
+}
+
+/// A client for a kubeconfig file a job gives (`tendril.kubernetes.kubeconfig`),
+/// with its `context` or the current one. kube-rs handles its auth (tokens,
+/// client certificates, exec plugins). A kubeconfig that asks to skip TLS
+/// verification is refused.
+pub async fn client_from_kubeconfig(
+    path: &Path,
+    context: Option<&str>,
+) -> Result<kube::Client, KubeconfigError> {
+    let err = |reason: String| KubeconfigError::Kubeconfig { path: path.to_path_buf(), reason };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(error_chain(&e)))?;
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| err(error_chain(&e)))?;
+    if config.accept_invalid_certs {
+        return Err(err(
+            "the cluster sets insecure-skip-tls-verify; tendril always verifies TLS: give the \
+             cluster's certificate-authority-data instead"
+                .into(),
+        ));
+    }
+    kube::Client::try_from(config).map_err(|e| err(error_chain(&e)))
+}
+
+#[derive(Clone)]
+struct BearerLayer {
+    tokens: Arc<dyn TokenSource>,
+}
+
+impl<S> Layer<S> for BearerLayer {
+    type Service = Bearer<S>;
+    fn layer(&self, inner: S) -> Bearer<S> {
+        Bearer { inner, tokens: self.tokens.clone() }
+    }
+}
+
+/// Sets `Authorization: Bearer <token>` on every request, from a refreshing source.
+#[derive(Clone)]
+struct Bearer<S> {
+    inner: S,
+    tokens: Arc<dyn TokenSource>,
+}
+
+impl<S, B> Service<Request<B>> for Bearer<S>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<S::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // the ready inner service goes into the future; a clone stays for the next call
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let tokens = self.tokens.clone();
+        Box::pin(async move {
+            let token = tokens.fetch().await?;
+            let mut value = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
+                .map_err(|_| BoxError::from("the token has characters not allowed in an HTTP header"))?;
+            value.set_sensitive(true);
+            req.headers_mut().insert(AUTHORIZATION, value);
+            inner.call(req).await.map_err(Into::into)
+        })
+    }
+}

@@ -1,12 +1,242 @@
-//! `tendril kubeconfig`.
+//! `tendril kubeconfig`: write a kubeconfig for the cluster in a Terraform
+//! outputs document (or a facts file), merged into an existing file.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
+
+use tendril::cloud::aws::{self, AwsCredentials, AwsOptions, AwsRole};
+use tendril::cloud::azure::{AzureCredential, AzureIdentity};
+use tendril::cloud::gcp::{GcpCredentialSource, GcpTokenSource};
+use tendril::facts::{ClusterFacts, CloudProvider, InfraFacts, OutputMapping};
+use tendril::kubeconfig::{UserAuth, aks, eks, kubeconfig_for_cluster, write_kubeconfig};
 
 /// Flags of `tendril kubeconfig`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// `terraform output -json` of the infrastructure, or a facts file (JSON or YAML).
+    #[arg(long)]
+    facts: PathBuf,
+    /// The kubeconfig to write; an existing file is merged (context added or replaced).
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// The cloud (default: guessed from the output names eks_/gke_/aks_).
+    #[arg(long)]
+    provider: Option<String>,
+    /// Map a fact key to another output name (repeatable): `--map cluster_name=my_cluster`.
+    #[arg(long = "map", value_name = "KEY=OUTPUT")]
+    map: Vec<String>,
+    /// The name of the context, cluster and user entries (default: the EKS
+    /// cluster ARN, else the cluster name).
+    #[arg(long)]
+    context: Option<String>,
+    /// Embed a token (valid 14 minutes for EKS, about an hour for GKE/AKS)
+    /// instead of an exec plugin running `tendril token`.
+    #[arg(long)]
+    embed_token: bool,
+    /// The command the exec plugin runs.
+    #[arg(long, default_value = "tendril")]
+    exec_command: String,
+    /// AWS: the region (default: from the outputs or the cluster ARN).
+    #[arg(long)]
+    region: Option<String>,
+    /// AWS: a role the token command assumes.
+    #[arg(long)]
+    role_arn: Option<String>,
+    /// GCP: a credential file for the token command (else GOOGLE_APPLICATION_CREDENTIALS at run time).
+    #[arg(long)]
+    gcp_credentials: Option<PathBuf>,
+    /// Azure: tenant for the token command (else AZURE_TENANT_ID at run time).
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// Azure: client for the token command (else AZURE_CLIENT_ID at run time).
+    #[arg(long)]
+    client_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("cannot read facts file `{path}`: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("facts file `{path}` is neither JSON nor YAML: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error(
+        "cannot tell the cloud from `{0}` (no single eks_/gke_/aks_ cluster output); pass --provider aws|gcp|azure"
+    )]
+    UnknownProvider(PathBuf),
+    #[error("--map `{0}` is not KEY=OUTPUT")]
+    BadMap(String),
+    #[error(transparent)]
+    Facts(#[from] tendril::facts::FactsError),
+    #[error(transparent)]
+    Kube(#[from] tendril::kubeconfig::KubeconfigError),
+    #[error(transparent)]
+    Cloud(#[from] tendril::cloud::CloudError),
+}
 
 /// Runs `tendril kubeconfig`.
-pub fn run(_args: Args) -> ExitCode {
-    super::not_yet("kubeconfig")
+pub fn run(args: Args) -> ExitCode {
+    match super::runtime().block_on(write(args)) {
+        Ok(msg) => {
+            eprintln!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(&e),
+    }
+}
+
+fn load_cluster(args: &Args) -> Result<ClusterFacts, CliError> {
+    let text = std::fs::read_to_string(&args.facts)
+        .map_err(|source| CliError::Read { path: args.facts.clone(), source })?;
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(json_err) => serde_saphyr::from_str(&text).map_err(|yaml_err| CliError::Parse {
+            path: args.facts.clone(),
+            reason: format!("JSON: {json_err}; YAML: {yaml_err}"),
+        })?,
+    };
+    // a facts file: {cluster: {provider, name, ...}, ...}
+    if value["cluster"]["name"].is_string() && value["cluster"]["provider"].is_string() {
+        let facts: InfraFacts = serde_json::from_value(value).map_err(|e| CliError::Parse {
+            path: args.facts.clone(),
+            reason: format!("not a valid facts file: {e}"),
+        })?;
+        return Ok(facts.cluster);
+    }
+    let provider = match &args.provider {
+        Some(p) => p.parse::<CloudProvider>()?,
+        None => InfraFacts::detect_provider(&value)
+            .ok_or_else(|| CliError::UnknownProvider(args.facts.clone()))?,
+    };
+    let mut overrides = BTreeMap::new();
+    for m in &args.map {
+        let (k, v) = m.split_once('=').ok_or_else(|| CliError::BadMap(m.clone()))?;
+        overrides.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let mapping = OutputMapping::with_overrides(provider, &overrides)?;
+    Ok(InfraFacts::from_outputs(provider, &value, &mapping)?.cluster)
+}
+
+async fn aws_credentials(args: &Args, region: &str) -> Result<AwsCredentials, CliError> {
+    let options = AwsOptions { region: Some(region.to_string()), ..Default::default() };
+    let mut creds = AwsCredentials::from_environment(&options).await?;
+    if let Some(arn) = &args.role_arn {
+        let role = AwsRole {
+            role_arn: arn.parse()?,
+            external_id: None,
+            session_name: aws::session_name("tendril-kubeconfig"),
+        };
+        creds = creds.assume_role(&role, &options).await?;
+    }
+    Ok(creds)
+}
+
+async fn write(args: Args) -> Result<String, CliError> {
+    let mut cluster = load_cluster(&args)?;
+    let mut exec_args: Vec<String> = vec!["token".into()];
+    let mut aws_creds = None;
+    match cluster.provider {
+        CloudProvider::Aws => {
+            let region = args
+                .region
+                .clone()
+                .or_else(|| cluster.aws_region())
+                .or_else(aws::region_from_env)
+                .ok_or_else(|| tendril::cloud::CloudError::InvalidInput {
+                    input: "region".into(),
+                    reason: "no region in the outputs or the cluster ARN; pass --region".into(),
+                })?;
+            if cluster.region.is_none() {
+                cluster.region = Some(region.clone());
+            }
+            if cluster.endpoint.is_none() || cluster.ca.is_none() || args.embed_token {
+                let creds = aws_credentials(&args, &region).await?;
+                eks::complete_from_describe(&mut cluster, &creds).await?;
+                aws_creds = Some(creds);
+            }
+            exec_args.extend(["eks".into(), "--cluster".into(), cluster.name.clone(), "--region".into(), region]);
+            if let Some(arn) = &args.role_arn {
+                exec_args.extend(["--role-arn".into(), arn.clone()]);
+            }
+        }
+        CloudProvider::Gcp => {
+            exec_args.push("gke".into());
+            if let Some(c) = &args.gcp_credentials {
+                exec_args.extend(["--credentials".into(), c.display().to_string()]);
+            }
+        }
+        CloudProvider::Azure => {
+            exec_args.push("aks".into());
+            if let Some(t) = &args.tenant_id {
+                exec_args.extend(["--tenant-id".into(), t.clone()]);
+            }
+            if let Some(c) = &args.client_id {
+                exec_args.extend(["--client-id".into(), c.clone()]);
+            }
+        }
+    }
+    let auth = if args.embed_token {
+        let token = match cluster.provider {
+            CloudProvider::Aws => {
+                let creds = match aws_creds {
+                    Some(c) => c,
+                    None => aws_credentials(&args, cluster.region.as_deref().unwrap_or_default()).await?,
+                };
+                let c = creds.credentials().await?;
+                eks::token(&c, creds.region(), &cluster.name, SystemTime::now())?
+            }
+            CloudProvider::Gcp => {
+                let path = match &args.gcp_credentials {
+                    Some(p) => p.clone(),
+                    None => std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from).ok_or_else(|| {
+                        tendril::cloud::CloudError::NoCredentials {
+                            provider: "gcp",
+                            hint: "pass --gcp-credentials or set GOOGLE_APPLICATION_CREDENTIALS".into(),
+                        }
+                    })?,
+                };
+                GcpTokenSource::new(GcpCredentialSource::from_file(&path)?)?.fetch_token().await?
+            }
+            CloudProvider::Azure => azure_identity(&args)?.token(aks::AKS_SCOPE).await?,
+        };
+        UserAuth::Token(token.token)
+    } else {
+        UserAuth::Exec { command: args.exec_command.clone(), args: exec_args }
+    };
+    let context = args.context.clone().unwrap_or_else(|| match (cluster.provider, &cluster.id) {
+        (CloudProvider::Aws, Some(arn)) if arn.starts_with("arn:") => arn.clone(),
+        _ => cluster.name.clone(),
+    });
+    let kubeconfig = kubeconfig_for_cluster(&cluster, &context, &auth)?;
+    write_kubeconfig(&args.output, kubeconfig)?;
+    Ok(format!(
+        "wrote context `{context}` for {} cluster `{}` to {}{}",
+        cluster.provider,
+        cluster.name,
+        args.output.display(),
+        if args.embed_token { " (embedded token: it expires; use the exec plugin for long use)" } else { "" }
+    ))
+}
+
+fn azure_identity(args: &Args) -> Result<AzureIdentity, CliError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let missing = |what: &str| tendril::cloud::CloudError::NoCredentials {
+        provider: "azure",
+        hint: format!("pass --{what} or set AZURE_{}", what.replace('-', "_").to_uppercase()),
+    };
+    let tenant_id = args.tenant_id.clone().or_else(|| env("AZURE_TENANT_ID")).ok_or_else(|| missing("tenant-id"))?;
+    let client_id = args.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")).ok_or_else(|| missing("client-id"))?;
+    let credential = match (env("AZURE_FEDERATED_TOKEN_FILE"), env("AZURE_CLIENT_SECRET")) {
+        (Some(f), _) => AzureCredential::FederatedTokenFile(f.into()),
+        (None, Some(s)) => AzureCredential::ClientSecret(s.into()),
+        _ => {
+            return Err(tendril::cloud::CloudError::NoCredentials {
+                provider: "azure",
+                hint: "set AZURE_FEDERATED_TOKEN_FILE or AZURE_CLIENT_SECRET".into(),
+            }
+            .into());
+        }
+    };
+    Ok(AzureIdentity { tenant_id, client_id, credential, authority_host: env("AZURE_AUTHORITY_HOST") })
 }
