@@ -122,8 +122,7 @@ async fn discovery_lists_builtin_kinds_with_scope() {
         ),
     ];
     for (group, kind, scope, plural) in cases {
-        let version = if group.is_empty() { "v1" } else { "v1" };
-        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let gvk = GroupVersionKind::gvk(group, "v1", kind);
         let (ar, caps) = discovery
             .resolve_gvk(&gvk)
             .unwrap_or_else(|| panic!("{kind} not discovered"));

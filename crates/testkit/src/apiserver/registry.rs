@@ -456,7 +456,7 @@ pub(crate) fn groups(types: &[ResourceType]) -> Vec<(String, Vec<String>)> {
         }
     }
     for (_, vs) in &mut out {
-        vs.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
     }
     out
 }

@@ -1026,20 +1026,16 @@ fn defaults(state: &mut State, rt: &ResourceType, old: Option<&Value>, new: &mut
     }
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("apps", "deployments" | "statefulsets" | "replicasets")
-        | ("", "replicationcontrollers") => {
-            if new["spec"].is_object() && new["spec"]["replicas"].is_null() {
-                new["spec"]["replicas"] = json!(1);
-            }
+        | ("", "replicationcontrollers")
+            if new["spec"].is_object() && new["spec"]["replicas"].is_null() =>
+        {
+            new["spec"]["replicas"] = json!(1);
         }
-        ("", "namespaces") => {
-            if new["status"]["phase"].is_null() {
-                new["status"] = json!({"phase": "Active"});
-            }
+        ("", "namespaces") if new["status"]["phase"].is_null() => {
+            new["status"] = json!({"phase": "Active"});
         }
-        ("", "pods") => {
-            if new["status"]["phase"].is_null() {
-                new["status"]["phase"] = json!("Pending");
-            }
+        ("", "pods") if new["status"]["phase"].is_null() => {
+            new["status"]["phase"] = json!("Pending");
         }
         ("", "services") => {
             if !new["spec"].is_object() {
@@ -1100,10 +1096,8 @@ fn validate(
         }
     };
     match (rt.group.as_str(), rt.plural.as_str()) {
-        ("", "services") => {
-            if new["spec"]["type"] != "ExternalName" {
-                immutable(&["spec", "clusterIP"], "spec.clusterIP", &mut causes);
-            }
+        ("", "services") if new["spec"]["type"] != "ExternalName" => {
+            immutable(&["spec", "clusterIP"], "spec.clusterIP", &mut causes);
         }
         ("apps", "deployments" | "daemonsets" | "replicasets") => {
             immutable(&["spec", "selector"], "spec.selector", &mut causes);
