@@ -182,3 +182,15 @@ pub async fn delete_cluster_object(
 pub fn unique(prefix: &str) -> String {
     tendril_testkit::e2e::unique_name(prefix)
 }
+
+/// SSA by another field manager, taking fields over (`force=true`).
+pub async fn apply_as_forced(api: &Api<DynamicObject>, manager: &str, object: Value) {
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("forced apply as {manager}: {e}"));
+}
