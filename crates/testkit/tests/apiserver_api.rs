@@ -732,3 +732,264 @@ async fn runtime_watcher_sees_objects_with_selectors() {
     assert_eq!(names, ["before", "noise", "target"]);
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("final").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let mut body = cm("held", json!({}));
+    body["metadata"]["finalizers"] = json!(["tendril.dev/hold"]);
+    apply_json(&api, "held", "tendril-test", &body)
+        .await
+        .unwrap();
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    let held = api.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let gone = await_condition(api.clone(), "held", conditions::is_deleted(""));
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("deleted in time")
+        .unwrap();
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn owner_references_garbage_collect_dependents() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("gc").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let owner = apply_json(&api, "owner", "tendril-test", &cm("owner", json!({})))
+        .await
+        .unwrap();
+    let mut child = cm("child", json!({}));
+    child["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+        "name": "owner", "uid": owner["metadata"]["uid"]}]);
+    apply_json(&api, "child", "tendril-test", &child)
+        .await
+        .unwrap();
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    let gone = await_condition(api.clone(), "child", conditions::is_deleted(""));
+    tokio::time::timeout(Duration::from_secs(120), gone)
+        .await
+        .expect("child collected")
+        .unwrap();
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn metadata_only_list_and_get() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("meta").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let mut body = cm("m", json!({"big": "value"}));
+    body["metadata"]["labels"] = json!({"k": "v"});
+    apply_json(&api, "m", "tendril-test", &body).await.unwrap();
+    let list = api
+        .list_metadata(&ListParams::default().labels("k=v"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m"));
+    let one = api.get_metadata("m").await.unwrap();
+    assert_eq!(one.metadata.labels.unwrap()["k"], "v");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn kubeconfig_file_reaches_the_cluster() {
+    let cluster = e2e::cluster().await;
+    let kc = kube::config::Kubeconfig::read_from(cluster.kubeconfig_path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let namespaces: Api<Namespace> = Api::all(client);
+    let default = namespaces.get("default").await.unwrap();
+    assert_eq!(default.status.unwrap().phase.as_deref(), Some("Active"));
+}
+
+#[tokio::test]
+async fn list_items_are_merged_by_key_between_managers() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("lists").await;
+    let api: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
+    apply_json(&api, "web", "owner", &deployment("web", "web", "nginx:1"))
+        .await
+        .unwrap();
+    let sidecar = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "side", "image": "busybox:1"}]}}}});
+    let v = apply_json(&api, "web", "sidecar", &sidecar).await.unwrap();
+    let names = |v: &Value| -> Vec<String> {
+        v["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut n = names(&v);
+    n.sort();
+    assert_eq!(n, ["main", "side"]);
+    let owned = fields_of(&v, "sidecar");
+    assert!(
+        owned["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"side\"}"]
+            .is_object(),
+        "{owned}"
+    );
+    // The owner re-applies its own configuration: the sidecar stays.
+    let v = apply_json(&api, "web", "owner", &deployment("web", "web", "nginx:2"))
+        .await
+        .unwrap();
+    assert_eq!(names(&v).len(), 2);
+    // The sidecar manager stops applying its container: it goes.
+    let none = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}});
+    let v = apply_json(&api, "web", "sidecar", &none).await.unwrap();
+    assert_eq!(names(&v), ["main"]);
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2"
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn updates_patches_and_optimistic_concurrency() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("upd").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let created = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(cm("c", json!({"a": "1"}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut stale = created.clone();
+    api.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"b": "2"}})),
+    )
+    .await
+    .unwrap();
+    stale.data = Some([("a".to_owned(), "9".to_owned())].into());
+    let s = api_err(
+        api.replace("c", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+
+    // JSON patch (RFC 6902), sent as a raw request.
+    let ops = json!([
+        {"op": "replace", "path": "/data/a", "value": "3"},
+        {"op": "remove", "path": "/data/b"}
+    ]);
+    let req = http::Request::patch(format!("/api/v1/namespaces/{}/configmaps/c", ns.name()))
+        .header("content-type", "application/json-patch+json")
+        .body(serde_json::to_vec(&ops).unwrap())
+        .unwrap();
+    let v: ConfigMap = cluster.client().request(req).await.unwrap();
+    assert_eq!(v.data.unwrap(), [("a".to_owned(), "3".to_owned())].into());
+
+    let deploys: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
+    apply_json(
+        &deploys,
+        "web",
+        "tendril-test",
+        &deployment("web", "web", "nginx:1"),
+    )
+    .await
+    .unwrap();
+    let strategic = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "nginx:2"}]}}}});
+    let d = deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(strategic))
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2"
+    );
+    assert_eq!(v["metadata"]["generation"], 2);
+    // The apply manager now conflicts on the image another manager changed.
+    let s = api_err(
+        apply_json(
+            &deploys,
+            "web",
+            "tendril-test",
+            &deployment("web", "web", "nginx:1"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s.code, 409);
+    assert!(s.message.contains("image"), "{}", s.message);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn pod_status_is_set_through_the_status_subresource() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("pod").await;
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client(), ns.name());
+    // Bound to a node that does not exist, so no kubelet ever touches it.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"nodeName": "tendril-no-such-node", "containers": [{"name": "c", "image": "busybox:1"}]}});
+    apply_json(&api, "p", "tendril-test", &pod).await.unwrap();
+    let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0, "image": "busybox:1",
+            "imageID": "", "state": {"running": {}}}]
+    }});
+    let p = api
+        .patch_status(
+            "p",
+            &PatchParams::apply("test-kubelet").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert!(
+        st.conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    // The test kubelet changes only the Ready condition; PodScheduled stays.
+    let not_ready = json!({"apiVersion": "v1", "kind": "Pod", "status": {
+        "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}});
+    let p = api
+        .patch_status(
+            "p",
+            &PatchParams::apply("test-probe").force(),
+            &Patch::Apply(&not_ready),
+        )
+        .await
+        .unwrap();
+    let conds = p.status.unwrap().conditions.unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False")
+    );
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+    );
+    ns.delete().await;
+}

@@ -275,14 +275,15 @@ fn resource(
         manager,
         force: false,
     };
-    let present = |v: Value| -> Value { present(v, &rt) };
+    let meta_only = ctx.accept.contains("as=PartialObjectMetadata");
+    let present = |v: Value| -> Value { shape(present(v, &rt), meta_only) };
 
     match (&ctx.method, name) {
         (&Method::GET, None) => {
             if q.flag("watch") {
-                return start_watch(shared, &rt, ns, q);
+                return start_watch(shared, &rt, ns, q, meta_only);
             }
-            list(shared, &rt, ns, q)
+            list(shared, &rt, ns, q, meta_only)
         }
         (&Method::GET, Some(n)) => {
             let obj = shared.lock().get(&rt, ns_str, n)?;
@@ -416,6 +417,19 @@ fn present(mut v: Value, rt: &ResourceType) -> Value {
     v
 }
 
+/// The object itself, or its `PartialObjectMetadata` when the client asked
+/// for metadata only (`Accept: ...;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`).
+fn shape(v: Value, meta_only: bool) -> Value {
+    if !meta_only {
+        return v;
+    }
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": v.get("metadata").cloned().unwrap_or(Value::Null),
+    })
+}
+
 fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -436,6 +450,7 @@ fn list(
     rt: &ResourceType,
     ns: Option<&str>,
     q: &Query,
+    meta_only: bool,
 ) -> Result<Response<Body>, ApiError> {
     let labels = Selector::parse(q.get("labelSelector"), false)?;
     let fields = Selector::parse(q.get("fieldSelector"), true)?;
@@ -480,8 +495,16 @@ fn list(
     let taken = page.len().min(limit);
     let items: Vec<Value> = page[..taken]
         .iter()
-        .map(|v| present((**v).clone(), rt))
+        .map(|v| shape(present((**v).clone(), rt), meta_only))
         .collect();
+    let (kind, api_version) = if meta_only {
+        (
+            "PartialObjectMetadataList".to_owned(),
+            "meta.k8s.io/v1".to_owned(),
+        )
+    } else {
+        (format!("{}List", rt.kind), rt.api_version())
+    };
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if taken < page.len()
         && let Some(last) = items.last()
@@ -491,7 +514,7 @@ fn list(
     }
     Ok(json_response(
         200,
-        &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items}),
+        &json!({"kind": kind, "apiVersion": api_version, "metadata": meta, "items": items}),
     ))
 }
 
@@ -532,6 +555,7 @@ struct WatchSpec {
     initial: bool,
     bookmarks: bool,
     timeout: Duration,
+    meta_only: bool,
 }
 
 impl WatchSpec {
@@ -560,6 +584,7 @@ fn start_watch(
     rt: &ResourceType,
     ns: Option<&str>,
     q: &Query,
+    meta_only: bool,
 ) -> Result<Response<Body>, ApiError> {
     let rv_param = q.get("resourceVersion").filter(|r| !r.is_empty());
     let start = match rv_param {
@@ -595,6 +620,7 @@ fn start_watch(
         initial,
         bookmarks,
         timeout: Duration::from_secs(timeout),
+        meta_only,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
     tokio::spawn(run_watch(shared.clone(), spec, tx));
@@ -643,7 +669,10 @@ async fn run_watch(shared: Arc<Shared>, spec: WatchSpec, tx: mpsc::Sender<Bytes>
     };
     for obj in snapshot {
         if tx
-            .send(line("ADDED", &present((*obj).clone(), &spec.rt)))
+            .send(line(
+                "ADDED",
+                &shape(present((*obj).clone(), &spec.rt), spec.meta_only),
+            ))
             .await
             .is_err()
         {
@@ -690,7 +719,10 @@ async fn run_watch(shared: Arc<Shared>, spec: WatchSpec, tx: mpsc::Sender<Bytes>
                 _ => continue,
             };
             if tx
-                .send(line(typ, &present((*ev.obj).clone(), &spec.rt)))
+                .send(line(
+                    typ,
+                    &shape(present((*ev.obj).clone(), &spec.rt), spec.meta_only),
+                ))
                 .await
                 .is_err()
             {

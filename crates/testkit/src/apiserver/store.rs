@@ -644,6 +644,7 @@ impl State {
                 "generation",
                 "resourceVersion",
                 "deletionTimestamp",
+                "deletionGracePeriodSeconds",
             ] {
                 match old.as_ref().and_then(|o| o["metadata"].get(k)) {
                     Some(v) => meta.insert(k.into(), v.clone()),
@@ -717,14 +718,26 @@ impl State {
         } else {
             EventType::Added
         };
+        let key = (gr.clone(), ns.to_owned(), name.to_owned());
         self.emit(gr, typ, arc, old);
+        // The last finalizer of an object being deleted is gone: it goes now.
+        if !new["metadata"]["deletionTimestamp"].is_null()
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            && !(rt.group.is_empty() && rt.plural == "namespaces")
+        {
+            self.remove_key(key);
+            return Ok(new);
+        }
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             self.crd_changed(name);
         }
         Ok(new)
     }
 
-    /// DELETE one object. Returns the object as it was at deletion.
+    /// DELETE one object. Returns the object as it was at deletion (or, when
+    /// finalizers hold it, marked with `deletionTimestamp`).
     pub fn delete(
         &mut self,
         rt: &ResourceType,
@@ -733,23 +746,14 @@ impl State {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let old = self.get(rt, ns, name)?;
-        let is_ns = rt.group.is_empty() && rt.plural == "namespaces";
         if dry_run {
             return Ok((*old).clone());
         }
-        if is_ns {
-            // Terminating first (what a client sees in the response), then the contents go.
-            let mut term = (*old).clone();
-            term["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            term["status"]["phase"] = json!("Terminating");
-            self.rv += 1;
-            term["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-            let arc = Arc::new(term.clone());
-            self.objects.insert(
-                ("namespaces".into(), String::new(), name.into()),
-                arc.clone(),
-            );
-            self.emit("namespaces".into(), EventType::Modified, arc, Some(old));
+        let key = (rt.group_resource(), ns.to_owned(), name.to_owned());
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            // Terminating first (what a client sees in the response), then the
+            // contents go; the namespace goes once it is empty.
+            let term = self.mark_deleting(&key, &old, true);
             let keys: Vec<Key> = self
                 .objects
                 .keys()
@@ -757,28 +761,91 @@ impl State {
                 .cloned()
                 .collect();
             for k in keys {
-                self.remove_key(k);
+                self.delete_key(k);
             }
-            self.remove_key(("namespaces".into(), String::new(), name.into()));
+            self.finish_namespace(name);
             return Ok(term);
         }
-        let gone = self
-            .remove_key((rt.group_resource(), ns.to_owned(), name.to_owned()))
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
-        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-            self.crd_changed(name);
-        }
-        Ok(gone)
+        self.delete_key(key)
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
+    /// Sets `deletionTimestamp` (and a Terminating phase for namespaces).
+    fn mark_deleting(&mut self, key: &Key, old: &Arc<Value>, namespace: bool) -> Value {
+        if !old["metadata"]["deletionTimestamp"].is_null() {
+            return (**old).clone();
+        }
+        let mut marked = (**old).clone();
+        marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if namespace {
+            marked["status"]["phase"] = json!("Terminating");
+        }
+        self.rv += 1;
+        marked["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let arc = Arc::new(marked.clone());
+        self.objects.insert(key.clone(), arc.clone());
+        self.emit(key.0.clone(), EventType::Modified, arc, Some(old.clone()));
+        marked
+    }
+
+    /// Deletes the object at `key`, honouring finalizers; then its dependents
+    /// (ownerReferences, background propagation) and what else depends on
+    /// its removal.
+    fn delete_key(&mut self, key: Key) -> Option<Value> {
+        let obj = self.objects.get(&key)?.clone();
+        let finalizers = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if finalizers {
+            return Some(self.mark_deleting(&key, &obj, false));
+        }
+        self.remove_key(key)
+    }
+
+    /// Removes the object at `key` now, with the consequences of its removal.
     fn remove_key(&mut self, key: Key) -> Option<Value> {
         let old = self.objects.remove(&key)?;
         self.rv += 1;
         let mut v = (*old).clone();
         v["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let arc = Arc::new(v.clone());
-        self.emit(key.0, EventType::Deleted, arc, Some(old));
+        self.emit(key.0.clone(), EventType::Deleted, arc, Some(old));
+        // Garbage collection of dependents.
+        if let Some(uid) = v["metadata"]["uid"].as_str() {
+            let dependents: Vec<Key> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in dependents {
+                self.delete_key(k);
+            }
+        }
+        if key.0 == "customresourcedefinitions.apiextensions.k8s.io" {
+            self.crd_changed(&key.2);
+        }
+        if !key.1.is_empty() {
+            self.finish_namespace(&key.1);
+        }
         Some(v)
+    }
+
+    /// Removes a Terminating namespace once nothing is left in it.
+    fn finish_namespace(&mut self, ns: &str) {
+        let key = ("namespaces".to_owned(), String::new(), ns.to_owned());
+        let terminating = self
+            .objects
+            .get(&key)
+            .is_some_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
+        if terminating && !self.objects.keys().any(|(_, n, _)| n == ns) {
+            self.remove_key(key);
+        }
     }
 
     /// Re-derives the served custom resources after a CRD changed, marks a
