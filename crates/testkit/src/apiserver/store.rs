@@ -1,0 +1,1365 @@
+//! The in-memory object store: objects, resource versions, managed fields,
+//! the event log watches read from, and the write rules of the real server.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::fields::{self, FieldSet, Part};
+use super::registry::{self, ResourceType};
+use super::util::{ApiError, Selector, now_rfc3339, qualified};
+
+/// How many events the log keeps; a watch from an older resourceVersion gets `410 Gone`.
+const EVENT_LOG: usize = 20_000;
+
+/// A watch event kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One change, as stored in the event log.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub rv: u64,
+    pub gr: String,
+    pub typ: EventType,
+    pub obj: Arc<Value>,
+    /// The object before the change (for MODIFIED), to tell selector transitions.
+    pub prev: Option<Arc<Value>>,
+}
+
+/// Options shared by writes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteOpts {
+    pub dry_run: bool,
+    pub manager: String,
+    pub force: bool,
+}
+
+/// One `managedFields` entry.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: String,
+    subresource: String,
+    fields: FieldSet,
+}
+
+impl Entry {
+    fn same_slot(&self, manager: &str, operation: &str, subresource: &str) -> bool {
+        self.manager == manager && self.operation == operation && self.subresource == subresource
+    }
+}
+
+fn parse_entries(obj: &Value) -> Vec<Entry> {
+    let Some(list) = obj["metadata"]["managedFields"].as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|e| Entry {
+            manager: e["manager"].as_str().unwrap_or("").into(),
+            operation: e["operation"].as_str().unwrap_or("").into(),
+            api_version: e["apiVersion"].as_str().unwrap_or("").into(),
+            time: e["time"].as_str().unwrap_or("").into(),
+            subresource: e["subresource"].as_str().unwrap_or("").into(),
+            fields: fields::from_fields_v1(&e["fieldsV1"]),
+        })
+        .collect()
+}
+
+fn entries_json(entries: &[Entry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|e| {
+                let mut v = json!({
+                    "manager": e.manager,
+                    "operation": e.operation,
+                    "apiVersion": e.api_version,
+                    "time": e.time,
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": fields::to_fields_v1(&e.fields),
+                });
+                if !e.subresource.is_empty() {
+                    v["subresource"] = json!(e.subresource);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// Storage key: (group-resource, namespace, name).
+type Key = (String, String, String);
+
+/// The whole server state, behind one mutex.
+pub(crate) struct State {
+    pub types: Vec<ResourceType>,
+    objects: BTreeMap<Key, Arc<Value>>,
+    pub rv: u64,
+    events: VecDeque<Event>,
+    /// Watches from a resourceVersion older than this get `410 Gone`.
+    pub compacted: u64,
+    counter: u64,
+    seed: u64,
+}
+
+impl State {
+    pub fn new(seed: u64) -> State {
+        let mut s = State {
+            types: registry::builtins(),
+            objects: BTreeMap::new(),
+            rv: 1000,
+            events: VecDeque::new(),
+            compacted: 1000,
+            counter: 0,
+            seed,
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            if let Some(rt) = s.find("", "v1", "namespaces") {
+                let opts = WriteOpts {
+                    manager: "kube-apiserver".into(),
+                    ..WriteOpts::default()
+                };
+                let _ = s.create(&rt, "", body, &opts);
+            }
+        }
+        s.compacted = s.rv;
+        s
+    }
+
+    /// The resource type served at group/version/plural.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+
+    fn uid(&mut self) -> String {
+        self.counter += 1;
+        let a = self.seed ^ self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (a >> 32) as u32,
+            (a >> 16) as u16,
+            (a & 0xfff) as u16,
+            (self.counter & 0xfff) as u16,
+            self.counter ^ (self.seed & 0xffff_ffff_ffff)
+        )
+    }
+
+    fn suffix(&mut self) -> String {
+        const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        self.counter += 1;
+        let mut n = self
+            .seed
+            .wrapping_add(self.counter.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        (0..5)
+            .map(|_| {
+                let c = ALPHA[(n % ALPHA.len() as u64) as usize] as char;
+                n /= ALPHA.len() as u64;
+                c
+            })
+            .collect()
+    }
+
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        self.objects
+            .get(&(rt.group_resource(), ns.to_owned(), name.to_owned()))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Objects of `rt` in `ns` (all namespaces when `None`) matching both selectors.
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+    ) -> Vec<Arc<Value>> {
+        let gr = rt.group_resource();
+        let start = (gr.clone(), ns.unwrap_or("").to_owned(), String::new());
+        self.objects
+            .range(start..)
+            .take_while(|((g, n, _), _)| *g == gr && ns.is_none_or(|ns| ns == n))
+            .map(|(_, v)| v)
+            .filter(|v| labels.matches(v) && fields.matches(v))
+            .cloned()
+            .collect()
+    }
+
+    /// Events after `rv` (all resources); `Err` when `rv` is older than the log.
+    pub fn events_since(&self, rv: u64) -> Result<Vec<Event>, ()> {
+        if rv < self.compacted {
+            return Err(());
+        }
+        let start = self.events.partition_point(|e| e.rv <= rv);
+        Ok(self.events.range(start..).cloned().collect())
+    }
+
+    fn namespace_exists(&self, ns: &str) -> bool {
+        self.objects
+            .contains_key(&("namespaces".to_owned(), String::new(), ns.to_owned()))
+    }
+
+    fn check_namespace(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        if ns.is_empty() {
+            return Err(ApiError::no_route());
+        }
+        match self
+            .objects
+            .get(&("namespaces".to_owned(), String::new(), ns.to_owned()))
+        {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if n["status"]["phase"] == "Terminating" => Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} \
+                     because it is being terminated",
+                    qualified(&rt.plural, &rt.group),
+                    ns
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn emit(&mut self, gr: String, typ: EventType, obj: Arc<Value>, prev: Option<Arc<Value>>) {
+        self.events.push_back(Event {
+            rv: self.rv,
+            gr,
+            typ,
+            obj,
+            prev,
+        });
+        while self.events.len() > EVENT_LOG {
+            if let Some(e) = self.events.pop_front() {
+                self.compacted = e.rv;
+            }
+        }
+    }
+
+    /// Checks an incoming object's apiVersion, kind, name and namespace.
+    fn check_body(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: Option<&str>,
+        body: &Value,
+        need_type: bool,
+    ) -> Result<(), ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
+        }
+        let kind = body["kind"].as_str().unwrap_or("");
+        let av = body["apiVersion"].as_str().unwrap_or("");
+        if need_type && (kind.is_empty() || av.is_empty()) {
+            return Err(ApiError::bad_request(
+                "Object 'Kind' is missing in the request body; apiVersion and kind are required",
+            ));
+        }
+        if !kind.is_empty() && kind != rt.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind of the object ({kind}) does not match the kind on the URL ({})",
+                rt.kind
+            )));
+        }
+        if !av.is_empty() {
+            let group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+            if group != rt.group {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({})",
+                    rt.api_version()
+                )));
+            }
+        }
+        if let (Some(url_name), Some(body_name)) = (name, body["metadata"]["name"].as_str())
+            && url_name != body_name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+            )));
+        }
+        if let Some(body_ns) = body["metadata"]["namespace"].as_str()
+            && rt.namespaced
+            && !body_ns.is_empty()
+            && body_ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        Ok(())
+    }
+
+    /// POST: creates an object.
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut body: Value,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        self.check_body(rt, ns, None, &body, true)?;
+        let name = match body["metadata"]["name"].as_str() {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => match body["metadata"]["generateName"].as_str() {
+                Some(g) if !g.is_empty() => format!("{g}{}", self.suffix()),
+                _ => {
+                    return Err(ApiError::invalid(
+                        &rt.kind,
+                        &rt.group,
+                        "",
+                        &[(
+                            "metadata.name".into(),
+                            "Required value: name or generateName is required".into(),
+                        )],
+                    ));
+                }
+            },
+        };
+        self.check_namespace(rt, ns)?;
+        if self
+            .objects
+            .contains_key(&(rt.group_resource(), ns.to_owned(), name.clone()))
+        {
+            return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+        }
+        body["metadata"]["name"] = json!(name);
+        if rt.status {
+            body.as_object_mut().map(|o| o.remove("status"));
+        }
+        let mut entries = Vec::new();
+        own_update(
+            &mut entries,
+            None,
+            &body,
+            rt,
+            main_part(rt),
+            &opts.manager,
+            &now_rfc3339(),
+        );
+        self.finish(rt, ns, &name, None, body, entries, opts)
+    }
+
+    /// PUT (main resource or status).
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        self.check_body(rt, ns, Some(name), &body, false)?;
+        let old = self.get(rt, ns, name)?;
+        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+            && !rv.is_empty()
+            && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::stale(&rt.group, &rt.plural, name));
+        }
+        self.write_new(rt, ns, name, &old, body, status, opts)
+    }
+
+    /// PATCH with a JSON merge patch, strategic merge patch or JSON patch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        patch: Value,
+        status: bool,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        let old = self.get(rt, ns, name)?;
+        let mut new = (*old).clone();
+        match kind {
+            PatchKind::Merge => merge_patch(&mut new, &patch),
+            PatchKind::Strategic => fields::merge(&mut new, &patch, rt),
+            PatchKind::Json => json_patch(&mut new, &patch)?,
+        }
+        self.check_body(rt, ns, Some(name), &new, false)?;
+        if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
+            && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::stale(&rt.group, &rt.plural, name));
+        }
+        self.write_new(rt, ns, name, &old, new, status, opts)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_new(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        old: &Arc<Value>,
+        body: Value,
+        status: bool,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        let (new, part) = if status {
+            let mut n = (**old).clone();
+            set_or_remove(&mut n, "status", body.get("status").cloned());
+            (n, Part::Status)
+        } else {
+            let mut n = body;
+            if rt.status {
+                set_or_remove(&mut n, "status", old.get("status").cloned());
+            }
+            (n, main_part(rt))
+        };
+        let mut entries = parse_entries(old);
+        own_update(
+            &mut entries,
+            Some(old),
+            &new,
+            rt,
+            part,
+            &opts.manager,
+            &now_rfc3339(),
+        );
+        self.finish(rt, ns, name, Some(old.clone()), new, entries, opts)
+    }
+
+    /// PATCH with `application/apply-patch+yaml`: server-side apply.
+    pub fn apply(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        applied: Value,
+        status: bool,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        self.check_body(rt, ns, Some(name), &applied, true)?;
+        if applied["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "metadata.managedFields must be nil in an apply configuration",
+            ));
+        }
+        let old = match self.get(rt, ns, name) {
+            Ok(o) => Some(o),
+            Err(_) if status => return Err(ApiError::not_found(&rt.group, &rt.plural, name)),
+            Err(_) => {
+                self.check_namespace(rt, ns)?;
+                None
+            }
+        };
+        if let (Some(o), Some(rv)) = (&old, applied["metadata"]["resourceVersion"].as_str())
+            && Some(rv) != o["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::stale(&rt.group, &rt.plural, name));
+        }
+        let api_version = applied["apiVersion"].as_str().unwrap_or("").to_owned();
+        let mut live = match &old {
+            Some(o) => (**o).clone(),
+            None => json!({
+                "apiVersion": api_version,
+                "kind": rt.kind,
+                "metadata": {"name": name},
+            }),
+        };
+        // The part of the configuration this request may change.
+        let (part, subresource) = if status {
+            (Part::Status, "status")
+        } else {
+            (main_part(rt), "")
+        };
+        let mut config = applied;
+        if let Some(m) = config["metadata"].as_object_mut() {
+            for k in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ] {
+                m.remove(k);
+            }
+        }
+        let config = match part {
+            Part::Status => json!({"status": config.get("status").cloned().unwrap_or(json!({}))}),
+            Part::Main { with_status } => {
+                if !with_status {
+                    config.as_object_mut().map(|o| o.remove("status"));
+                }
+                config
+            }
+        };
+        let new_set = fields::paths_of(&config, rt, part);
+        let mut entries = parse_entries(&live);
+        let mine = entries
+            .iter()
+            .position(|e| e.same_slot(&opts.manager, "Apply", subresource));
+
+        // Conflicts: fields this apply sets to a different value that another manager owns.
+        let mut conflicts: Vec<(String, String, Vec<String>)> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if Some(i) == mine || e.manager == opts.manager || e.subresource != subresource {
+                continue;
+            }
+            let mut hit = Vec::new();
+            for p in new_set.intersection(&e.fields) {
+                let item = p
+                    .last()
+                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"));
+                if !item && fields::get_at(&config, p) != fields::get_at(&live, p) {
+                    hit.push(p.clone());
+                }
+            }
+            if !hit.is_empty() {
+                conflicts.push((
+                    e.manager.clone(),
+                    e.api_version.clone(),
+                    hit.iter().map(|p| fields::display(p)).collect(),
+                ));
+            }
+        }
+        if !conflicts.is_empty() && !opts.force {
+            return Err(conflict_error(rt, name, &conflicts));
+        }
+        if opts.force {
+            for (i, e) in entries.iter_mut().enumerate() {
+                if Some(i) != mine && e.manager != opts.manager && e.subresource == subresource {
+                    let before: FieldSet = e.fields.clone();
+                    e.fields = before
+                        .into_iter()
+                        .filter(|p| {
+                            !new_set.contains(p)
+                                || p.last()
+                                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"))
+                                || fields::get_at(&config, p) == fields::get_at(&live, p)
+                        })
+                        .collect();
+                }
+            }
+        }
+
+        // Fields this manager applied before and no longer applies.
+        let old_set = mine.map(|i| entries[i].fields.clone()).unwrap_or_default();
+        let others: FieldSet = entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != mine)
+            .flat_map(|(_, e)| e.fields.iter().cloned())
+            .collect();
+        let owned_below = |set: &FieldSet, p: &[String]| {
+            let start: Vec<String> = p.to_vec();
+            set.range(start..)
+                .take_while(|q| fields::is_prefix(p, q))
+                .next()
+                .is_some()
+        };
+        let keep = |p: &[String]| others.contains(p) || new_set.contains(p);
+        for p in old_set.difference(&new_set) {
+            if owned_below(&new_set, p) || owned_below(&others, p) {
+                continue;
+            }
+            fields::remove_at(&mut live, p, &keep);
+        }
+        fields::merge(&mut live, &config, rt);
+
+        let now = now_rfc3339();
+        let entry = Entry {
+            manager: opts.manager.clone(),
+            operation: "Apply".into(),
+            api_version,
+            time: now,
+            subresource: subresource.into(),
+            fields: new_set,
+        };
+        match mine {
+            Some(i) => entries[i] = entry,
+            None => entries.push(entry),
+        }
+        entries
+            .retain(|e| !e.fields.is_empty() || e.same_slot(&opts.manager, "Apply", subresource));
+        match old {
+            Some(o) => self.finish(rt, ns, name, Some(o), live, entries, opts),
+            None => {
+                if rt.status {
+                    live.as_object_mut().map(|o| o.remove("status"));
+                }
+                self.finish(rt, ns, name, None, live, entries, opts)
+            }
+        }
+    }
+
+    /// Common end of every write: protected metadata, defaults, validation,
+    /// managedFields, generation, resourceVersion, storage and events.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        old: Option<Arc<Value>>,
+        mut new: Value,
+        mut entries: Vec<Entry>,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        if !new["metadata"].is_object() {
+            new["metadata"] = json!({});
+        }
+        if new["apiVersion"].as_str().is_none_or(str::is_empty) {
+            new["apiVersion"] = json!(rt.api_version());
+        }
+        new["kind"] = json!(rt.kind);
+        {
+            let meta = new["metadata"]
+                .as_object_mut()
+                .ok_or_else(ApiError::no_route)?;
+            meta.insert("name".into(), json!(name));
+            if rt.namespaced {
+                meta.insert("namespace".into(), json!(ns));
+            } else {
+                meta.remove("namespace");
+            }
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                match old.as_ref().and_then(|o| o["metadata"].get(k)) {
+                    Some(v) => meta.insert(k.into(), v.clone()),
+                    None => meta.remove(k),
+                };
+            }
+        }
+        if old.is_none() {
+            let uid = self.uid();
+            new["metadata"]["uid"] = json!(uid);
+            new["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+        }
+        defaults(self, rt, old.as_deref(), &mut new);
+        validate(rt, name, old.as_deref(), &new)?;
+
+        // managedFields: keep the old time stamp of entries whose fields did not change.
+        let old_entries = old.as_deref().map(parse_entries).unwrap_or_default();
+        for e in &mut entries {
+            if let Some(prev) = old_entries
+                .iter()
+                .find(|p| p.same_slot(&e.manager, &e.operation, &e.subresource))
+                && prev.fields == e.fields
+                && prev.api_version == e.api_version
+            {
+                e.time = prev.time.clone();
+            }
+        }
+        if entries.is_empty() {
+            new["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("managedFields"));
+        } else {
+            new["metadata"]["managedFields"] = entries_json(&entries);
+        }
+
+        if let Some(o) = &old
+            && **o == new
+        {
+            return Ok(new);
+        }
+        if rt.has_generation() {
+            let generation = match &old {
+                None => 1,
+                Some(o) => {
+                    let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                    if spec_of(o) != spec_of(&new) {
+                        g + 1
+                    } else {
+                        g
+                    }
+                }
+            };
+            new["metadata"]["generation"] = json!(generation);
+        }
+        if opts.dry_run {
+            if old.is_none() {
+                new["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("resourceVersion"));
+            }
+            return Ok(new);
+        }
+        self.rv += 1;
+        new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let arc = Arc::new(new.clone());
+        let gr = rt.group_resource();
+        self.objects
+            .insert((gr.clone(), ns.to_owned(), name.to_owned()), arc.clone());
+        let typ = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        let key = (gr.clone(), ns.to_owned(), name.to_owned());
+        self.emit(gr, typ, arc, old);
+        // The last finalizer of an object being deleted is gone: it goes now.
+        if !new["metadata"]["deletionTimestamp"].is_null()
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            && !(rt.group.is_empty() && rt.plural == "namespaces")
+        {
+            self.remove_key(key);
+            return Ok(new);
+        }
+        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+            self.crd_changed(name);
+        }
+        Ok(new)
+    }
+
+    /// DELETE one object. Returns the object as it was at deletion (or, when
+    /// finalizers hold it, marked with `deletionTimestamp`).
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let old = self.get(rt, ns, name)?;
+        if dry_run {
+            return Ok((*old).clone());
+        }
+        let key = (rt.group_resource(), ns.to_owned(), name.to_owned());
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            // Terminating first (what a client sees in the response), then the
+            // contents go; the namespace goes once it is empty.
+            let term = self.mark_deleting(&key, &old, true);
+            let keys: Vec<Key> = self
+                .objects
+                .keys()
+                .filter(|(_, n, _)| n == name)
+                .cloned()
+                .collect();
+            for k in keys {
+                self.delete_key(k);
+            }
+            self.finish_namespace(name);
+            return Ok(term);
+        }
+        self.delete_key(key)
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Sets `deletionTimestamp` (and a Terminating phase for namespaces).
+    fn mark_deleting(&mut self, key: &Key, old: &Arc<Value>, namespace: bool) -> Value {
+        if !old["metadata"]["deletionTimestamp"].is_null() {
+            return (**old).clone();
+        }
+        let mut marked = (**old).clone();
+        marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if namespace {
+            marked["status"]["phase"] = json!("Terminating");
+        }
+        self.rv += 1;
+        marked["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let arc = Arc::new(marked.clone());
+        self.objects.insert(key.clone(), arc.clone());
+        self.emit(key.0.clone(), EventType::Modified, arc, Some(old.clone()));
+        marked
+    }
+
+    /// Deletes the object at `key`, honouring finalizers; then its dependents
+    /// (ownerReferences, background propagation) and what else depends on
+    /// its removal.
+    fn delete_key(&mut self, key: Key) -> Option<Value> {
+        let obj = self.objects.get(&key)?.clone();
+        let finalizers = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if finalizers {
+            return Some(self.mark_deleting(&key, &obj, false));
+        }
+        self.remove_key(key)
+    }
+
+    /// Removes the object at `key` now, with the consequences of its removal.
+    fn remove_key(&mut self, key: Key) -> Option<Value> {
+        let old = self.objects.remove(&key)?;
+        self.rv += 1;
+        let mut v = (*old).clone();
+        v["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let arc = Arc::new(v.clone());
+        self.emit(key.0.clone(), EventType::Deleted, arc, Some(old));
+        // Garbage collection of dependents.
+        if let Some(uid) = v["metadata"]["uid"].as_str() {
+            let dependents: Vec<Key> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in dependents {
+                self.delete_key(k);
+            }
+        }
+        if key.0 == "customresourcedefinitions.apiextensions.k8s.io" {
+            self.crd_changed(&key.2);
+        }
+        if !key.1.is_empty() {
+            self.finish_namespace(&key.1);
+        }
+        Some(v)
+    }
+
+    /// Removes a Terminating namespace once nothing is left in it.
+    fn finish_namespace(&mut self, ns: &str) {
+        let key = ("namespaces".to_owned(), String::new(), ns.to_owned());
+        let terminating = self
+            .objects
+            .get(&key)
+            .is_some_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
+        if terminating && !self.objects.keys().any(|(_, n, _)| n == ns) {
+            self.remove_key(key);
+        }
+    }
+
+    /// Re-derives the served custom resources after a CRD changed, marks a
+    /// new CRD Established (as the apiextensions controllers do), and drops
+    /// the custom resources of a deleted CRD.
+    fn crd_changed(&mut self, crd_name: &str) {
+        let crds: Vec<Arc<Value>> = self
+            .objects
+            .iter()
+            .filter(|((g, _, _), _)| g == "customresourcedefinitions.apiextensions.k8s.io")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mut types = registry::builtins();
+        for crd in &crds {
+            for t in registry::from_crd(crd) {
+                if !types
+                    .iter()
+                    .any(|b| b.group == t.group && b.version == t.version && b.plural == t.plural)
+                {
+                    types.push(t);
+                }
+            }
+        }
+        let served_before: Vec<String> = self.types.iter().map(|t| t.group_resource()).collect();
+        self.types = types;
+        // Custom resources whose CRD is gone.
+        let served_now: Vec<String> = self.types.iter().map(|t| t.group_resource()).collect();
+        for gr in served_before.iter().filter(|g| !served_now.contains(g)) {
+            let keys: Vec<Key> = self
+                .objects
+                .keys()
+                .filter(|(g, _, _)| g == gr)
+                .cloned()
+                .collect();
+            for k in keys {
+                self.remove_key(k);
+            }
+        }
+        let Some(crd) = crds
+            .iter()
+            .find(|c| c["metadata"]["name"].as_str() == Some(crd_name))
+            .cloned()
+        else {
+            return;
+        };
+        let established = crd["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        });
+        let accepted_same = crd["status"]["acceptedNames"] == accepted_names(&crd);
+        if established && accepted_same {
+            return;
+        }
+        let Some(rt) = self.find("apiextensions.k8s.io", "v1", "customresourcedefinitions") else {
+            return;
+        };
+        let now = now_rfc3339();
+        let storage = crd["spec"]["versions"]
+            .as_array()
+            .and_then(|vs| vs.iter().find(|v| v["storage"] == true))
+            .and_then(|v| v["name"].as_str())
+            .unwrap_or("v1");
+        let body = json!({"status": {
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
+                 "reason": "NoConflicts", "message": "no conflicts found"},
+                {"type": "Established", "status": "True", "lastTransitionTime": now,
+                 "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+            ],
+            "acceptedNames": accepted_names(&crd),
+            "storedVersions": [storage],
+        }});
+        let opts = WriteOpts {
+            manager: "kube-apiserver".into(),
+            ..WriteOpts::default()
+        };
+        let _ = self.write_new(&rt, "", crd_name, &crd, body, true, &opts);
+    }
+
+    /// The current objects of every kind, for snapshot-style watches.
+    pub fn all_of(&self, gr: &str) -> Vec<Arc<Value>> {
+        let start = (gr.to_owned(), String::new(), String::new());
+        self.objects
+            .range(start..)
+            .take_while(|((g, _, _), _)| g == gr)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Whether `ns` exists (for tests of namespace deletion inside this crate).
+    #[allow(dead_code)]
+    pub fn has_namespace(&self, ns: &str) -> bool {
+        self.namespace_exists(ns)
+    }
+}
+
+fn accepted_names(crd: &Value) -> Value {
+    let mut names = crd["spec"]["names"].clone();
+    if let Some(kind) = names["kind"].as_str().map(str::to_owned) {
+        if names["singular"].as_str().is_none_or(str::is_empty) {
+            names["singular"] = json!(kind.to_lowercase());
+        }
+        if names["listKind"].as_str().is_none_or(str::is_empty) {
+            names["listKind"] = json!(format!("{kind}List"));
+        }
+    }
+    names
+}
+
+fn main_part(rt: &ResourceType) -> Part {
+    Part::Main {
+        with_status: !rt.status,
+    }
+}
+
+fn set_or_remove(obj: &mut Value, key: &str, v: Option<Value>) {
+    if let Some(o) = obj.as_object_mut() {
+        match v {
+            Some(v) => {
+                o.insert(key.into(), v);
+            }
+            None => {
+                o.remove(key);
+            }
+        }
+    }
+}
+
+/// Everything but metadata and status: what bumps `metadata.generation`.
+fn spec_of(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("metadata");
+        o.remove("status");
+    }
+    v
+}
+
+/// Ownership after a non-apply write: changed fields go to `manager`'s
+/// Update entry and are taken from everyone else; fields that are gone are
+/// owned by nobody.
+fn own_update(
+    entries: &mut Vec<Entry>,
+    old: Option<&Value>,
+    new: &Value,
+    rt: &ResourceType,
+    part: Part,
+    manager: &str,
+    now: &str,
+) {
+    let subresource = if part == Part::Status { "status" } else { "" };
+    let new_paths = fields::paths_of(new, rt, part);
+    let changed: FieldSet = new_paths
+        .iter()
+        .filter(|p| match old {
+            None => true,
+            Some(o) => {
+                let item = p
+                    .last()
+                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"));
+                let before = fields::get_at(o, p);
+                if item {
+                    before.is_none()
+                } else {
+                    before != fields::get_at(new, p)
+                }
+            }
+        })
+        .cloned()
+        .collect();
+    for e in entries.iter_mut() {
+        e.fields
+            .retain(|p| !changed.contains(p) && fields::get_at(new, p).is_some());
+    }
+    if !changed.is_empty() {
+        match entries
+            .iter_mut()
+            .find(|e| e.same_slot(manager, "Update", subresource))
+        {
+            Some(e) => {
+                e.fields.extend(changed);
+                e.time = now.to_owned();
+                e.api_version = new["apiVersion"].as_str().unwrap_or("").into();
+            }
+            None => entries.push(Entry {
+                manager: manager.into(),
+                operation: "Update".into(),
+                api_version: new["apiVersion"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| rt.api_version()),
+                time: now.into(),
+                subresource: subresource.into(),
+                fields: changed,
+            }),
+        }
+    }
+    entries.retain(|e| !e.fields.is_empty() || e.operation == "Apply");
+}
+
+fn conflict_error(
+    rt: &ResourceType,
+    name: &str,
+    conflicts: &[(String, String, Vec<String>)],
+) -> ApiError {
+    let total: usize = conflicts.iter().map(|(_, _, f)| f.len()).sum();
+    let mut msg = format!(
+        "Apply failed with {total} conflict{}: ",
+        if total == 1 { "" } else { "s" }
+    );
+    let mut causes = Vec::new();
+    let mut parts = Vec::new();
+    for (manager, api_version, fields) in conflicts {
+        let head = format!(
+            "conflict{} with \"{manager}\" using {api_version}",
+            if fields.len() == 1 { "" } else { "s" }
+        );
+        if fields.len() == 1 {
+            parts.push(format!("{head}: {}", fields[0]));
+        } else {
+            let lines: Vec<String> = fields.iter().map(|f| format!("- {f}")).collect();
+            parts.push(format!("{head}:\n{}", lines.join("\n")));
+        }
+        for f in fields {
+            causes.push(json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with \"{manager}\" using {api_version}"),
+                "field": f,
+            }));
+        }
+    }
+    msg.push_str(&parts.join("\n"));
+    ApiError::new(409, "Conflict", msg).with_details(json!({
+        "name": name,
+        "group": rt.group,
+        "kind": rt.plural,
+        "causes": causes,
+    }))
+}
+
+/// What the API server's defaulting and allocation would add.
+fn defaults(state: &mut State, rt: &ResourceType, old: Option<&Value>, new: &mut Value) {
+    if rt.custom {
+        return;
+    }
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("apps", "deployments" | "statefulsets" | "replicasets")
+        | ("", "replicationcontrollers")
+            if new["spec"].is_object() && new["spec"]["replicas"].is_null() =>
+        {
+            new["spec"]["replicas"] = json!(1);
+        }
+        ("", "namespaces") if new["status"]["phase"].is_null() => {
+            new["status"] = json!({"phase": "Active"});
+        }
+        ("", "pods") if new["status"]["phase"].is_null() => {
+            new["status"]["phase"] = json!("Pending");
+        }
+        ("", "services") => {
+            if !new["spec"].is_object() {
+                new["spec"] = json!({});
+            }
+            if new["spec"]["type"].is_null() {
+                new["spec"]["type"] = json!("ClusterIP");
+            }
+            let old_ip = old
+                .and_then(|o| o["spec"]["clusterIP"].as_str())
+                .map(str::to_owned);
+            if new["spec"]["type"] != "ExternalName"
+                && new["spec"]["clusterIP"].as_str().is_none_or(str::is_empty)
+            {
+                let ip = match old_ip {
+                    Some(ip) => ip,
+                    None => {
+                        state.counter += 1;
+                        let n = state.counter;
+                        format!("10.96.{}.{}", (n / 250) % 250, n % 250 + 2)
+                    }
+                };
+                new["spec"]["clusterIP"] = json!(ip);
+            }
+            if let Some(ip) = new["spec"]["clusterIP"].as_str().map(str::to_owned)
+                && new["spec"]["clusterIPs"].is_null()
+            {
+                new["spec"]["clusterIPs"] = json!([ip]);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The immutable-field and required-field rules tests rely on.
+fn validate(
+    rt: &ResourceType,
+    name: &str,
+    old: Option<&Value>,
+    new: &Value,
+) -> Result<(), ApiError> {
+    let mut causes: Vec<(String, String)> = Vec::new();
+    let immutable = |path: &[&str], field: &str, causes: &mut Vec<(String, String)>| {
+        let Some(old) = old else { return };
+        let get = |v: &Value| {
+            let mut cur = v;
+            for p in path {
+                cur = &cur[*p];
+            }
+            cur.clone()
+        };
+        let (a, b) = (get(old), get(new));
+        if !a.is_null() && a != b {
+            causes.push((
+                field.into(),
+                format!("Invalid value: {b}: field is immutable"),
+            ));
+        }
+    };
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "services") if new["spec"]["type"] != "ExternalName" => {
+            immutable(&["spec", "clusterIP"], "spec.clusterIP", &mut causes);
+        }
+        ("apps", "deployments" | "daemonsets" | "replicasets") => {
+            immutable(&["spec", "selector"], "spec.selector", &mut causes);
+        }
+        ("apps", "statefulsets") => {
+            immutable(&["spec", "selector"], "spec.selector", &mut causes);
+            if let Some(o) = old {
+                let frozen = |v: &Value| {
+                    let mut s = v["spec"].clone();
+                    if let Some(m) = s.as_object_mut() {
+                        for k in [
+                            "replicas",
+                            "ordinals",
+                            "template",
+                            "updateStrategy",
+                            "persistentVolumeClaimRetentionPolicy",
+                            "minReadySeconds",
+                            "selector",
+                        ] {
+                            m.remove(k);
+                        }
+                    }
+                    s
+                };
+                if frozen(o) != frozen(new) {
+                    causes.push((
+                        "spec".into(),
+                        "Forbidden: updates to statefulset spec for fields other than 'replicas', \
+                         'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' \
+                         and 'minReadySeconds' are forbidden"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        ("batch", "jobs") => {
+            immutable(&["spec", "template"], "spec.template", &mut causes);
+            immutable(&["spec", "selector"], "spec.selector", &mut causes);
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let group = new["spec"]["group"].as_str().unwrap_or("");
+            let plural = new["spec"]["names"]["plural"].as_str().unwrap_or("");
+            if name != format!("{plural}.{group}") {
+                causes.push((
+                    "metadata.name".into(),
+                    format!(
+                        "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+                    ),
+                ));
+            }
+            if new["spec"]["names"]["kind"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                causes.push(("spec.names.kind".into(), "Required value".into()));
+            }
+            if new["spec"]["versions"].as_array().is_none_or(Vec::is_empty) {
+                causes.push((
+                    "spec.versions".into(),
+                    "Invalid value: null: must have exactly one version marked as storage version"
+                        .into(),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&rt.kind, &rt.group, name, &causes))
+    }
+}
+
+/// Which non-apply patch a PATCH request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PatchKind {
+    Merge,
+    Strategic,
+    Json,
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// RFC 6902 JSON patch.
+fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    let ops = patch
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("a JSON patch must be an array of operations"))?;
+    for op in ops {
+        let path = op["path"].as_str().unwrap_or("");
+        let bad = |m: &str| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the JSON patch failed: {m} at {path:?}"),
+            )
+        };
+        match op["op"].as_str().unwrap_or("") {
+            "add" => pointer_add(target, path, op["value"].clone()).ok_or_else(|| bad("add"))?,
+            "replace" => {
+                let slot = target
+                    .pointer_mut(path)
+                    .ok_or_else(|| bad("replace: missing path"))?;
+                *slot = op["value"].clone();
+            }
+            "remove" => {
+                pointer_remove(target, path).ok_or_else(|| bad("remove: missing path"))?;
+            }
+            "test" => {
+                if target.pointer(path) != Some(&op["value"]) {
+                    return Err(bad("test failed"));
+                }
+            }
+            "copy" | "move" => {
+                let from = op["from"].as_str().unwrap_or("");
+                let v = target
+                    .pointer(from)
+                    .cloned()
+                    .ok_or_else(|| bad("missing from"))?;
+                if op["op"] == "move" {
+                    pointer_remove(target, from).ok_or_else(|| bad("move"))?;
+                }
+                pointer_add(target, path, v).ok_or_else(|| bad("add"))?;
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown JSON patch op {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn split_pointer(path: &str) -> Option<(String, String)> {
+    let (parent, last) = path.rsplit_once('/')?;
+    Some((
+        parent.to_owned(),
+        last.replace("~1", "/").replace("~0", "~"),
+    ))
+}
+
+fn pointer_add(target: &mut Value, path: &str, v: Value) -> Option<()> {
+    if path.is_empty() {
+        *target = v;
+        return Some(());
+    }
+    let (parent, last) = split_pointer(path)?;
+    match target.pointer_mut(&parent)? {
+        Value::Object(o) => {
+            o.insert(last, v);
+        }
+        Value::Array(a) => {
+            if last == "-" {
+                a.push(v);
+            } else {
+                let i: usize = last.parse().ok()?;
+                if i > a.len() {
+                    return None;
+                }
+                a.insert(i, v);
+            }
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+fn pointer_remove(target: &mut Value, path: &str) -> Option<Value> {
+    let (parent, last) = split_pointer(path)?;
+    match target.pointer_mut(&parent)? {
+        Value::Object(o) => o.remove(&last),
+        Value::Array(a) => {
+            let i: usize = last.parse().ok()?;
+            (i < a.len()).then(|| a.remove(i))
+        }
+        _ => None,
+    }
+}

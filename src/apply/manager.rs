@@ -1,0 +1,1090 @@
+//! The resource manager: discovery, staged server-side apply, waiting.
+
+use super::diagnose;
+use super::plan::{self, Node};
+use super::readiness::{self, Readiness, ReadinessOptions};
+use super::report::{Action, ApplyEvent, ApplyReport, FieldConflict, ObjectResult, Status};
+use super::{ApplyError, DEPENDS_ON_ANNOTATION, Manifest, ObjectRef};
+use futures::{StreamExt, TryStreamExt};
+use kube::Client;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, GetParams, Patch, PatchParams, PropagationPolicy,
+};
+use kube::core::{ApiResource, Request, Resource};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The field manager used unless another is configured.
+pub const DEFAULT_FIELD_MANAGER: &str = "tendril";
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Server-side apply field manager (`tendril` by default).
+    pub field_manager: String,
+    /// Take over fields other managers own (`force=true`); off by default.
+    pub force_conflicts: bool,
+    /// Ask the server to run everything as a dry run (`dryRun=All`); nothing is persisted.
+    pub dry_run: bool,
+    /// After applying, wait until every object is ready.
+    pub wait: bool,
+    /// Overall limit for applying (including waits between waves) and waiting.
+    pub timeout: Duration,
+    /// How many objects of one wave are applied at the same time.
+    pub concurrency: usize,
+    /// When the server rejects a change to an immutable field, delete the object
+    /// and create it again (off by default).
+    pub recreate_immutable: bool,
+    /// Optional readiness rules.
+    pub readiness: ReadinessOptions,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            field_manager: DEFAULT_FIELD_MANAGER.to_string(),
+            force_conflicts: false,
+            dry_run: false,
+            wait: false,
+            timeout: Duration::from_secs(300),
+            concurrency: 16,
+            recreate_immutable: false,
+            readiness: ReadinessOptions::default(),
+        }
+    }
+}
+
+/// How a kind is reached on the server.
+#[derive(Debug, Clone)]
+struct Resolved {
+    ar: ApiResource,
+    namespaced: bool,
+}
+
+type GroupVersionResources = Option<Arc<HashMap<String, (String, bool)>>>;
+
+/// Applies manifest bundles to one cluster; caches API discovery between calls.
+pub struct ResourceManager {
+    client: Client,
+    default_namespace: String,
+    /// apiVersion -> (kind -> (plural, namespaced)); `None` when not served.
+    discovery: Mutex<HashMap<String, GroupVersionResources>>,
+}
+
+/// Outcome of applying one object.
+struct Applied {
+    action: Action,
+    error: Option<String>,
+    conflicts: Vec<FieldConflict>,
+    note: Option<String>,
+    /// The object as the server returned it (for readiness).
+    live: Option<Value>,
+    generation: Option<i64>,
+}
+
+impl Applied {
+    fn failed(error: String) -> Self {
+        Applied {
+            action: Action::Failed,
+            error: Some(error),
+            conflicts: Vec::new(),
+            note: None,
+            live: None,
+            generation: None,
+        }
+    }
+}
+
+/// Something to wait for.
+struct Target {
+    index: usize,
+    id: ObjectRef,
+    ar: ApiResource,
+    generation: Option<i64>,
+}
+
+type Sink<'a> = &'a (dyn Fn(ApplyEvent) + Send + Sync);
+
+impl ResourceManager {
+    /// A manager for `client`; namespaced objects without a namespace go to `default_namespace`.
+    pub fn new(client: Client, default_namespace: impl Into<String>) -> Self {
+        ResourceManager {
+            client,
+            default_namespace: default_namespace.into(),
+            discovery: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client this manager uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Forgets cached discovery for one apiVersion (or all with `None`).
+    pub fn invalidate_discovery(&self, api_version: Option<&str>) {
+        if let Ok(mut cache) = self.discovery.lock() {
+            match api_version {
+                Some(v) => {
+                    cache.remove(v);
+                }
+                None => cache.clear(),
+            }
+        }
+    }
+
+    async fn discover(&self, api_version: &str) -> Result<GroupVersionResources, ApplyError> {
+        if let Ok(cache) = self.discovery.lock()
+            && let Some(hit) = cache.get(api_version)
+        {
+            return Ok(hit.clone());
+        }
+        let result = if api_version.contains('/') {
+            self.client.list_api_group_resources(api_version).await
+        } else {
+            self.client.list_core_api_resources(api_version).await
+        };
+        let entry = match result {
+            Ok(list) => {
+                let map: HashMap<String, (String, bool)> = list
+                    .resources
+                    .into_iter()
+                    .filter(|r| !r.name.contains('/'))
+                    .map(|r| (r.kind, (r.name, r.namespaced)))
+                    .collect();
+                Some(Arc::new(map))
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(source) => {
+                return Err(ApplyError::Discovery {
+                    api_version: api_version.to_string(),
+                    source,
+                });
+            }
+        };
+        if let Ok(mut cache) = self.discovery.lock() {
+            cache.insert(api_version.to_string(), entry.clone());
+        }
+        Ok(entry)
+    }
+
+    /// Applies a bundle: resolve, order into waves, server-side apply each
+    /// wave concurrently, wait between waves for what later waves need, and
+    /// with [`ApplyOptions::wait`] wait until everything is ready.
+    ///
+    /// Returns the report when every object applied (and, when waiting, became
+    /// ready); otherwise [`ApplyError::Failed`] or [`ApplyError::Timeout`]
+    /// carrying the report.
+    pub async fn apply(
+        &self,
+        mut manifests: Vec<Manifest>,
+        opts: &ApplyOptions,
+        progress: Sink<'_>,
+    ) -> Result<ApplyReport, ApplyError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + opts.timeout;
+        let mut ids = Vec::with_capacity(manifests.len());
+        for m in &manifests {
+            ids.push(ObjectRef::from_manifest(m)?);
+        }
+
+        // Kinds defined by CRDs in this bundle: resolved from the CRD itself.
+        let mut bundle_kinds: HashMap<(String, String, String), Resolved> = HashMap::new();
+        let mut defines: Vec<Option<(String, String)>> = vec![None; manifests.len()];
+        for (i, m) in manifests.iter().enumerate() {
+            if ids[i].group == "apiextensions.k8s.io" && ids[i].kind == "CustomResourceDefinition" {
+                let crd = crd_kinds(&m.object).ok_or_else(|| ApplyError::InvalidManifest {
+                    origin: m.source.clone(),
+                    message: "CustomResourceDefinition lacks spec.group, spec.names.kind/plural or spec.versions".into(),
+                })?;
+                defines[i] = Some((crd.group.clone(), crd.kind.clone()));
+                for v in &crd.versions {
+                    let gvk = kube::core::GroupVersionKind::gvk(&crd.group, v, &crd.kind);
+                    bundle_kinds.insert(
+                        (crd.group.clone(), v.clone(), crd.kind.clone()),
+                        Resolved {
+                            ar: ApiResource::from_gvk_with_plural(&gvk, &crd.plural),
+                            namespaced: crd.namespaced,
+                        },
+                    );
+                }
+            }
+        }
+
+        // Everything else through discovery, one request per group/version, concurrently.
+        let mut wanted: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                !bundle_kinds.contains_key(&(id.group.clone(), id.version.clone(), id.kind.clone()))
+            })
+            .map(ObjectRef::api_version)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let found: Vec<(String, GroupVersionResources)> = futures::stream::iter(wanted)
+            .map(|gv| async move { self.discover(&gv).await.map(|r| (gv, r)) })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let found: HashMap<String, GroupVersionResources> = found.into_iter().collect();
+        let mut resolved = Vec::with_capacity(manifests.len());
+        for (i, id) in ids.iter().enumerate() {
+            let key = (id.group.clone(), id.version.clone(), id.kind.clone());
+            let r = match bundle_kinds.get(&key) {
+                Some(r) => r.clone(),
+                None => {
+                    let api_version = id.api_version();
+                    let hit = found
+                        .get(&api_version)
+                        .and_then(|gv| gv.as_ref())
+                        .and_then(|gv| gv.get(&id.kind).cloned());
+                    let Some((plural, namespaced)) = hit else {
+                        return Err(ApplyError::UnknownKind {
+                            origin: manifests[i].source.clone(),
+                            kind: id.kind.clone(),
+                            api_version,
+                        });
+                    };
+                    let gvk = kube::core::GroupVersionKind::gvk(&id.group, &id.version, &id.kind);
+                    Resolved {
+                        ar: ApiResource::from_gvk_with_plural(&gvk, &plural),
+                        namespaced,
+                    }
+                }
+            };
+            resolved.push(r);
+        }
+
+        // Namespaces: fill for namespaced kinds, drop for cluster-scoped ones.
+        for (i, m) in manifests.iter_mut().enumerate() {
+            m.object
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+                .map(|meta| meta.remove("managedFields"));
+            if resolved[i].namespaced {
+                if ids[i].namespace.is_none() {
+                    ids[i].namespace = Some(self.default_namespace.clone());
+                    if let Some(meta) = m.object.get_mut("metadata").and_then(Value::as_object_mut)
+                    {
+                        meta.insert(
+                            "namespace".into(),
+                            Value::String(self.default_namespace.clone()),
+                        );
+                    }
+                }
+            } else if ids[i].namespace.is_some() {
+                ids[i].namespace = None;
+                if let Some(meta) = m.object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.remove("namespace");
+                }
+            }
+        }
+        let mut seen: HashMap<(&str, &str, Option<&str>, &str), usize> = HashMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            let key = (
+                id.group.as_str(),
+                id.kind.as_str(),
+                id.namespace.as_deref(),
+                id.name.as_str(),
+            );
+            if let Some(&j) = seen.get(&key) {
+                return Err(ApplyError::Duplicate {
+                    object: id.to_string(),
+                    first: manifests[j].source.clone(),
+                    second: manifests[i].source.clone(),
+                });
+            }
+            seen.insert(key, i);
+        }
+
+        let nodes: Vec<Node> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Node {
+                id: id.clone(),
+                source: manifests[i].source.clone(),
+                depends_on: manifests[i]
+                    .annotation(DEPENDS_ON_ANNOTATION)
+                    .map(str::to_string),
+                defines: defines[i].clone(),
+            })
+            .collect();
+        let plan = plan::plan(&nodes)?;
+        drop(nodes);
+        progress(ApplyEvent::Planned {
+            objects: manifests.len(),
+            waves: plan.waves.len(),
+        });
+
+        let mut report = ApplyReport {
+            objects: ids
+                .iter()
+                .zip(&manifests)
+                .map(|(id, m)| ObjectResult {
+                    object: id.clone(),
+                    source: m.source.clone(),
+                    wave: 0,
+                    action: Action::Skipped,
+                    error: None,
+                    conflicts: Vec::new(),
+                    status: Status::NotChecked,
+                    diagnostics: Vec::new(),
+                    note: None,
+                })
+                .collect(),
+            dry_run: opts.dry_run,
+            waves: plan.waves.len(),
+            apply_millis: 0,
+            wait_millis: 0,
+        };
+        for (w, wave) in plan.waves.iter().enumerate() {
+            for &i in wave {
+                report.objects[i].wave = w;
+            }
+        }
+
+        // Readiness known so far, and the generation our apply produced.
+        let mut state: Vec<Option<Readiness>> = vec![None; manifests.len()];
+        let mut generations: Vec<Option<i64>> = vec![None; manifests.len()];
+        // Dry run: objects the bundle would create that the server cannot check dependents against.
+        let mut would_create: HashSet<usize> = HashSet::new();
+
+        for (w, wave) in plan.waves.iter().enumerate() {
+            progress(ApplyEvent::WaveStarted {
+                wave: w,
+                objects: wave.len(),
+            });
+            let manifests_ref = &manifests;
+            let resolved_ref = &resolved;
+            let ids_ref = &ids;
+            let plan_ref = &plan;
+            let would_create_ref = &would_create;
+            let results: Vec<(usize, Applied)> = futures::stream::iter(wave.iter().copied())
+                .map(|i| async move {
+                    if opts.dry_run
+                        && let Some(&d) = plan_ref.deps[i]
+                            .iter()
+                            .find(|d| would_create_ref.contains(d))
+                    {
+                        let note = format!(
+                            "not checked on the server: {} is created by this bundle",
+                            ids_ref[d]
+                        );
+                        return (
+                            i,
+                            Applied {
+                                action: Action::Created,
+                                error: None,
+                                conflicts: Vec::new(),
+                                note: Some(note),
+                                live: None,
+                                generation: None,
+                            },
+                        );
+                    }
+                    let out = self
+                        .apply_one(
+                            &manifests_ref[i].object,
+                            &ids_ref[i],
+                            &resolved_ref[i].ar,
+                            opts,
+                            progress,
+                        )
+                        .await;
+                    (i, out)
+                })
+                .buffer_unordered(opts.concurrency.max(1))
+                .collect()
+                .await;
+            let mut failed = false;
+            for (i, a) in results {
+                progress(ApplyEvent::Applied {
+                    object: ids[i].clone(),
+                    action: a.action,
+                    error: a.error.clone(),
+                });
+                if a.action == Action::Failed {
+                    failed = true;
+                }
+                if opts.dry_run && a.action == Action::Created && plan.gates[i] {
+                    would_create.insert(i);
+                }
+                if let Some(live) = &a.live {
+                    state[i] = Some(readiness::readiness(live, a.generation, &opts.readiness));
+                }
+                generations[i] = a.generation;
+                let r = &mut report.objects[i];
+                r.action = a.action;
+                r.error = a.error;
+                r.conflicts = a.conflicts;
+                r.note = a.note;
+            }
+            if failed {
+                mark_skipped(&mut report, &plan.waves[w + 1..]);
+                report.apply_millis = started.elapsed().as_millis() as u64;
+                return Err(ApplyError::Failed {
+                    report: Box::new(report),
+                });
+            }
+            if opts.dry_run || w + 1 == plan.waves.len() {
+                continue;
+            }
+            // Gates: what later waves need before they start.
+            let gates: Vec<Target> = wave
+                .iter()
+                .copied()
+                .filter(|&i| plan.gates[i] && !state[i].as_ref().is_some_and(Readiness::is_ready))
+                .map(|i| Target {
+                    index: i,
+                    id: ids[i].clone(),
+                    ar: resolved[i].ar.clone(),
+                    generation: generations[i],
+                })
+                .collect();
+            for &i in wave {
+                if plan.gates[i] && state[i].as_ref().is_some_and(Readiness::is_ready) {
+                    report.objects[i].status = Status::Ready;
+                }
+            }
+            if !gates.is_empty() {
+                let done = self
+                    .wait_targets(&gates, &state, deadline, opts, progress)
+                    .await;
+                let mut trouble = None;
+                for (t, r) in gates.iter().zip(done) {
+                    report.objects[t.index].status = to_status(&r);
+                    if !r.is_ready() {
+                        trouble = Some(r.is_failed());
+                    }
+                    state[t.index] = Some(r);
+                }
+                if let Some(is_failure) = trouble {
+                    mark_skipped(&mut report, &plan.waves[w + 1..]);
+                    self.add_diagnostics(&mut report, &resolved).await;
+                    report.apply_millis = started.elapsed().as_millis() as u64;
+                    return Err(if is_failure || tokio::time::Instant::now() < deadline {
+                        ApplyError::Failed {
+                            report: Box::new(report),
+                        }
+                    } else {
+                        ApplyError::Timeout {
+                            timeout: opts.timeout,
+                            report: Box::new(report),
+                        }
+                    });
+                }
+            }
+            // New CRDs are established: later discovery must see them.
+            for &i in wave {
+                if let Some((g, _)) = &defines[i] {
+                    if let Ok(mut cache) = self.discovery.lock() {
+                        cache.retain(|k, _| !k.starts_with(&format!("{g}/")));
+                    }
+                }
+            }
+        }
+        report.apply_millis = started.elapsed().as_millis() as u64;
+        if !opts.wait || opts.dry_run {
+            return Ok(report);
+        }
+
+        let wait_started = Instant::now();
+        let mut targets = Vec::new();
+        for i in 0..manifests.len() {
+            match &state[i] {
+                Some(Readiness::Ready) => report.objects[i].status = Status::Ready,
+                Some(Readiness::Failed(r)) => report.objects[i].status = Status::Failed(r.clone()),
+                _ => targets.push(Target {
+                    index: i,
+                    id: ids[i].clone(),
+                    ar: resolved[i].ar.clone(),
+                    generation: generations[i],
+                }),
+            }
+        }
+        drop(manifests);
+        if !targets.is_empty() {
+            progress(ApplyEvent::Waiting {
+                objects: targets.len(),
+            });
+            let done = self
+                .wait_targets(&targets, &state, deadline, opts, progress)
+                .await;
+            for (t, r) in targets.iter().zip(done) {
+                report.objects[t.index].status = to_status(&r);
+            }
+        }
+        report.wait_millis = wait_started.elapsed().as_millis() as u64;
+        let failed = report.failed().count() > 0;
+        let not_ready = report.not_ready().count() > 0;
+        if failed || not_ready {
+            self.add_diagnostics(&mut report, &resolved).await;
+        }
+        if failed {
+            Err(ApplyError::Failed {
+                report: Box::new(report),
+            })
+        } else if not_ready {
+            Err(ApplyError::Timeout {
+                timeout: opts.timeout,
+                report: Box::new(report),
+            })
+        } else {
+            Ok(report)
+        }
+    }
+
+    async fn add_diagnostics(&self, report: &mut ApplyReport, resolved: &[Resolved]) {
+        let wanted: Vec<usize> = report
+            .objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o.status, Status::NotReady(_) | Status::Failed(_)))
+            .map(|(i, _)| i)
+            .collect();
+        let found: Vec<(usize, Vec<String>)> = futures::stream::iter(wanted)
+            .map(|i| {
+                let id = report.objects[i].object.clone();
+                let ar = resolved[i].ar.clone();
+                async move { (i, diagnose::diagnose(&self.client, &id, &ar).await) }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (i, d) in found {
+            report.objects[i].diagnostics = d;
+        }
+    }
+
+    /// Server-side applies one object and tells what it did.
+    async fn apply_one(
+        &self,
+        object: &Value,
+        id: &ObjectRef,
+        ar: &ApiResource,
+        opts: &ApplyOptions,
+        progress: Sink<'_>,
+    ) -> Applied {
+        let request = Request::new(DynamicObject::url_path(ar, id.namespace.as_deref()));
+        let params = PatchParams {
+            dry_run: opts.dry_run,
+            force: opts.force_conflicts,
+            field_manager: Some(opts.field_manager.clone()),
+            field_validation: None,
+        };
+        // What is there now: its resourceVersion (the whole object in a dry run).
+        let before = if opts.dry_run {
+            self.get(&request, &id.name, false).await
+        } else {
+            self.get(&request, &id.name, true).await
+        };
+        let before = match before {
+            Ok(b) => b,
+            Err(e) => {
+                return Applied::failed(format!(
+                    "cannot read the live object: {}",
+                    api_error_text(&e)
+                ));
+            }
+        };
+        let mut conflicts = Vec::new();
+        if opts.dry_run && opts.force_conflicts && before.is_some() {
+            // Which fields forcing would take over: a dry run without force reports them.
+            let unforced = PatchParams {
+                force: false,
+                ..params.clone()
+            };
+            if let Err(kube::Error::Api(s)) =
+                self.patch(&request, &id.name, &unforced, object).await
+                && s.code == 409
+            {
+                conflicts = parse_conflicts(&s);
+            }
+        }
+        let mut recreated = false;
+        let result = match self.patch(&request, &id.name, &params, object).await {
+            Err(kube::Error::Api(s))
+                if s.code == 422 && is_immutable(&s) && opts.recreate_immutable =>
+            {
+                progress(ApplyEvent::Recreating {
+                    object: id.clone(),
+                    reason: s.message.clone(),
+                });
+                recreated = true;
+                if opts.dry_run {
+                    return Applied {
+                        action: Action::Recreated,
+                        error: None,
+                        conflicts,
+                        note: Some(format!("would be deleted and created again: {}", s.message)),
+                        live: None,
+                        generation: None,
+                    };
+                }
+                match self.delete_and_wait(&request, id, ar).await {
+                    Ok(()) => self.patch(&request, &id.name, &params, object).await,
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        let after = match result {
+            Ok(v) => v,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let conflicts = parse_conflicts(&s);
+                let owners: Vec<String> = conflicts
+                    .iter()
+                    .map(|c| format!("{:?} owns {}", c.manager, c.fields.join(", ")))
+                    .collect();
+                let mut a = Applied::failed(format!(
+                    "{}conflict with other field managers: {}; pass --force-conflicts to take these fields over, or remove them from the manifest",
+                    if opts.dry_run { "would fail: " } else { "" },
+                    if owners.is_empty() {
+                        s.message.clone()
+                    } else {
+                        owners.join("; ")
+                    }
+                ));
+                a.conflicts = conflicts;
+                return a;
+            }
+            Err(kube::Error::Api(s)) if s.code == 422 && is_immutable(&s) => {
+                return Applied::failed(format!(
+                    "the change touches an immutable field: {}; delete the object first, or pass --recreate-immutable to let tendril delete and create it again",
+                    s.message
+                ));
+            }
+            Err(e) => {
+                return Applied::failed(format!("the server rejected it: {}", api_error_text(&e)));
+            }
+        };
+        let generation = after
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64);
+        let action = match before {
+            _ if recreated => Action::Recreated,
+            None => Action::Created,
+            Some(mut before) => {
+                let same = if opts.dry_run {
+                    let mut after = after.clone();
+                    strip_volatile(&mut before);
+                    strip_volatile(&mut after);
+                    before == after
+                } else {
+                    rv(&before).is_some() && rv(&before) == rv(&after)
+                };
+                if same {
+                    Action::Unchanged
+                } else {
+                    Action::Configured
+                }
+            }
+        };
+        Applied {
+            action,
+            error: None,
+            conflicts,
+            note: None,
+            generation,
+            live: if opts.dry_run { None } else { Some(after) },
+        }
+    }
+
+    async fn get(
+        &self,
+        request: &Request,
+        name: &str,
+        metadata_only: bool,
+    ) -> Result<Option<Value>, kube::Error> {
+        let gp = GetParams::default();
+        let req = if metadata_only {
+            request.get_metadata(name, &gp)
+        } else {
+            request.get(name, &gp)
+        }
+        .map_err(kube::Error::BuildRequest)?;
+        match self.client.request::<Value>(req).await {
+            Ok(v) => Ok(Some(v)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn patch(
+        &self,
+        request: &Request,
+        name: &str,
+        params: &PatchParams,
+        object: &Value,
+    ) -> Result<Value, kube::Error> {
+        let req = request
+            .patch(name, params, &Patch::Apply(object))
+            .map_err(kube::Error::BuildRequest)?;
+        self.client.request::<Value>(req).await
+    }
+
+    async fn delete_and_wait(
+        &self,
+        request: &Request,
+        id: &ObjectRef,
+        ar: &ApiResource,
+    ) -> Result<(), kube::Error> {
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        let req = request
+            .delete(&id.name, &dp)
+            .map_err(kube::Error::BuildRequest)?;
+        match self.client.request::<Value>(req).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let api = dyn_api(&self.client, ar, id.namespace.as_deref());
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", id.name));
+        let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        let mut present = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(Event::Init) => present = false,
+                Ok(Event::InitApply(o)) | Ok(Event::Apply(o))
+                    if o.metadata.name.as_deref() == Some(&id.name) =>
+                {
+                    present = true
+                }
+                Ok(Event::Delete(o)) if o.metadata.name.as_deref() == Some(&id.name) => {
+                    return Ok(());
+                }
+                Ok(Event::InitDone) if !present => return Ok(()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until each target is ready or failed, or the deadline passes;
+    /// returns the last readiness of each target.
+    async fn wait_targets(
+        &self,
+        targets: &[Target],
+        state: &[Option<Readiness>],
+        deadline: tokio::time::Instant,
+        opts: &ApplyOptions,
+        progress: Sink<'_>,
+    ) -> Vec<Readiness> {
+        let last: Arc<Mutex<Vec<Readiness>>> = Arc::new(Mutex::new(
+            targets
+                .iter()
+                .map(|t| {
+                    state[t.index]
+                        .clone()
+                        .unwrap_or_else(|| Readiness::InProgress("not observed yet".into()))
+                })
+                .collect(),
+        ));
+        let watches = targets.iter().enumerate().map(|(k, t)| {
+            let last = last.clone();
+            async move {
+                let api = dyn_api(&self.client, &t.ar, t.id.namespace.as_deref());
+                let cfg =
+                    watcher::Config::default().fields(&format!("metadata.name={}", t.id.name));
+                let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+                let mut seen = false;
+                while let Some(ev) = stream.next().await {
+                    let r = match ev {
+                        Ok(Event::Init) => {
+                            seen = false;
+                            continue;
+                        }
+                        Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
+                            if o.metadata.name.as_deref() != Some(&t.id.name) {
+                                continue;
+                            }
+                            seen = true;
+                            match serde_json::to_value(&o) {
+                                Ok(v) => readiness::readiness(&v, t.generation, &opts.readiness),
+                                Err(e) => {
+                                    Readiness::InProgress(format!("cannot read the object: {e}"))
+                                }
+                            }
+                        }
+                        Ok(Event::Delete(o)) if o.metadata.name.as_deref() == Some(&t.id.name) => {
+                            Readiness::InProgress("the object was deleted".into())
+                        }
+                        Ok(Event::InitDone) if !seen => {
+                            Readiness::InProgress("the object does not exist".into())
+                        }
+                        Ok(_) => continue,
+                        Err(e) => Readiness::InProgress(format!("watch failed: {e}")),
+                    };
+                    let changed = match last.lock() {
+                        Ok(mut l) => {
+                            let changed = l[k] != r;
+                            l[k] = r.clone();
+                            changed
+                        }
+                        Err(_) => true,
+                    };
+                    match &r {
+                        Readiness::Ready => {
+                            progress(ApplyEvent::Ready {
+                                object: t.id.clone(),
+                            });
+                            return;
+                        }
+                        Readiness::Failed(reason) => {
+                            progress(ApplyEvent::NotReady {
+                                object: t.id.clone(),
+                                reason: reason.clone(),
+                            });
+                            return;
+                        }
+                        Readiness::InProgress(reason) if changed => {
+                            progress(ApplyEvent::Progress {
+                                object: t.id.clone(),
+                                reason: reason.clone(),
+                            })
+                        }
+                        Readiness::InProgress(_) => {}
+                    }
+                }
+            }
+        });
+        let _ = tokio::time::timeout_at(deadline, futures::future::join_all(watches)).await;
+        match last.lock() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+fn dyn_api(client: &Client, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    }
+}
+
+fn to_status(r: &Readiness) -> Status {
+    match r {
+        Readiness::Ready => Status::Ready,
+        Readiness::InProgress(s) => Status::NotReady(s.clone()),
+        Readiness::Failed(s) => Status::Failed(s.clone()),
+    }
+}
+
+fn mark_skipped(report: &mut ApplyReport, later: &[Vec<usize>]) {
+    for wave in later {
+        for &i in wave {
+            report.objects[i].action = Action::Skipped;
+            report.objects[i].error =
+                Some("not applied: an earlier wave failed or was not ready".into());
+        }
+    }
+}
+
+fn rv(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+}
+
+/// Removes what changes on every write but says nothing about content.
+fn strip_volatile(v: &mut Value) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+        meta.remove("resourceVersion");
+    }
+}
+
+struct CrdKinds {
+    group: String,
+    kind: String,
+    plural: String,
+    namespaced: bool,
+    versions: Vec<String>,
+}
+
+fn crd_kinds(crd: &Value) -> Option<CrdKinds> {
+    let spec = crd.get("spec")?;
+    let group = spec.get("group")?.as_str()?.to_string();
+    let kind = spec.pointer("/names/kind")?.as_str()?.to_string();
+    let plural = spec.pointer("/names/plural")?.as_str()?.to_string();
+    let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
+    let versions: Vec<String> = spec
+        .get("versions")?
+        .as_array()?
+        .iter()
+        .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(true))
+        .filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    if versions.is_empty() {
+        return None;
+    }
+    Some(CrdKinds {
+        group,
+        kind,
+        plural,
+        namespaced,
+        versions,
+    })
+}
+
+fn is_immutable(s: &kube::core::Status) -> bool {
+    let mut texts = vec![s.message.as_str()];
+    if let Some(d) = &s.details {
+        texts.extend(d.causes.iter().map(|c| c.message.as_str()));
+    }
+    texts
+        .iter()
+        .any(|t| t.contains("immutable") || t.contains("may not change once set"))
+}
+
+/// Conflicts from a 409 apply response: causes carry `conflict with "manager" ...` and the field.
+pub(crate) fn parse_conflicts(s: &kube::core::Status) -> Vec<FieldConflict> {
+    let mut out: Vec<FieldConflict> = Vec::new();
+    fn add(out: &mut Vec<FieldConflict>, manager: String, field: Option<String>) {
+        let p = match out.iter().position(|c| c.manager == manager) {
+            Some(p) => p,
+            None => {
+                out.push(FieldConflict {
+                    manager,
+                    fields: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        if let Some(f) = field
+            && !out[p].fields.contains(&f)
+        {
+            out[p].fields.push(f);
+        }
+    }
+    let causes = s
+        .details
+        .as_ref()
+        .map(|d| d.causes.as_slice())
+        .unwrap_or(&[]);
+    for c in causes {
+        if let Some(m) = quoted(&c.message) {
+            let field = (!c.field.is_empty()).then(|| c.field.clone());
+            add(&mut out, m, field);
+        }
+    }
+    if causes.is_empty() {
+        // Only the message: `... conflict with "mgr" using v1: .spec.x` (one manager per line).
+        for line in s.message.lines() {
+            if let Some(m) = quoted(line) {
+                let field = line
+                    .rsplit_once(": ")
+                    .map(|(_, f)| f.trim().to_string())
+                    .filter(|f| f.starts_with('.'));
+                add(&mut out, m, field);
+            } else if let Some(f) = line.trim().strip_prefix("- ")
+                && let Some(last) = out.last().map(|c| c.manager.clone())
+            {
+                add(&mut out, last, Some(f.to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn quoted(text: &str) -> Option<String> {
+    let start = text.find('"')? + 1;
+    let end = text[start..].find('"')? + start;
+    Some(text[start..end].to_string())
+}
+
+fn api_error_text(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let mut t = s.message.clone();
+            if !s.reason.is_empty() {
+                t.push_str(&format!(" ({}, HTTP {})", s.reason, s.code));
+            } else if s.code != 0 {
+                t.push_str(&format!(" (HTTP {})", s.code));
+            }
+            t
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status as KStatus;
+    use kube::core::response::{StatusCause, StatusDetails};
+
+    #[test]
+    fn conflicts_from_causes() {
+        let s = KStatus::failure(
+            "Apply failed with 2 conflicts: conflicts with \"kubectl\" using apps/v1:\n- .spec.replicas\n- .spec.template.spec.containers[name=\"app\"].image",
+            "Conflict",
+        )
+        .with_code(409)
+        .with_details(StatusDetails {
+            name: "d".into(),
+            group: "apps".into(),
+            kind: "deployments".into(),
+            uid: String::new(),
+            causes: vec![
+                StatusCause { reason: "FieldManagerConflict".into(), message: "conflict with \"kubectl\" using apps/v1".into(), field: ".spec.replicas".into() },
+                StatusCause { reason: "FieldManagerConflict".into(), message: "conflict with \"helm\" using apps/v1".into(), field: ".spec.paused".into() },
+            ],
+            retry_after_seconds: 0,
+        });
+        let c = parse_conflicts(&s);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0],
+            FieldConflict {
+                manager: "kubectl".into(),
+                fields: vec![".spec.replicas".into()]
+            }
+        );
+        assert_eq!(c[1].manager, "helm");
+    }
+
+    #[test]
+    fn conflicts_from_message_only() {
+        let s = KStatus::failure(
+            "Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.key",
+            "Conflict",
+        )
+        .with_code(409);
+        let c = parse_conflicts(&s);
+        assert_eq!(
+            c,
+            vec![FieldConflict {
+                manager: "kubectl".into(),
+                fields: vec![".data.key".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn immutable_messages() {
+        let s = KStatus::failure("Deployment.apps \"d\" is invalid: spec.selector: Invalid value: ...: field is immutable", "Invalid").with_code(422);
+        assert!(is_immutable(&s));
+        let s = KStatus::failure("Service \"s\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.0.0.9\"}: may not change once set", "Invalid").with_code(422);
+        assert!(is_immutable(&s));
+        let s = KStatus::failure("spec.replicas: Invalid value: -1", "Invalid").with_code(422);
+        assert!(!is_immutable(&s));
+    }
+
+    #[test]
+    fn crd_spec_gives_endpoint() {
+        let crd = serde_json::json!({"spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true}, {"name": "v0", "served": false}]}});
+        let k = crd_kinds(&crd).unwrap();
+        assert_eq!(k.versions, vec!["v1"]);
+        assert!(k.namespaced);
+        assert_eq!(k.plural, "widgets");
+    }
+}
