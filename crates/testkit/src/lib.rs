@@ -4,6 +4,7 @@
 //! - [`moto`]: starts moto's server (S3, STS, EKS) on a free loopback port;
 //! - [`postgres`]: starts a throwaway PostgreSQL cluster;
 //! - [`tokens`]: local GCP and Azure token endpoints and a TLS bearer-checking peer;
+//! - [`storage`]: a Supabase Storage object API on loopback;
 //! - [`e2e`]: picks the cluster a Kubernetes test runs against
 //!   (`TENDRIL_E2E_KUBECONFIG` or the in-repo API server).
 
@@ -12,3 +13,4 @@ pub mod e2e;
 pub mod moto;
 pub mod postgres;
 pub mod tokens;
+pub mod storage;
