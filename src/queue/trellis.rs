@@ -1,0 +1,1 @@
+//! The Trellis worker API client (to be written).
