@@ -3,6 +3,7 @@
 //! - [`apiserver`]: a Kubernetes API server speaking real HTTP on loopback;
 //! - [`moto`]: starts moto's server (S3, STS, EKS) on a free loopback port;
 //! - [`postgres`]: starts a throwaway PostgreSQL cluster;
+//! - [`trellis`]: plays the Trellis worker API on loopback;
 //! - [`e2e`]: picks the cluster a Kubernetes test runs against
 //!   (`TENDRIL_E2E_KUBECONFIG` or the in-repo API server).
 
@@ -10,3 +11,4 @@ pub mod apiserver;
 pub mod e2e;
 pub mod moto;
 pub mod postgres;
+pub mod trellis;
