@@ -5,6 +5,7 @@
 //! - [`postgres`]: starts a throwaway PostgreSQL cluster;
 //! - [`tokens`]: local GCP and Azure token endpoints and a TLS bearer-checking peer;
 //! - [`storage`]: a Supabase Storage object API on loopback;
+//! - [`trellis`]: plays the Trellis worker API on loopback;
 //! - [`e2e`]: picks the cluster a Kubernetes test runs against
 //!   (`TENDRIL_E2E_KUBECONFIG` or the in-repo API server).
 
@@ -14,3 +15,4 @@ pub mod moto;
 pub mod postgres;
 pub mod tokens;
 pub mod storage;
+pub mod trellis;
