@@ -1,1 +1,281 @@
 //! App of Apps rendering from facts.
+//!
+//! The embedded chart `templates/app-of-apps/` holds the platform AppProject,
+//! an optional repository Secret, the root Application pointing at the vine's
+//! apps repository, the platform component Applications (AWS Load Balancer
+//! Controller, External DNS, External Secrets Operator, Karpenter, Metrics
+//! Server) and a default StorageClass. [`render`] fills it from the
+//! infrastructure facts and the job's `tendril.apps` settings; infra facts
+//! reach each component's chart as `spec.source.helm.valuesObject`.
+//!
+//! ```
+//! use tendril::appofapps::{AppOfApps, AppsSource};
+//! use tendril::facts::InfraFacts;
+//!
+//! let outputs = serde_json::json!({
+//!     "eks_cluster_name": {"value": "shop-prod", "type": "string", "sensitive": false},
+//!     "eks_cluster_endpoint": {"value": "https://abc.gr7.eu-west-1.eks.amazonaws.com", "type": "string", "sensitive": false},
+//! });
+//! # let _ = outputs;
+//! let spec = AppOfApps::new("argocd", AppsSource::new("https://github.com/acme/shop-apps.git"));
+//! assert_eq!(spec.apps.revision, "main");
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::Secret;
+use crate::chart::{Chart, ChartError, Manifest, RenderOptions, Values};
+use crate::facts::InfraFacts;
+
+/// The name of the embedded App of Apps chart.
+pub const CHART: &str = "app-of-apps";
+
+/// The platform components the chart knows, by Application name.
+pub const COMPONENTS: &[&str] = &[
+    "aws-load-balancer-controller",
+    "external-dns",
+    "external-secrets",
+    "karpenter",
+    "metrics-server",
+];
+
+/// Keys a component's settings in the job may have.
+const COMPONENT_KEYS: &[&str] = &["enabled", "version", "namespace", "values"];
+
+/// What can go wrong rendering the App of Apps.
+#[derive(Debug, thiserror::Error)]
+pub enum AppOfAppsError {
+    /// The job names a component the chart does not have.
+    #[error(
+        "tendril.apps.components.{name}: unknown platform component; the components are {known} (and `storage-class`)"
+    )]
+    UnknownComponent {
+        /// The name given.
+        name: String,
+        /// The known names.
+        known: String,
+    },
+    /// A component's settings have a key that means nothing.
+    #[error(
+        "tendril.apps.components.{component}.{key}: unknown setting; use `enabled`, `version`, `namespace`, or put chart values under `values`"
+    )]
+    UnknownSetting {
+        /// The component.
+        component: String,
+        /// The key.
+        key: String,
+    },
+    /// A setting has the wrong type.
+    #[error("tendril.apps.components.{component}.{key}: {problem}")]
+    BadSetting {
+        /// The component.
+        component: String,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No apps repository was given anywhere.
+    #[error(
+        "no apps repository: set tendril.apps.repo_url in the job or config_snapshot.repositories.apps_destination_repo"
+    )]
+    NoRepository,
+    /// The chart failed to load or render.
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+}
+
+/// The vine's applications repository, synced by the root Application.
+#[derive(Debug, Clone)]
+pub struct AppsSource {
+    /// Git URL.
+    pub repo_url: String,
+    /// Branch, tag or commit.
+    pub revision: String,
+    /// Path inside the repository.
+    pub path: String,
+    /// Credentials for a private repository.
+    pub credentials: Option<RepoCredentials>,
+}
+
+impl AppsSource {
+    /// The repository at `main`, path `apps`, no credentials.
+    pub fn new(repo_url: impl Into<String>) -> Self {
+        AppsSource {
+            repo_url: repo_url.into(),
+            revision: "main".to_string(),
+            path: "apps".to_string(),
+            credentials: None,
+        }
+    }
+}
+
+/// Resolved repository credentials.
+#[derive(Debug, Clone)]
+pub struct RepoCredentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: Secret<String>,
+}
+
+/// What to render: where Argo CD lives, the apps repository, and the job's
+/// per-component settings.
+#[derive(Debug, Clone)]
+pub struct AppOfApps {
+    /// Argo CD's namespace.
+    pub namespace: String,
+    /// The apps repository.
+    pub apps: AppsSource,
+    /// Per component: `{enabled: false}`, `{version: ...}`, `{values: {...}}`.
+    pub components: BTreeMap<String, Value>,
+}
+
+impl AppOfApps {
+    /// Every component at its defaults.
+    pub fn new(namespace: impl Into<String>, apps: AppsSource) -> Self {
+        AppOfApps {
+            namespace: namespace.into(),
+            apps,
+            components: BTreeMap::new(),
+        }
+    }
+}
+
+/// The facts as the chart's templates see them (`values.facts`): every key
+/// present, unknown values as empty strings.
+pub fn facts_values(facts: &InfraFacts) -> Value {
+    let c = &facts.cluster;
+    let s = |v: Option<&str>| Value::String(v.unwrap_or_default().to_string());
+    json!({
+        "provider": c.provider.as_str(),
+        "cluster": {
+            "name": c.name,
+            "endpoint": s(c.endpoint.as_ref().map(|e| e.as_str())),
+            "arn": s(c.id.as_deref()),
+            "region": s(c.region.as_deref()),
+        },
+        "network": {"vpc_id": s(facts.network.as_ref().map(|n| n.id.as_str()))},
+        "dns": {
+            "zone_id": s(facts.dns.as_ref().and_then(|d| d.zone.as_deref())),
+            "domain": s(facts.dns.as_ref().and_then(|d| d.domain.as_deref())),
+        },
+        "databases": facts.databases.iter().map(|d| json!({
+            "name": d.name,
+            "writer_endpoint": d.writer_endpoint,
+            "reader_endpoint": s(d.reader_endpoint.as_deref()),
+            "credentials_secret": s(d.credentials_secret.as_deref()),
+        })).collect::<Vec<_>>(),
+        "caches": facts.caches.iter().map(|c| json!({
+            "name": c.name,
+            "primary_endpoint": c.primary_endpoint,
+            "reader_endpoint": s(c.reader_endpoint.as_deref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The chart values for a render: facts, apps repository, component overrides.
+pub fn values(facts: &InfraFacts, spec: &AppOfApps) -> Result<Value, AppOfAppsError> {
+    if spec.apps.repo_url.trim().is_empty() {
+        return Err(AppOfAppsError::NoRepository);
+    }
+    let mut components = Map::new();
+    let mut storage_class = json!({});
+    for (name, settings) in &spec.components {
+        if name == "storage-class" {
+            storage_class = json!({"enabled": component_enabled(name, settings)?});
+            continue;
+        }
+        if !COMPONENTS.contains(&name.as_str()) {
+            return Err(AppOfAppsError::UnknownComponent {
+                name: name.clone(),
+                known: COMPONENTS.join(", "),
+            });
+        }
+        components.insert(name.clone(), component_values(name, settings)?);
+    }
+    let credentials = spec.apps.credentials.as_ref().map(|c| {
+        json!({"username": c.username, "password": c.password.expose()})
+    });
+    Ok(json!({
+        "argocdNamespace": spec.namespace,
+        "facts": facts_values(facts),
+        "apps": {
+            "repoURL": spec.apps.repo_url,
+            "revision": spec.apps.revision,
+            "path": spec.apps.path,
+            "credentials": credentials,
+        },
+        "components": components,
+        "storageClass": storage_class,
+    }))
+}
+
+fn component_enabled(name: &str, settings: &Value) -> Result<bool, AppOfAppsError> {
+    match settings.get("enabled") {
+        None => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(AppOfAppsError::BadSetting {
+            component: name.to_string(),
+            key: "enabled".to_string(),
+            problem: format!("`{other}` is not true or false"),
+        }),
+    }
+}
+
+fn component_values(name: &str, settings: &Value) -> Result<Value, AppOfAppsError> {
+    let Some(map) = settings.as_object() else {
+        return Err(AppOfAppsError::BadSetting {
+            component: name.to_string(),
+            key: "(settings)".to_string(),
+            problem: "is not a mapping; give e.g. {enabled: false} or {values: {...}}".to_string(),
+        });
+    };
+    let mut out = Map::new();
+    for (key, value) in map {
+        if !COMPONENT_KEYS.contains(&key.as_str()) {
+            return Err(AppOfAppsError::UnknownSetting {
+                component: name.to_string(),
+                key: key.clone(),
+            });
+        }
+        let ok = match key.as_str() {
+            "enabled" => value.is_boolean(),
+            "version" | "namespace" => value.is_string(),
+            _ => value.is_object(),
+        };
+        if !ok {
+            let want = match key.as_str() {
+                "enabled" => "true or false",
+                "version" | "namespace" => "a string",
+                _ => "a mapping of chart values",
+            };
+            return Err(AppOfAppsError::BadSetting {
+                component: name.to_string(),
+                key: key.clone(),
+                problem: format!("must be {want}"),
+            });
+        }
+        out.insert(key.clone(), value.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+/// Renders the App of Apps from the embedded chart.
+pub fn render(facts: &InfraFacts, spec: &AppOfApps) -> Result<Vec<Manifest>, AppOfAppsError> {
+    let chart = Chart::embedded(CHART)?;
+    render_chart(&chart, facts, spec)
+}
+
+/// Renders the App of Apps from a given chart (a user's copy of the embedded one).
+pub fn render_chart(
+    chart: &Chart,
+    facts: &InfraFacts,
+    spec: &AppOfApps,
+) -> Result<Vec<Manifest>, AppOfAppsError> {
+    let values = Values::from_json(values(facts, spec)?, "the App of Apps settings")?;
+    let opts = RenderOptions::new("app-of-apps", spec.namespace.clone()).with_values(values);
+    Ok(chart.render(&opts)?)
+}
