@@ -441,7 +441,19 @@ impl Terraform {
         if opts.reconfigure {
             args.push("-reconfigure".into());
         }
-        args.extend(opts.backend.init_args());
+        let mut backend = opts.backend.clone();
+        if let Backend::S3(s3) = &mut backend
+            && self.version
+                < (Version {
+                    major: 1,
+                    minor: 10,
+                    patch: 0,
+                })
+        {
+            // `use_lockfile` arrived in terraform 1.10.
+            s3.use_lockfile = false;
+        }
+        args.extend(backend.init_args());
         let done = self
             .exec("init", args, Stdout::Events, Some(sink), cancel)
             .await?;

@@ -82,6 +82,7 @@ fn s3_backend(moto: &Moto, bucket: &str, key: &str) -> Backend {
         endpoint: Some(moto.endpoint()),
         use_path_style: true,
         use_lockfile: true,
+        profile: None,
     })
 }
 
