@@ -546,7 +546,13 @@ fn warnings_of(diags: &[terraform::Diagnostic]) -> Vec<String> {
     let mut out: Vec<String> = diags
         .iter()
         .filter(|d| !d.is_error())
-        .map(|d| d.summary.clone())
+        .map(|d| {
+            let detail = d.detail.lines().find(|l| !l.trim().is_empty());
+            match detail {
+                Some(line) => format!("{}: {}", d.summary, line.trim()),
+                None => d.summary.clone(),
+            }
+        })
         .collect();
     out.dedup();
     out
