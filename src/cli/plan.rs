@@ -103,7 +103,7 @@ pub fn run(args: Args) -> ExitCode {
     let rt = super::runtime();
     let result = rt.block_on(async {
         let cancel = CancellationToken::new();
-        let watcher = tokio::spawn(cancel_on_signal(cancel.clone()));
+        let watcher = tokio::spawn(cancel_on_signal(cancel.clone(), Signals::install()));
         let result = plan::run_plan(&job, child_env, &print_event, &cancel).await;
         watcher.abort();
         result
@@ -146,21 +146,59 @@ fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {
     }
 }
 
+/// SIGINT and SIGTERM handlers, installed before the job starts so that no
+/// early signal is lost.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+}
+
+/// Waits for a signal (forever when its handler could not be installed).
+#[cfg(unix)]
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// Cancels `token` on the first SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
+async fn cancel_on_signal(token: CancellationToken, signals: Signals) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return;
-        };
+        let Signals {
+            mut interrupt,
+            mut terminate,
+        } = signals;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = recv(interrupt.as_mut()) => {}
+            _ = recv(terminate.as_mut()) => {}
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = signals;
         let _ = tokio::signal::ctrl_c().await;
     }
     eprintln!("cancelling: interrupting terraform and waiting for it to write its state…");
