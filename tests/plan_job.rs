@@ -629,3 +629,60 @@ fn cli_plan_is_cancelled_by_sigterm() {
     assert_eq!(doc["status"], "CANCELLED");
     assert_eq!(doc["phase"], "plan");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_deploy_apply_ends_cancelled_in_the_apply_phase() {
+    if !terraform_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let never = CancellationToken::new();
+    let (_, sink) = collect();
+    let mut snap = snapshot();
+    snap["sleep_seconds"] = json!(600);
+    let tendril = local_tendril(dir.path(), "slow");
+    let plan_job = job(
+        dir.path(),
+        "plan.json",
+        "PLAN",
+        snap.clone(),
+        tendril.clone(),
+    );
+    plan::run_plan(&plan_job, vec![], &sink, &never)
+        .await
+        .unwrap();
+
+    let deploy = job(dir.path(), "deploy.json", "DEPLOY", snap, tendril);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let sink = move |e: PlanEvent| {
+        if let PlanEvent::Terraform(tendril::terraform::Event::Provisioner {
+            output: Some(line),
+            ..
+        }) = &e
+            && line.trim() == "started-sleeping"
+        {
+            trigger.cancel();
+        }
+    };
+    let err = tokio::time::timeout(
+        Duration::from_secs(300),
+        plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &cancel),
+    )
+    .await
+    .expect("the apply stopped after cancellation")
+    .unwrap_err();
+    assert!(err.is_cancelled(), "{err:?}");
+    assert_eq!(err.phase(), Phase::Apply);
+    // terraform wrote the state before stopping: `first` is recorded.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/terraform.tfstate")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"first"), "{names:?}");
+}

@@ -419,7 +419,7 @@ async fn cancelling_mid_apply_interrupts_terraform_and_keeps_the_state_consisten
         if let Event::Provisioner {
             output: Some(line), ..
         } = &e
-            && line.contains("started-sleeping")
+            && line.trim() == "started-sleeping"
         {
             trigger.cancel();
         }
