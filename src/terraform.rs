@@ -575,15 +575,17 @@ impl Terraform {
         done: Finished,
         planfile: Option<&Path>,
     ) -> Result<Finished, TerraformError> {
+        // A command that finished successfully despite a late interrupt did
+        // its work: report it as done, not cancelled.
+        if done.status.success() {
+            return Ok(done);
+        }
         if done.interrupted {
             return Err(TerraformError::Cancelled {
                 command,
                 killed: done.killed,
                 stderr: done.stderr,
             });
-        }
-        if done.status.success() {
-            return Ok(done);
         }
         Err(classify(command, done, planfile))
     }
@@ -601,6 +603,13 @@ impl Terraform {
                 command,
                 killed: false,
                 stderr: String::new(),
+            });
+        }
+        if !self.workdir.is_dir() {
+            return Err(TerraformError::Io {
+                action: "use as terraform's working directory",
+                path: self.workdir.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
         let mut cmd = tokio::process::Command::new(&self.binary);
