@@ -379,6 +379,11 @@ pub struct S3Backend {
     /// Secret key matching `access_key_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<SecretValue>,
+    /// Lock the state with a lock object next to it (`use_lockfile`; default
+    /// true, ignored before terraform 1.10). Turn off for stores without
+    /// conditional writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_lockfile: Option<bool>,
 }
 
 fn default_state_bucket() -> String {
@@ -398,6 +403,7 @@ impl Default for S3Backend {
             use_path_style: None,
             access_key_id: None,
             secret_access_key: None,
+            use_lockfile: None,
         }
     }
 }

@@ -441,7 +441,19 @@ impl Terraform {
         if opts.reconfigure {
             args.push("-reconfigure".into());
         }
-        args.extend(opts.backend.init_args());
+        let mut backend = opts.backend.clone();
+        if let Backend::S3(s3) = &mut backend
+            && self.version
+                < (Version {
+                    major: 1,
+                    minor: 10,
+                    patch: 0,
+                })
+        {
+            // `use_lockfile` arrived in terraform 1.10.
+            s3.use_lockfile = false;
+        }
+        args.extend(backend.init_args());
         let done = self
             .exec("init", args, Stdout::Events, Some(sink), cancel)
             .await?;
@@ -563,15 +575,17 @@ impl Terraform {
         done: Finished,
         planfile: Option<&Path>,
     ) -> Result<Finished, TerraformError> {
+        // A command that finished successfully despite a late interrupt did
+        // its work: report it as done, not cancelled.
+        if done.status.success() {
+            return Ok(done);
+        }
         if done.interrupted {
             return Err(TerraformError::Cancelled {
                 command,
                 killed: done.killed,
                 stderr: done.stderr,
             });
-        }
-        if done.status.success() {
-            return Ok(done);
         }
         Err(classify(command, done, planfile))
     }
@@ -589,6 +603,13 @@ impl Terraform {
                 command,
                 killed: false,
                 stderr: String::new(),
+            });
+        }
+        if !self.workdir.is_dir() {
+            return Err(TerraformError::Io {
+                action: "use as terraform's working directory",
+                path: self.workdir.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
         let mut cmd = tokio::process::Command::new(&self.binary);
@@ -975,6 +996,81 @@ mod tests {
         assert!(Version::parse("1.4.7").unwrap() < MINIMUM_VERSION);
         assert!(Version::parse("v1.6.0-beta1").unwrap() >= MINIMUM_VERSION);
         assert!(Version::parse("garbage").is_none());
+    }
+
+    fn finished(diags: Vec<Diagnostic>, stderr: &str) -> Finished {
+        use std::os::unix::process::ExitStatusExt;
+        Finished {
+            status: ExitStatus::from_raw(256),
+            stdout: String::new(),
+            diagnostics: diags,
+            changes: None,
+            stderr: stderr.to_string(),
+            interrupted: false,
+            killed: false,
+        }
+    }
+
+    fn diag(summary: &str, detail: &str, address: Option<&str>) -> Diagnostic {
+        Diagnostic {
+            severity: "error".into(),
+            summary: summary.into(),
+            detail: detail.into(),
+            address: address.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_from_diagnostics() {
+        let c = |d: Diagnostic| classify("plan", finished(vec![d], "stderr text"), None);
+        let e = c(diag(
+            "Failed to get existing workspaces: Unable to list objects in S3 bucket \"b\"",
+            "operation error S3: ListObjectsV2, https response error StatusCode: 403, api error AccessDenied",
+            None,
+        ));
+        assert!(
+            matches!(e, TerraformError::BackendUnauthorised { .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.stderr(), Some("stderr text"));
+        let e = c(diag(
+            "Error refreshing state: dial tcp 127.0.0.1:1: connect: connection refused",
+            "",
+            None,
+        ));
+        assert!(
+            matches!(e, TerraformError::BackendUnreachable { .. }),
+            "{e:?}"
+        );
+        let e = c(diag(
+            "Error acquiring the state lock",
+            "Error message: ConditionalCheckFailed\nLock Info:\n  ID: abc-123\n",
+            None,
+        ));
+        assert!(
+            matches!(&e, TerraformError::StateLocked { lock_id: Some(id), .. } if id == "abc-123"),
+            "{e:?}"
+        );
+        let e = c(diag("Saved plan is stale", "", None));
+        assert!(matches!(e, TerraformError::StalePlan { .. }), "{e:?}");
+        let e = c(diag("creating thing", "boom", Some("aws_x.y")));
+        assert!(
+            matches!(&e, TerraformError::ResourceFailed { address, .. } if address == "aws_x.y"),
+            "{e:?}"
+        );
+        let e = c(diag(
+            "Unsupported argument",
+            "An argument named \"x\" is not expected here.",
+            None,
+        ));
+        assert!(matches!(e, TerraformError::Failed { .. }), "{e:?}");
+        assert!(e.to_string().contains("Unsupported argument"), "{e}");
+        let e = classify(
+            "show",
+            finished(vec![], "Error: no plan\nlast line here\n"),
+            None,
+        );
+        assert!(e.to_string().contains("last line here"), "{e}");
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn s3_backend(moto: &Moto, bucket: &str, key: &str) -> Backend {
         endpoint: Some(moto.endpoint()),
         use_path_style: true,
         use_lockfile: true,
+        profile: None,
     })
 }
 
@@ -418,7 +419,7 @@ async fn cancelling_mid_apply_interrupts_terraform_and_keeps_the_state_consisten
         if let Event::Provisioner {
             output: Some(line), ..
         } = &e
-            && line.contains("started-sleeping")
+            && line.trim() == "started-sleeping"
         {
             trigger.cancel();
         }

@@ -40,6 +40,10 @@ pub struct S3Settings {
     pub use_path_style: bool,
     /// Lock the state with a lock object next to it (`use_lockfile`, terraform ≥ 1.10).
     pub use_lockfile: bool,
+    /// A profile in the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`
+    /// in terraform's environment): how separate state-store keys reach the
+    /// backend without being written into the plan.
+    pub profile: Option<String>,
 }
 
 impl Backend {
@@ -96,6 +100,9 @@ impl Backend {
                 if s.use_lockfile {
                     kv.push(("use_lockfile".into(), "true".into()));
                 }
+                if let Some(profile) = &s.profile {
+                    kv.push(("profile".into(), profile.clone()));
+                }
             }
         }
         kv.into_iter()
@@ -122,6 +129,7 @@ mod tests {
             endpoint: Some("https://x.supabase.co/storage/v1/s3".into()),
             use_path_style: true,
             use_lockfile: true,
+            profile: None,
         });
         let args: Vec<String> = b
             .init_args()
@@ -147,6 +155,7 @@ mod tests {
             endpoint: None,
             use_path_style: false,
             use_lockfile: true,
+            profile: None,
         });
         assert!(
             !b.init_args()
