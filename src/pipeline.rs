@@ -5,6 +5,7 @@
 //! DEPLOY job. [`Phases`] is the stopwatch both use: it runs one phase,
 //! records its duration and outcome, and tells the progress sink.
 
+pub mod credentials;
 pub mod deploy;
 pub mod plan;
 

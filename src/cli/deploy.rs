@@ -1,12 +1,186 @@
-//! `tendril deploy`.
+//! `tendril deploy`: run a DEPLOY job from a job file.
+//!
+//! Progress goes to stderr (a phase list with a spinner on a terminal, plain
+//! lines otherwise) and ends with a summary; `--output json` prints the report
+//! on stdout. Exit code 0 only on success; 130 when cancelled (SIGINT/SIGTERM).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use tendril::apply::ApplyEvent;
+use tendril::job::JobFile;
+use tendril::pipeline::deploy::{self, DeployEvent, DeployOptions, DeployReport, JobStatus};
+use tendril::terraform::Event;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{EXIT_CANCELLED, Output};
+use super::progress::{Progress, human};
 
 /// Flags of `tendril deploy`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The job file (YAML or JSON) of a DEPLOY job.
+    #[arg(long, value_name = "FILE")]
+    pub job: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Change nothing in the cluster: with a cluster, the server's dry run;
+    /// without one, only render. Writes manifests, kubeconfig and report to
+    /// `--out-dir` (default `./tendril-out`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where to write the rendered manifests, the kubeconfig and the report.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Put sensitive Terraform outputs into the report instead of `[redacted]`.
+    #[arg(long)]
+    pub include_sensitive_outputs: bool,
+    /// A kubeconfig to use instead of the job's `tendril.kubernetes` and of
+    /// building access from the outputs (also `TENDRIL_E2E_KUBECONFIG`).
+    #[arg(long, value_name = "FILE", env = "TENDRIL_E2E_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The context in `--kubeconfig`.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The server-side apply field manager.
+    #[arg(long, default_value = tendril::apply::DEFAULT_FIELD_MANAGER)]
+    pub field_manager: String,
+}
+
+fn detail(progress: &Progress, event: &DeployEvent) {
+    match event {
+        DeployEvent::Phase(p) => progress.phase(p),
+        DeployEvent::Terraform(e) => match e {
+            Event::ApplyStart { address, action } => {
+                progress.detail(&format!("{address}: {action}…"))
+            }
+            Event::ApplyComplete { address, action, .. } => {
+                progress.line(&format!("      {address}: {action} complete"))
+            }
+            Event::ApplyErrored { address, action, .. } => {
+                progress.line(&format!("      {address}: {action} FAILED"))
+            }
+            Event::Diagnostic(d) => progress.line(&format!(
+                "      {}: {}{}",
+                d.severity,
+                d.summary,
+                d.address.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
+            )),
+            _ => {}
+        },
+        DeployEvent::Apply(e) => match e {
+            ApplyEvent::Planned { objects, waves } => {
+                progress.detail(&format!("{objects} objects in {waves} waves"))
+            }
+            ApplyEvent::Applied { object, action, error } => match error {
+                Some(err) => progress.line(&format!("      {object}: {} ({err})", action.as_str())),
+                None => progress.detail(&format!("{object} {}", action.as_str())),
+            },
+            ApplyEvent::Waiting { objects } => {
+                progress.detail(&format!("waiting for {objects} objects to be ready"))
+            }
+            ApplyEvent::Progress { object, reason } => {
+                progress.detail(&format!("{object}: {reason}"))
+            }
+            ApplyEvent::Ready { object } => progress.detail(&format!("{object} ready")),
+            ApplyEvent::NotReady { object, reason } => {
+                progress.line(&format!("      {object} failed: {reason}"))
+            }
+            _ => {}
+        },
+        DeployEvent::Note(n) => progress.line(&format!("      note: {n}")),
+    }
+}
+
+fn summary(report: &DeployReport) {
+    eprintln!();
+    match report.status {
+        JobStatus::Success => eprintln!("DEPLOY {} SUCCESS", report.job_id),
+        JobStatus::Failed => eprintln!("DEPLOY {} FAILED", report.job_id),
+        JobStatus::Cancelled => eprintln!("DEPLOY {} CANCELLED", report.job_id),
+    }
+    if let Some(c) = &report.cluster {
+        eprintln!(
+            "  cluster   {} ({})",
+            c.name,
+            c.endpoint.as_deref().unwrap_or("no endpoint")
+        );
+    }
+    if let Some(a) = &report.argocd
+        && !a.url.url.is_empty()
+    {
+        eprintln!("  argocd    {}", a.url.url);
+        eprintln!(
+            "  password  {}",
+            if a.admin_password.is_some() {
+                "in the report (--output json)"
+            } else {
+                "not retrievable"
+            }
+        );
+    }
+    let total: u64 = report.timings.iter().map(|t| t.millis).sum();
+    eprintln!(
+        "  timings   {} total: {}",
+        human(Duration::from_millis(total)),
+        report
+            .timings
+            .iter()
+            .map(|t| format!("{} {}", t.phase, human(Duration::from_millis(t.millis))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for w in &report.warnings {
+        eprintln!("  warning   {w}");
+    }
+    if let Some(e) = &report.error {
+        eprintln!("error: {e}");
+    }
+}
 
 /// Runs `tendril deploy`.
-pub fn run(_args: Args) -> ExitCode {
-    super::not_yet("deploy")
+pub fn run(args: Args) -> ExitCode {
+    let job = match JobFile::load(&args.job) {
+        Ok(job) => job,
+        Err(e) => return super::fail(&e),
+    };
+    let out_dir = args
+        .out_dir
+        .clone()
+        .or_else(|| args.dry_run.then(|| PathBuf::from("tendril-out")));
+    let opts = DeployOptions {
+        dry_run: args.dry_run,
+        output_dir: out_dir,
+        include_sensitive_outputs: args.include_sensitive_outputs,
+        kubeconfig: args.kubeconfig.clone().map(|k| (k, args.context.clone())),
+        field_manager: args.field_manager.clone(),
+        ..DeployOptions::default()
+    };
+    let progress = Progress::new(deploy::PHASES.len());
+    let sink = |e: DeployEvent| detail(&progress, &e);
+    let rt = super::runtime();
+    let report = rt.block_on(async {
+        let cancel = CancellationToken::new();
+        let watcher = tokio::spawn(super::cancel_on_signal(
+            cancel.clone(),
+            super::Signals::install(),
+        ));
+        let report = deploy::run_deploy(&job, &opts, &sink, &cancel).await;
+        watcher.abort();
+        report
+    });
+    summary(&report);
+    if args.output == Output::Json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return super::fail(&e),
+        }
+    }
+    match report.status {
+        JobStatus::Success => ExitCode::SUCCESS,
+        JobStatus::Failed => ExitCode::FAILURE,
+        JobStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
+    }
 }

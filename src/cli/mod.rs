@@ -12,6 +12,7 @@ pub mod token;
 pub mod worker;
 
 use std::error::Error;
+use tokio_util::sync::CancellationToken;
 use std::process::ExitCode;
 
 /// Logs go to stderr; `TENDRIL_LOG` (or `RUST_LOG`) sets the filter, `warn` by default.
@@ -56,4 +57,64 @@ pub fn fail(err: &dyn Error) -> ExitCode {
 pub fn not_yet(command: &str) -> ExitCode {
     eprintln!("error: `tendril {command}` is not available in this build yet");
     ExitCode::from(2)
+}
+
+/// SIGINT and SIGTERM handlers, installed before the job starts so that no
+/// early signal is lost.
+pub struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+}
+
+/// Waits for a signal (forever when its handler could not be installed).
+#[cfg(unix)]
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken, signals: Signals) {
+    #[cfg(unix)]
+    {
+        let Signals {
+            mut interrupt,
+            mut terminate,
+        } = signals;
+        tokio::select! {
+            _ = recv(interrupt.as_mut()) => {}
+            _ = recv(terminate.as_mut()) => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = signals;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!("cancelling: interrupting terraform and waiting for it to write its state…");
+    token.cancel();
 }

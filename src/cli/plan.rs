@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tendril::Secret;
-use tendril::job::{CloudIdentity, JobFile};
+use tendril::job::JobFile;
+use tendril::pipeline::credentials;
 use tendril::pipeline::plan::{self, PlanError, PlanEvent, PlanReport};
 use tendril::terraform::Event;
 use tokio_util::sync::CancellationToken;
@@ -35,25 +35,7 @@ pub struct Args {
 }
 
 /// Exit code of a cancelled job (as a shell reports SIGINT).
-const EXIT_CANCELLED: u8 = 130;
-
-/// The environment terraform gets for this job's cloud identity.
-///
-/// Provider `local` passes the cloud SDK variables of tendril's own
-/// environment ([`plan::local_child_env`]). The other providers need
-/// credentials assumed from the cloud identity; that is
-/// `pipeline::credentials`' job and is wired here when it lands.
-fn terraform_child_env(job: &JobFile) -> Result<Vec<(String, Secret<String>)>, String> {
-    match &job.cloud_identity {
-        CloudIdentity::Local => Ok(plan::local_child_env()),
-        other => Err(format!(
-            "cloud identity provider `{}` is not available in `tendril plan` of this build yet; \
-             use `cloud_identity: {{provider: local}}` and give terraform its credentials through \
-             the environment (AWS_*, GOOGLE_*, ARM_* variables)",
-            other.provider()
-        )),
-    }
-}
+pub const EXIT_CANCELLED: u8 = 130;
 
 fn print_event(event: PlanEvent) {
     match &event {
@@ -93,21 +75,25 @@ pub fn run(args: Args) -> ExitCode {
         Ok(job) => job,
         Err(e) => return super::fail(&e),
     };
-    let child_env = match terraform_child_env(&job) {
-        Ok(env) => env,
+    let rt = super::runtime();
+    let result = rt.block_on(async {
+        let creds = match credentials::assume(&job).await {
+            Ok(creds) => creds,
+            Err(e) => return Err(e.to_string()),
+        };
+        let cancel = CancellationToken::new();
+        let watcher = tokio::spawn(super::cancel_on_signal(cancel.clone(), super::Signals::install()));
+        let result = plan::run_plan(&job, creds.child_env, &print_event, &cancel).await;
+        watcher.abort();
+        Ok(result)
+    });
+    let result = match result {
+        Ok(r) => r,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            eprintln!("error: credentials phase: {msg}");
             return ExitCode::FAILURE;
         }
     };
-    let rt = super::runtime();
-    let result = rt.block_on(async {
-        let cancel = CancellationToken::new();
-        let watcher = tokio::spawn(cancel_on_signal(cancel.clone(), Signals::install()));
-        let result = plan::run_plan(&job, child_env, &print_event, &cancel).await;
-        watcher.abort();
-        result
-    });
     match result {
         Ok(report) => {
             print_summary(&report);
@@ -144,63 +130,4 @@ fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {
     } else {
         code
     }
-}
-
-/// SIGINT and SIGTERM handlers, installed before the job starts so that no
-/// early signal is lost.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    terminate: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn install() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Signals {
-                interrupt: signal(SignalKind::interrupt()).ok(),
-                terminate: signal(SignalKind::terminate()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            Signals {}
-        }
-    }
-}
-
-/// Waits for a signal (forever when its handler could not be installed).
-#[cfg(unix)]
-async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
-    match signal {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending::<()>().await,
-    }
-}
-
-/// Cancels `token` on the first SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken, signals: Signals) {
-    #[cfg(unix)]
-    {
-        let Signals {
-            mut interrupt,
-            mut terminate,
-        } = signals;
-        tokio::select! {
-            _ = recv(interrupt.as_mut()) => {}
-            _ = recv(terminate.as_mut()) => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = signals;
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    eprintln!("cancelling: interrupting terraform and waiting for it to write its state…");
-    token.cancel();
 }

@@ -1,1 +1,842 @@
 //! The DEPLOY job, phase by phase.
+//!
+//! [`run_deploy`] runs, in order: assume cloud credentials; download the plan
+//! artifact; check the config hash (before any terraform command); terraform
+//! init; terraform apply of the saved plan (events forwarded live); read the
+//! outputs into infrastructure facts; build the kube client natively; install
+//! Argo CD; apply the App of Apps; write the report. It always returns a
+//! [`DeployReport`]: on failure the report names the phase and the error.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tendril::job::JobFile;
+//! use tendril::pipeline::deploy::{run_deploy, DeployOptions, DeployEvent};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let job = JobFile::load(std::path::Path::new("fixtures/jobs/demo.yaml"))?;
+//! let progress = |e: DeployEvent| eprintln!("{e:?}");
+//! let report = run_deploy(&job, &DeployOptions::default(), &progress, &CancellationToken::new()).await;
+//! println!("{}", serde_json::to_string_pretty(&report)?);
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::credentials::{self, JobCredentials};
+use super::plan::{self as tf_steps, PlanError, Workspace};
+use super::{Phase, PhaseError, PhaseEvent, PhaseTiming, Phases};
+use crate::Secret;
+use crate::apply::ApplyEvent;
+use crate::appofapps::{self, AppOfApps, AppsSource, RepoCredentials};
+use crate::argocd::{self, AdminPassword, ArgoCdSpec, ArgoCdUrl, InstallOptions};
+use crate::artifact::Artifact;
+use crate::chart::manifests_to_yaml;
+use crate::confighash::ConfigHash;
+use crate::facts::{CloudProvider, InfraFacts, OutputMapping};
+use crate::job::{JobError, JobFile};
+use crate::kubeconfig::{self, KubeconfigError, UserAuth};
+use crate::terraform::{self, Event as TerraformEvent, Outputs};
+
+/// The phases of a DEPLOY job, in order.
+pub const PHASES: &[Phase] = &[
+    Phase::Credentials,
+    Phase::Artifact,
+    Phase::ConfigHash,
+    Phase::TerraformInit,
+    Phase::TerraformApply,
+    Phase::Outputs,
+    Phase::KubeClient,
+    Phase::ArgoCd,
+    Phase::AppOfApps,
+    Phase::Report,
+];
+
+/// Largest plan file a DEPLOY job accepts.
+pub const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How to run a DEPLOY job.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Change nothing in the cluster: with a cluster, apply with the server's
+    /// dry run; without one, only render. Terraform still applies the plan.
+    pub dry_run: bool,
+    /// Where to write the rendered manifests, the kubeconfig and the report.
+    pub output_dir: Option<PathBuf>,
+    /// Put sensitive Terraform outputs into the report instead of `[redacted]`.
+    pub include_sensitive_outputs: bool,
+    /// A kubeconfig (and context) to use instead of the job's
+    /// `tendril.kubernetes` and instead of building access from the outputs.
+    pub kubeconfig: Option<(PathBuf, Option<String>)>,
+    /// The server-side apply field manager.
+    pub field_manager: String,
+    /// How long to wait for the Argo CD load balancer's address.
+    pub lb_wait: Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            dry_run: false,
+            output_dir: None,
+            include_sensitive_outputs: false,
+            kubeconfig: None,
+            field_manager: crate::apply::DEFAULT_FIELD_MANAGER.to_string(),
+            lb_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Progress of a DEPLOY job.
+#[derive(Debug, Clone)]
+pub enum DeployEvent {
+    /// A phase started or ended.
+    Phase(PhaseEvent),
+    /// An event of terraform's JSON stream.
+    Terraform(TerraformEvent),
+    /// An apply-engine event (Argo CD or App of Apps).
+    Apply(ApplyEvent),
+    /// A note worth showing (a warning, a skipped step).
+    Note(String),
+}
+
+/// How the job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    /// Every phase finished.
+    Success,
+    /// A phase failed.
+    Failed,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+/// The cluster, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSummary {
+    /// Name.
+    pub name: String,
+    /// API server endpoint.
+    pub endpoint: Option<String>,
+    /// ARN (AWS) or resource ID.
+    pub arn: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Provider.
+    pub provider: String,
+}
+
+/// Argo CD, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArgoCdSummary {
+    /// URL (with a note when only reachable in-cluster).
+    #[serde(flatten)]
+    pub url: ArgoCdUrl,
+    /// The admin password; `null` when not retrievable or not read.
+    pub admin_password: Option<Secret<String>>,
+    /// Namespace.
+    pub namespace: String,
+    /// Objects created/configured/unchanged.
+    pub objects: BTreeMap<&'static str, usize>,
+}
+
+/// The report of a DEPLOY job (JSON with `--output json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    /// SUCCESS, FAILED or CANCELLED.
+    pub status: JobStatus,
+    /// The DEPLOY job.
+    pub job_id: String,
+    /// The PLAN job whose plan was applied.
+    pub plan_job_id: Option<String>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// The phase that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_phase: Option<Phase>,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The config hash of the job's snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// The cluster.
+    pub cluster: Option<ClusterSummary>,
+    /// Argo CD.
+    pub argocd: Option<ArgoCdSummary>,
+    /// Terraform outputs (sensitive ones `[redacted]` unless asked).
+    pub outputs: Value,
+    /// What terraform changed.
+    pub change_summary: Option<Value>,
+    /// Infrastructure facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Value>,
+    /// Phase timings in milliseconds, in order.
+    pub timings: Vec<PhaseTiming>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+    /// The object the Trellis worker API stores (see `docs/report.md`).
+    pub execution_metadata: Value,
+}
+
+impl DeployReport {
+    fn new(job: &JobFile, dry_run: bool) -> Self {
+        DeployReport {
+            status: JobStatus::Failed,
+            job_id: job.job.id.0.clone(),
+            plan_job_id: job.job.plan_job_id.as_ref().map(|p| p.0.clone()),
+            dry_run,
+            failed_phase: None,
+            error: None,
+            config_hash: None,
+            cluster: None,
+            argocd: None,
+            outputs: json!({}),
+            change_summary: None,
+            facts: None,
+            timings: Vec::new(),
+            warnings: Vec::new(),
+            execution_metadata: json!({}),
+        }
+    }
+
+    /// Timings as `{phase: millis}`.
+    pub fn timings_ms(&self) -> BTreeMap<&'static str, u64> {
+        self.timings
+            .iter()
+            .map(|t| (t.phase.name(), t.millis))
+            .collect()
+    }
+
+    fn metadata(&self, facts: Option<&InfraFacts>) -> Value {
+        let databases: Vec<Value> = facts
+            .map(|f| {
+                f.databases
+                    .iter()
+                    .map(|d| {
+                        json!({
+                            "name": d.name,
+                            "writer_endpoint": d.writer_endpoint,
+                            "reader_endpoint": d.reader_endpoint,
+                            "credentials_secret_arn": d.credentials_secret,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let caches: Vec<Value> = facts
+            .map(|f| {
+                f.caches
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "name": c.name,
+                            "primary_endpoint": c.primary_endpoint,
+                            "reader_endpoint": c.reader_endpoint,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "cluster_name": self.cluster.as_ref().map(|c| c.name.clone()),
+            "cluster_endpoint": self.cluster.as_ref().and_then(|c| c.endpoint.clone()),
+            "cluster_arn": self.cluster.as_ref().and_then(|c| c.arn.clone()),
+            "argocd_url": self.argocd.as_ref().map(|a| a.url.url.clone()),
+            "argocd_admin_password": self.argocd.as_ref().and_then(|a| a.admin_password.as_ref().map(|p| p.expose().clone())),
+            "databases": databases,
+            "caches": caches,
+            "outputs": self.outputs,
+            "change_summary": self.change_summary,
+            "timings_ms": self.timings_ms(),
+        })
+    }
+}
+
+/// Errors of the DEPLOY-only steps (the terraform half reports [`PlanError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The job cannot be run as given.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// Facts could not be read from the outputs.
+    #[error("{0}")]
+    Facts(String),
+    /// The cluster could not be reached.
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    /// Argo CD failed.
+    #[error(transparent)]
+    ArgoCd(#[from] argocd::ArgoCdError),
+    /// The App of Apps failed.
+    #[error(transparent)]
+    AppOfApps(#[from] appofapps::AppOfAppsError),
+    /// Applying the App of Apps failed.
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    /// Writing an output file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The job was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Runs a DEPLOY job. Never panics on bad input; the report says what failed.
+pub async fn run_deploy(
+    job: &JobFile,
+    opts: &DeployOptions,
+    progress: &(dyn Fn(DeployEvent) + Send + Sync),
+    cancel: &CancellationToken,
+) -> DeployReport {
+    let phase_sink = |e: PhaseEvent| progress(DeployEvent::Phase(e));
+    let mut phases = Phases::new(&phase_sink);
+    let mut report = DeployReport::new(job, opts.dry_run);
+    let mut facts = None;
+    let result = run_phases(job, opts, progress, cancel, &mut phases, &mut report, &mut facts).await;
+    match result {
+        Ok(()) => report.status = JobStatus::Success,
+        Err(e) => {
+            let cancelled = cancel.is_cancelled() || is_cancelled(&e);
+            report.status = if cancelled {
+                JobStatus::Cancelled
+            } else {
+                JobStatus::Failed
+            };
+            report.failed_phase = Some(e.phase);
+            report.error = Some(error_text(&e));
+        }
+    }
+    report.timings = phases.into_timings();
+    report.execution_metadata = report.metadata(facts.as_ref());
+    if let Some(dir) = &opts.output_dir
+        && let Err(e) = write_file(dir, "report.json", &report_json(&report))
+    {
+        report.warnings.push(e.to_string());
+    }
+    report
+}
+
+fn is_cancelled(e: &PhaseError) -> bool {
+    match e.source.downcast_ref::<PlanError>() {
+        Some(p) => p.is_cancelled(),
+        None => matches!(e.source.downcast_ref::<DeployError>(), Some(DeployError::Cancelled)),
+    }
+}
+
+/// The error and its causes on one line each.
+fn error_text(e: &PhaseError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e.source.as_ref());
+    while let Some(cause) = source {
+        let t = cause.to_string();
+        if !text.contains(&t) {
+            text.push_str(&format!("\n  caused by: {t}"));
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn report_json(report: &DeployReport) -> Vec<u8> {
+    serde_json::to_vec_pretty(report).unwrap_or_default()
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, DeployError> {
+    let path = dir.join(name);
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|source| DeployError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_phases(
+    job: &JobFile,
+    opts: &DeployOptions,
+    progress: &(dyn Fn(DeployEvent) + Send + Sync),
+    cancel: &CancellationToken,
+    phases: &mut Phases<'_>,
+    report: &mut DeployReport,
+    facts_out: &mut Option<InfraFacts>,
+) -> Result<(), PhaseError> {
+    let tf_sink = |e: TerraformEvent| progress(DeployEvent::Terraform(e));
+    let apply_sink = |e: ApplyEvent| progress(DeployEvent::Apply(e));
+
+    // 1. credentials
+    let creds: JobCredentials = phases
+        .run(Phase::Credentials, credentials::assume(job))
+        .await?;
+
+    // 2. the plan artifact
+    let artifact: Artifact = phases
+        .run(Phase::Artifact, async {
+            let plan_job = job.job.plan_job_id.as_ref().ok_or_else(|| {
+                PlanError::Job {
+                    phase: tf_steps::Phase::Artifact,
+                    source: JobError::Invalid {
+                        field: "job.plan_job_id".into(),
+                        problem: "is missing".into(),
+                        fix: "name the PLAN job whose artifact to apply".into(),
+                    },
+                }
+            })?;
+            let store = tf_steps::artifact_store(job, &creds.child_env).map_err(|source| {
+                PlanError::Artifact {
+                    phase: tf_steps::Phase::Artifact,
+                    source,
+                }
+            })?;
+            store
+                .download(&plan_job.0, MAX_PLAN_BYTES)
+                .await
+                .map_err(|source| PlanError::Artifact {
+                    phase: tf_steps::Phase::Artifact,
+                    source,
+                })
+        })
+        .await?;
+
+    // 3. the config hash, before any terraform command
+    let hash: ConfigHash = phases
+        .run(Phase::ConfigHash, async {
+            let current = tf_steps::config_hash_of(job)?;
+            artifact.check_config(&current)?;
+            Ok::<_, PlanError>(current)
+        })
+        .await?;
+    report.config_hash = Some(hash.to_string());
+
+    // 4. terraform init
+    let (ws, tf) = phases
+        .run(Phase::TerraformInit, async {
+            let ws = Workspace::create(job)?;
+            artifact
+                .write_plan(&ws.plan_file())
+                .map_err(|source| PlanError::Artifact {
+                    phase: tf_steps::Phase::Workspace,
+                    source,
+                })?;
+            let (tf, init) = tf_steps::prepare_terraform(job, &ws, creds.child_env.clone()).await?;
+            let here = tf.version().to_string();
+            if here != artifact.manifest.terraform_version {
+                return Err(PlanError::TerraformVersionMismatch {
+                    planned: artifact.manifest.terraform_version.clone(),
+                    here,
+                });
+            }
+            tf.init(&init, &tf_sink, cancel)
+                .await
+                .map_err(|source| PlanError::Terraform {
+                    phase: tf_steps::Phase::Init,
+                    source,
+                })?;
+            Ok((ws, tf))
+        })
+        .await?;
+
+    // 5. terraform apply of the saved plan
+    let applied = phases
+        .run(Phase::TerraformApply, async {
+            tf.apply(
+                &ws.plan_file(),
+                &terraform::ApplyOptions::default(),
+                &tf_sink,
+                cancel,
+            )
+            .await
+            .map_err(|source| PlanError::Terraform {
+                phase: tf_steps::Phase::Apply,
+                source,
+            })
+        })
+        .await?;
+    report.change_summary = Some(json!({
+        "add": applied.changes.add,
+        "change": applied.changes.change,
+        "remove": applied.changes.remove,
+        "planned": serde_json::to_value(&artifact.manifest.change_summary).unwrap_or(Value::Null),
+    }));
+    for w in &applied.warnings {
+        if !w.is_error() {
+            report.warnings.push(format!("terraform: {}", w.summary));
+        }
+    }
+
+    // 6. outputs → facts
+    let (outputs, facts) = phases
+        .run(Phase::Outputs, async {
+            let outputs = tf.output(cancel).await.map_err(|source| DeployError::Facts(
+                format!("terraform output failed: {source}"),
+            ))?;
+            let facts = facts_from(job, &outputs)?;
+            Ok::<_, DeployError>((outputs, facts))
+        })
+        .await?;
+    drop(ws);
+    report.outputs = if opts.include_sensitive_outputs {
+        Value::Object(
+            outputs
+                .0
+                .iter()
+                .map(|(k, o)| (k.clone(), o.expose().clone()))
+                .collect(),
+        )
+    } else {
+        outputs.to_report_json()
+    };
+    report.cluster = Some(ClusterSummary {
+        name: facts.cluster.name.clone(),
+        endpoint: facts.cluster.endpoint.as_ref().map(|e| e.to_string()),
+        arn: facts.cluster.id.clone(),
+        region: facts.cluster.region.clone(),
+        provider: facts.cluster.provider.as_str().to_string(),
+    });
+    report.facts = serde_json::to_value(&facts).ok();
+    *facts_out = Some(facts.clone());
+
+    // 7. the kube client
+    let client = phases
+        .run(Phase::KubeClient, kube_client(job, opts, &creds, &facts, progress))
+        .await?;
+
+    // 8. Argo CD
+    let argocd_spec = argocd_spec(job)?;
+    let argocd_result = phases
+        .run(Phase::ArgoCd, async {
+            match &client {
+                Some(client) => {
+                    let installed = argocd::install(
+                        client,
+                        &argocd_spec,
+                        &InstallOptions {
+                            dry_run: opts.dry_run,
+                            field_manager: opts.field_manager.clone(),
+                            lb_wait: opts.lb_wait,
+                            now: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                        },
+                        &apply_sink,
+                    )
+                    .await?;
+                    if let Some(dir) = &opts.output_dir {
+                        let manifests = argocd::render(
+                            &argocd_spec,
+                            &Secret::new("[redacted]".to_string()),
+                            None,
+                        )?;
+                        write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
+                    }
+                    Ok::<_, DeployError>(Some(installed))
+                }
+                None => {
+                    let manifests = argocd::render(&argocd_spec, &argocd::random_password(), None)?;
+                    if let Some(dir) = &opts.output_dir {
+                        write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
+                    }
+                    progress(DeployEvent::Note(format!(
+                        "dry run without a cluster: rendered {} Argo CD objects, applied nothing",
+                        manifests.len()
+                    )));
+                    Ok(None)
+                }
+            }
+        })
+        .await?;
+    report.argocd = Some(match &argocd_result {
+        Some(installed) => ArgoCdSummary {
+            url: installed.url.clone(),
+            admin_password: match &installed.admin_password {
+                AdminPassword::Known(p) => Some(p.clone()),
+                _ => None,
+            },
+            namespace: argocd_spec.namespace.clone(),
+            objects: action_counts(&installed.report),
+        },
+        None => ArgoCdSummary {
+            url: ArgoCdUrl {
+                url: String::new(),
+                note: Some("dry run without a cluster: nothing was installed".into()),
+            },
+            admin_password: None,
+            namespace: argocd_spec.namespace.clone(),
+            objects: BTreeMap::new(),
+        },
+    });
+    if let Some(installed) = &argocd_result {
+        if matches!(installed.admin_password, AdminPassword::NotRetrievable) {
+            report.warnings.push(format!(
+                "the Argo CD admin password is not retrievable: Secret {} no longer exists in namespace {} (it was rotated and deleted); preset tendril.argocd.admin_password to know it",
+                argocd::INITIAL_ADMIN_SECRET,
+                argocd_spec.namespace
+            ));
+        }
+        if let Some(note) = &installed.url.note {
+            report.warnings.push(format!("Argo CD URL: {note}"));
+        }
+    }
+
+    // 9. the App of Apps
+    let aoa = app_of_apps_spec(job, &argocd_spec.namespace)?;
+    phases
+        .run(Phase::AppOfApps, async {
+            let manifests = appofapps::render(&facts, &aoa)?;
+            if let Some(dir) = &opts.output_dir {
+                write_file(dir, "app-of-apps.yaml", manifests_to_yaml(&manifests).as_bytes())?;
+            }
+            if let Some(client) = &client {
+                let manager = crate::apply::ResourceManager::new(client.clone(), aoa.namespace.clone());
+                let apply_opts = crate::apply::ApplyOptions {
+                    field_manager: opts.field_manager.clone(),
+                    dry_run: opts.dry_run,
+                    wait: job.tendril.apps.wait && !opts.dry_run,
+                    timeout: job.tendril.argocd.timeout,
+                    readiness: crate::apply::ReadinessOptions {
+                        applications: job.tendril.apps.wait,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                manager
+                    .apply(argocd::to_apply(manifests), &apply_opts, &apply_sink)
+                    .await?;
+            }
+            Ok::<_, DeployError>(())
+        })
+        .await?;
+
+    // 10. the report
+    phases
+        .run(Phase::Report, async {
+            if let Some(dir) = &opts.output_dir {
+                progress(DeployEvent::Note(format!(
+                    "report, manifests and kubeconfig in {}",
+                    dir.display()
+                )));
+            }
+            Ok::<_, DeployError>(())
+        })
+        .await?;
+    Ok(())
+}
+
+fn action_counts(report: &crate::apply::ApplyReport) -> BTreeMap<&'static str, usize> {
+    use crate::apply::Action;
+    [
+        Action::Created,
+        Action::Configured,
+        Action::Unchanged,
+        Action::Recreated,
+    ]
+    .into_iter()
+    .map(|a| (a.as_str(), report.count(a)))
+    .filter(|(_, n)| *n > 0)
+    .collect()
+}
+
+/// Infrastructure facts from the outputs, with the job's mapping overrides.
+pub fn facts_from(job: &JobFile, outputs: &Outputs) -> Result<InfraFacts, DeployError> {
+    let doc = Value::Object(
+        outputs
+            .0
+            .iter()
+            .map(|(k, o)| {
+                (
+                    k.clone(),
+                    json!({"value": o.expose(), "sensitive": o.is_sensitive()}),
+                )
+            })
+            .collect(),
+    );
+    let vine = job.job.vine_config()?;
+    let provider = match vine.provider {
+        crate::job::Provider::Aws => Some(CloudProvider::Aws),
+        crate::job::Provider::Gcp => Some(CloudProvider::Gcp),
+        crate::job::Provider::Azure => Some(CloudProvider::Azure),
+        crate::job::Provider::Local => InfraFacts::detect_provider(&doc),
+    }
+    .ok_or_else(|| {
+        DeployError::Facts(
+            "config_snapshot.provider is local and the outputs look like no known cloud's (no eks_/gke_/aks_ cluster outputs); map them with tendril.outputs".into(),
+        )
+    })?;
+    let mapping = OutputMapping::with_overrides(provider, &job.tendril.outputs)
+        .map_err(|e| DeployError::Facts(format!("tendril.outputs: {e}")))?;
+    let mut facts = InfraFacts::from_outputs(provider, &doc, &mapping)
+        .map_err(|e| DeployError::Facts(e.to_string()))?;
+    if facts.cluster.region.is_none() {
+        facts.cluster.region = Some(vine.region.clone());
+    }
+    Ok(facts)
+}
+
+async fn kube_client(
+    job: &JobFile,
+    opts: &DeployOptions,
+    creds: &JobCredentials,
+    facts: &InfraFacts,
+    progress: &(dyn Fn(DeployEvent) + Send + Sync),
+) -> Result<Option<kube::Client>, DeployError> {
+    let given = opts.kubeconfig.clone().or_else(|| {
+        job.tendril
+            .kubernetes
+            .kubeconfig
+            .clone()
+            .map(|k| (k, job.tendril.kubernetes.context.clone()))
+    });
+    // a kubeconfig for the cluster, for people and for the dry-run output
+    if let Some(dir) = &opts.output_dir
+        && facts.cluster.endpoint.is_some()
+        && facts.cluster.ca.is_some()
+    {
+        let args = token_args(facts);
+        let kc = kubeconfig::kubeconfig_for_cluster(
+            &facts.cluster,
+            &facts.cluster.name,
+            &UserAuth::Exec {
+                command: "tendril".into(),
+                args,
+            },
+        )?;
+        std::fs::create_dir_all(dir).map_err(|source| DeployError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        kubeconfig::write_kubeconfig(&dir.join("kubeconfig"), kc)?;
+    }
+    if let Some((path, context)) = given {
+        let client = kubeconfig::client_from_kubeconfig(&path, context.as_deref()).await?;
+        return Ok(Some(client));
+    }
+    let mut cluster = facts.cluster.clone();
+    let client = match (&creds.aws, &creds.gcp, &creds.azure) {
+        (Some(aws), _, _) => {
+            kubeconfig::eks::complete_from_describe(&mut cluster, aws).await?;
+            let region = cluster
+                .aws_region()
+                .unwrap_or_else(|| aws.region().to_string());
+            let tokens = kubeconfig::eks::EksTokenSource::new(aws.clone(), &cluster.name, &region);
+            kubeconfig::client_for_cluster(&cluster, tokens)?
+        }
+        (_, Some(gcp), _) => {
+            let tokens = kubeconfig::gke::GcpTokenSource::new(gcp.clone())
+                .map_err(|e| DeployError::Facts(e.to_string()))?;
+            kubeconfig::client_for_cluster(&cluster, tokens)?
+        }
+        (_, _, Some(azure)) => {
+            kubeconfig::client_for_cluster(&cluster, kubeconfig::aks::token_source(azure.clone()))?
+        }
+        _ => {
+            if opts.dry_run {
+                progress(DeployEvent::Note(
+                    "no cluster credentials (cloud identity `local` and no kubeconfig): the dry run renders without a cluster".into(),
+                ));
+                return Ok(None);
+            }
+            return Err(DeployError::Facts(
+                "cloud identity `local` gives no cluster credentials: set tendril.kubernetes.kubeconfig in the job (or TENDRIL_E2E_KUBECONFIG), or use --dry-run".into(),
+            ));
+        }
+    };
+    kubeconfig::verify_access(&client, &cluster).await?;
+    Ok(Some(client))
+}
+
+fn token_args(facts: &InfraFacts) -> Vec<String> {
+    let c = &facts.cluster;
+    match c.provider {
+        CloudProvider::Aws => {
+            let mut args = vec!["token".into(), "eks".into(), "--cluster".into(), c.name.clone()];
+            if let Some(r) = &c.region {
+                args.extend(["--region".into(), r.clone()]);
+            }
+            args
+        }
+        CloudProvider::Gcp => vec!["token".into(), "gke".into()],
+        CloudProvider::Azure => vec!["token".into(), "aks".into()],
+    }
+}
+
+fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, PhaseError> {
+    let a = &job.tendril.argocd;
+    let admin_password = match &a.admin_password {
+        Some(v) => Some(v.resolve("tendril.argocd.admin_password").map_err(|e| PhaseError {
+            phase: Phase::ArgoCd,
+            source: Box::new(e),
+        })?),
+        None => None,
+    };
+    Ok(ArgoCdSpec {
+        namespace: a.namespace.clone(),
+        values: a.values.clone(),
+        admin_password,
+        timeout: a.timeout,
+        chart: a.chart.clone(),
+    })
+}
+
+fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, PhaseError> {
+    let err = |e: JobError| PhaseError {
+        phase: Phase::AppOfApps,
+        source: Box::new(e),
+    };
+    let apps = &job.tendril.apps;
+    let repos = job.job.vine_config().ok().and_then(|v| v.repositories);
+    let repo_url = apps
+        .repo_url
+        .clone()
+        .or_else(|| repos.as_ref().and_then(|r| r.apps_destination_repo.clone()))
+        .unwrap_or_default();
+    let path = apps
+        .path
+        .clone()
+        .or_else(|| repos.as_ref().and_then(|r| r.apps_path.clone()))
+        .unwrap_or_else(|| "apps".to_string());
+    let credentials = match &apps.credentials {
+        Some(c) => {
+            let secret = match (&c.token, &c.password) {
+                (Some(t), _) => t.resolve("tendril.apps.credentials.token").map_err(err)?,
+                (None, Some(p)) => p.resolve("tendril.apps.credentials.password").map_err(err)?,
+                (None, None) => {
+                    return Err(err(JobError::Invalid {
+                        field: "tendril.apps.credentials".into(),
+                        problem: "has neither password nor token".into(),
+                        fix: "give `token` (or `password`) for the apps repository".into(),
+                    }));
+                }
+            };
+            Some(RepoCredentials {
+                username: c.username.clone().unwrap_or_else(|| "git".to_string()),
+                password: secret,
+            })
+        }
+        None => None,
+    };
+    Ok(AppOfApps {
+        namespace: namespace.to_string(),
+        apps: AppsSource {
+            repo_url,
+            revision: apps.revision.clone(),
+            path,
+            credentials,
+        },
+        components: apps.components.clone(),
+    })
+}
