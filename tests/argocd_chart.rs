@@ -954,3 +954,64 @@ fn network_policies_follow_the_global_switch() {
         .collect();
     assert_eq!(nps, ["argocd-server"]);
 }
+
+#[test]
+fn pdbs_styles_dual_stack_extra_objects_and_sidecars() {
+    let ms = render(
+        "global:\n  dualStack:\n    ipFamilyPolicy: PreferDualStack\n    ipFamilies: [IPv4, IPv6]\n\
+         configs:\n  styles: |\n    .sidebar { color: red; }\n\
+         extraObjects:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: extra-one}, data: {a: \"1\"}}\n\
+         - |\n  apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: extra-two\n\
+         server:\n  pdb: {enabled: true, maxUnavailable: 1}\n  extraContainers: [{name: sidecar, image: busybox}]\n  initContainers: [{name: init, image: busybox}]\n\
+         repoServer:\n  pdb: {enabled: true}\n  initContainers: [{name: tool, image: alpine}]\n  extraContainers: [{name: cmp, image: plugin}]\n\
+         dex:\n  enabled: false\n  pdb: {enabled: true}\n",
+    );
+    assert_eq!(
+        data(&ms, "argocd-styles-cm")["custom.styles.css"],
+        ".sidebar { color: red; }\n"
+    );
+    assert_eq!(
+        data(&ms, "argocd-cm")["ui.cssurl"],
+        "./custom/custom.styles.css"
+    );
+    assert_eq!(data(&ms, "extra-one")["a"], "1");
+    assert!(has(&ms, "ConfigMap", "extra-two"));
+    assert_eq!(
+        find(&ms, "PodDisruptionBudget", "argocd-server")["spec"]["maxUnavailable"],
+        1
+    );
+    assert_eq!(
+        find(&ms, "PodDisruptionBudget", "argocd-repo-server")["spec"]["minAvailable"],
+        0
+    );
+    // A disabled component gets no budget.
+    assert!(!has(&ms, "PodDisruptionBudget", "argocd-dex-server"));
+    let names = |spec: &Value, key: &str| -> Vec<String> {
+        spec[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let server = pod_spec(&ms, "Deployment", "argocd-server");
+    assert_eq!(names(server, "containers"), ["server", "sidecar"]);
+    assert_eq!(names(server, "initContainers"), ["init"]);
+    let repo = pod_spec(&ms, "Deployment", "argocd-repo-server");
+    assert_eq!(names(repo, "containers"), ["repo-server", "cmp"]);
+    assert_eq!(names(repo, "initContainers"), ["copyutil", "tool"]);
+    for svc in [
+        "argocd-server",
+        "argocd-repo-server",
+        "argocd-applicationset-controller",
+        "argocd-redis",
+    ] {
+        let spec = &find(&ms, "Service", svc)["spec"];
+        assert_eq!(spec["ipFamilyPolicy"], "PreferDualStack", "{svc}");
+        assert_eq!(
+            spec["ipFamilies"],
+            serde_json::json!(["IPv4", "IPv6"]),
+            "{svc}"
+        );
+    }
+}
