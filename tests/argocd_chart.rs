@@ -1015,3 +1015,37 @@ fn pdbs_styles_dual_stack_extra_objects_and_sidecars() {
         );
     }
 }
+
+#[test]
+fn notifications_rbac_for_application_namespaces() {
+    let ms = render(
+        "configs:\n  params:\n    application.namespaces: team-*\n\
+         notifications:\n  clusterRoleRules:\n    rules:\n    - {apiGroups: [\"\"], resources: [namespaces], verbs: [get]}\n",
+    );
+    let cluster = find(&ms, "ClusterRole", "argocd-notifications-controller")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(cluster[0]["resources"], serde_json::json!(["namespaces"]));
+    assert_eq!(
+        cluster[2]["verbs"],
+        serde_json::json!(["list", "watch", "create"])
+    );
+    // The namespaced Role is not widened.
+    let role = find(&ms, "Role", "argocd-notifications-controller")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(role[1]["verbs"], serde_json::json!(["list", "watch"]));
+    // The server may manage Applications in those namespaces.
+    let server = find(&ms, "ClusterRole", "argocd-server")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        server
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["applications"])
+                && r["verbs"] == serde_json::json!(["create", "delete", "update", "patch"]))
+    );
+}
