@@ -20,9 +20,14 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chart() -> Chart {
+/// Loaded (and its templates compiled) once for the whole test binary.
+static CHART: std::sync::LazyLock<Chart> = std::sync::LazyLock::new(|| {
     Chart::load(manifest_dir().join("templates/argocd"))
         .unwrap_or_else(|e| panic!("loading templates/argocd: {e}"))
+});
+
+fn chart() -> &'static Chart {
+    &CHART
 }
 
 fn options(values_yaml: &str) -> RenderOptions {
