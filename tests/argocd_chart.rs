@@ -1054,3 +1054,20 @@ fn notifications_rbac_for_application_namespaces() {
                 && r["verbs"] == serde_json::json!(["create", "delete", "update", "patch"]))
     );
 }
+
+#[test]
+fn tendril_render_cli_prints_the_same_rendering() {
+    let values = manifest_dir().join("fixtures/argocd-values/private-repo.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tendril"))
+        .args(["render", "--redis-password", REDIS_PASSWORD, "-f"])
+        .arg(&values)
+        .output()
+        .expect("run tendril render");
+    assert!(
+        out.status.success(),
+        "tendril render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli = String::from_utf8(out.stdout).expect("UTF-8 output");
+    assert_eq!(cli, manifests_to_yaml(&render(&fixture("private-repo"))));
+}
