@@ -1071,3 +1071,33 @@ fn tendril_render_cli_prints_the_same_rendering() {
     let cli = String::from_utf8(out.stdout).expect("UTF-8 output");
     assert_eq!(cli, manifests_to_yaml(&render(&fixture("private-repo"))));
 }
+
+#[test]
+fn cluster_roles_can_be_left_out_and_aggregate_roles_added() {
+    let ms = render("createClusterRoles: false\ncreateAggregateRoles: true\n");
+    assert!(!ms.iter().any(|m| m.kind == "ClusterRoleBinding"));
+    let roles: Vec<&str> = ms
+        .iter()
+        .filter(|m| m.kind == "ClusterRole")
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "argocd-aggregate-to-view",
+            "argocd-aggregate-to-edit",
+            "argocd-aggregate-to-admin"
+        ]
+    );
+    let view = find(&ms, "ClusterRole", "argocd-aggregate-to-view");
+    assert_eq!(
+        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert_eq!(
+        view["rules"][0]["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+    // The namespaced Roles stay.
+    assert!(has(&ms, "Role", "argocd-server"));
+}
