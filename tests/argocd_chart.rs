@@ -1101,3 +1101,25 @@ fn cluster_roles_can_be_left_out_and_aggregate_roles_added() {
     // The namespaced Roles stay.
     assert!(has(&ms, "Role", "argocd-server"));
 }
+
+#[test]
+fn external_redis_credentials_go_to_argocd_redis() {
+    let ms = render(
+        "redis:\n  enabled: false\nexternalRedis:\n  host: redis.example.com\n  username: cd\n  password: pw\n",
+    );
+    let secret = find(&ms, "Secret", "argocd-redis");
+    assert_eq!(secret["data"]["redis-username"], b64("cd"));
+    assert_eq!(secret["data"]["redis-password"], b64("pw"));
+    assert!(secret["data"].get("auth").is_none());
+    let repo = container(find(&ms, "Deployment", "argocd-repo-server"), "repo-server");
+    let env = repo["env"].as_array().unwrap();
+    for (var, key) in [
+        ("REDIS_USERNAME", "redis-username"),
+        ("REDIS_PASSWORD", "redis-password"),
+    ] {
+        let r = &env.iter().find(|e| e["name"] == var).unwrap()["valueFrom"]["secretKeyRef"];
+        assert_eq!(r["name"], "argocd-redis");
+        assert_eq!(r["key"], key);
+        assert_eq!(r["optional"], false, "{var}");
+    }
+}
