@@ -27,6 +27,7 @@ mod load;
 mod manifest;
 pub mod pack;
 mod render;
+mod semver;
 mod set;
 mod values;
 

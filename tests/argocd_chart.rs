@@ -20,9 +20,14 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chart() -> Chart {
+/// Loaded (and its templates compiled) once for the whole test binary.
+static CHART: std::sync::LazyLock<Chart> = std::sync::LazyLock::new(|| {
     Chart::load(manifest_dir().join("templates/argocd"))
         .unwrap_or_else(|e| panic!("loading templates/argocd: {e}"))
+});
+
+fn chart() -> &'static Chart {
+    &CHART
 }
 
 fn options(values_yaml: &str) -> RenderOptions {
@@ -953,4 +958,168 @@ fn network_policies_follow_the_global_switch() {
         .map(|m| m.name.as_str())
         .collect();
     assert_eq!(nps, ["argocd-server"]);
+}
+
+#[test]
+fn pdbs_styles_dual_stack_extra_objects_and_sidecars() {
+    let ms = render(
+        "global:\n  dualStack:\n    ipFamilyPolicy: PreferDualStack\n    ipFamilies: [IPv4, IPv6]\n\
+         configs:\n  styles: |\n    .sidebar { color: red; }\n\
+         extraObjects:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: extra-one}, data: {a: \"1\"}}\n\
+         - |\n  apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: extra-two\n\
+         server:\n  pdb: {enabled: true, maxUnavailable: 1}\n  extraContainers: [{name: sidecar, image: busybox}]\n  initContainers: [{name: init, image: busybox}]\n\
+         repoServer:\n  pdb: {enabled: true}\n  initContainers: [{name: tool, image: alpine}]\n  extraContainers: [{name: cmp, image: plugin}]\n\
+         dex:\n  enabled: false\n  pdb: {enabled: true}\n",
+    );
+    assert_eq!(
+        data(&ms, "argocd-styles-cm")["custom.styles.css"],
+        ".sidebar { color: red; }\n"
+    );
+    assert_eq!(
+        data(&ms, "argocd-cm")["ui.cssurl"],
+        "./custom/custom.styles.css"
+    );
+    assert_eq!(data(&ms, "extra-one")["a"], "1");
+    assert!(has(&ms, "ConfigMap", "extra-two"));
+    assert_eq!(
+        find(&ms, "PodDisruptionBudget", "argocd-server")["spec"]["maxUnavailable"],
+        1
+    );
+    assert_eq!(
+        find(&ms, "PodDisruptionBudget", "argocd-repo-server")["spec"]["minAvailable"],
+        0
+    );
+    // A disabled component gets no budget.
+    assert!(!has(&ms, "PodDisruptionBudget", "argocd-dex-server"));
+    let names = |spec: &Value, key: &str| -> Vec<String> {
+        spec[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let server = pod_spec(&ms, "Deployment", "argocd-server");
+    assert_eq!(names(server, "containers"), ["server", "sidecar"]);
+    assert_eq!(names(server, "initContainers"), ["init"]);
+    let repo = pod_spec(&ms, "Deployment", "argocd-repo-server");
+    assert_eq!(names(repo, "containers"), ["repo-server", "cmp"]);
+    assert_eq!(names(repo, "initContainers"), ["copyutil", "tool"]);
+    for svc in [
+        "argocd-server",
+        "argocd-repo-server",
+        "argocd-applicationset-controller",
+        "argocd-redis",
+    ] {
+        let spec = &find(&ms, "Service", svc)["spec"];
+        assert_eq!(spec["ipFamilyPolicy"], "PreferDualStack", "{svc}");
+        assert_eq!(
+            spec["ipFamilies"],
+            serde_json::json!(["IPv4", "IPv6"]),
+            "{svc}"
+        );
+    }
+}
+
+#[test]
+fn notifications_rbac_for_application_namespaces() {
+    let ms = render(
+        "configs:\n  params:\n    application.namespaces: team-*\n\
+         notifications:\n  clusterRoleRules:\n    rules:\n    - {apiGroups: [\"\"], resources: [namespaces], verbs: [get]}\n",
+    );
+    let cluster = find(&ms, "ClusterRole", "argocd-notifications-controller")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(cluster[0]["resources"], serde_json::json!(["namespaces"]));
+    assert_eq!(
+        cluster[2]["verbs"],
+        serde_json::json!(["list", "watch", "create"])
+    );
+    // The namespaced Role is not widened.
+    let role = find(&ms, "Role", "argocd-notifications-controller")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(role[1]["verbs"], serde_json::json!(["list", "watch"]));
+    // The server may manage Applications in those namespaces.
+    let server = find(&ms, "ClusterRole", "argocd-server")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        server
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["applications"])
+                && r["verbs"] == serde_json::json!(["create", "delete", "update", "patch"]))
+    );
+}
+
+#[test]
+fn tendril_render_cli_prints_the_same_rendering() {
+    let values = manifest_dir().join("fixtures/argocd-values/private-repo.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tendril"))
+        .args(["render", "--redis-password", REDIS_PASSWORD, "-f"])
+        .arg(&values)
+        .output()
+        .expect("run tendril render");
+    assert!(
+        out.status.success(),
+        "tendril render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli = String::from_utf8(out.stdout).expect("UTF-8 output");
+    assert_eq!(cli, manifests_to_yaml(&render(&fixture("private-repo"))));
+}
+
+#[test]
+fn cluster_roles_can_be_left_out_and_aggregate_roles_added() {
+    let ms = render("createClusterRoles: false\ncreateAggregateRoles: true\n");
+    assert!(!ms.iter().any(|m| m.kind == "ClusterRoleBinding"));
+    let roles: Vec<&str> = ms
+        .iter()
+        .filter(|m| m.kind == "ClusterRole")
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "argocd-aggregate-to-view",
+            "argocd-aggregate-to-edit",
+            "argocd-aggregate-to-admin"
+        ]
+    );
+    let view = find(&ms, "ClusterRole", "argocd-aggregate-to-view");
+    assert_eq!(
+        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert_eq!(
+        view["rules"][0]["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+    // The namespaced Roles stay.
+    assert!(has(&ms, "Role", "argocd-server"));
+}
+
+#[test]
+fn external_redis_credentials_go_to_argocd_redis() {
+    let ms = render(
+        "redis:\n  enabled: false\nexternalRedis:\n  host: redis.example.com\n  username: cd\n  password: pw\n",
+    );
+    let secret = find(&ms, "Secret", "argocd-redis");
+    assert_eq!(secret["data"]["redis-username"], b64("cd"));
+    assert_eq!(secret["data"]["redis-password"], b64("pw"));
+    assert!(secret["data"].get("auth").is_none());
+    let repo = container(find(&ms, "Deployment", "argocd-repo-server"), "repo-server");
+    let env = repo["env"].as_array().unwrap();
+    for (var, key) in [
+        ("REDIS_USERNAME", "redis-username"),
+        ("REDIS_PASSWORD", "redis-password"),
+    ] {
+        let r = &env.iter().find(|e| e["name"] == var).unwrap()["valueFrom"]["secretKeyRef"];
+        assert_eq!(r["name"], "argocd-redis");
+        assert_eq!(r["key"], key);
+        assert_eq!(r["optional"], false, "{var}");
+    }
 }

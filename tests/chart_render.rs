@@ -834,3 +834,29 @@ fn command_renders_the_embedded_chart_by_default() {
     assert!(!docs.is_empty());
     assert!(docs.iter().all(|d| d["metadata"]["name"].is_string()));
 }
+
+#[test]
+fn kube_version_constraint_of_chart_yaml_is_enforced() {
+    // fixtures/charts/basic says kubeVersion: ">=1.25.0-0".
+    let c = Chart::load(fixture("basic")).unwrap();
+    let old = opts().with_capabilities(Capabilities {
+        kube_version: "v1.24.9".to_string(),
+        ..Capabilities::default()
+    });
+    let e = c.render(&old).unwrap_err().to_string();
+    assert!(e.contains("kubeVersion") && e.contains("v1.24.9"), "{e}");
+    let new = opts().with_capabilities(Capabilities {
+        kube_version: "v1.25.0".to_string(),
+        ..Capabilities::default()
+    });
+    assert!(c.render(&new).is_ok());
+    let out = tendril(&[
+        "render",
+        "--chart",
+        fixture("basic").to_str().unwrap(),
+        "--kube-version",
+        "1.20.0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kubeVersion"));
+}

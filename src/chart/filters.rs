@@ -279,64 +279,17 @@ fn fail(kwargs: Kwargs, _: &State) -> TeraResult<bool> {
 }
 
 /// `semver_compare(constraint=">=1.25.0-0", version=capabilities.kube_version)`:
-/// whether `version` satisfies a comma-separated list of comparisons
-/// (`=`, `!=`, `>`, `>=`, `<`, `<=`; a missing operator means `=`).
-/// Pre-release suffixes (`-0`, `-rc.1`) and a leading `v` are ignored.
+/// whether `version` satisfies the constraint (see `chart::semver`).
 fn semver_compare(kwargs: Kwargs, _: &State) -> TeraResult<bool> {
     let constraint = kwargs.must_get::<&str>("constraint")?;
     let version = kwargs.must_get::<&str>("version")?;
-    let v = parse_semver(version)
-        .ok_or_else(|| Error::message(format!("semver_compare: {version:?} is not a version")))?;
-    for part in constraint
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let (op, rest) = ["<=", ">=", "!=", "==", "<", ">", "="]
-            .iter()
-            .find_map(|op| part.strip_prefix(op).map(|r| (*op, r)))
-            .unwrap_or(("=", part));
-        let c = parse_semver(rest.trim()).ok_or_else(|| {
-            Error::message(format!(
-                "semver_compare: {part:?} is not a version comparison"
-            ))
-        })?;
-        let ok = match op {
-            "<=" => v <= c,
-            ">=" => v >= c,
-            "<" => v < c,
-            ">" => v > c,
-            "!=" => v != c,
-            _ => v == c,
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn parse_semver(s: &str) -> Option<(u64, u64, u64)> {
-    let s = s.trim().trim_start_matches('v');
-    let core = s.split(['-', '+']).next()?;
-    let mut it = core.split('.');
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next().map_or(Some(0), |m| m.parse().ok())?;
-    let patch = it.next().map_or(Some(0), |p| p.parse().ok())?;
-    Some((major, minor, patch))
+    super::semver::satisfies(constraint, version)
+        .map_err(|e| Error::message(format!("semver_compare: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn semver_parses_and_compares() {
-        assert_eq!(parse_semver("v1.34.2"), Some((1, 34, 2)));
-        assert_eq!(parse_semver("1.25.0-0"), Some((1, 25, 0)));
-        assert_eq!(parse_semver("1.25"), Some((1, 25, 0)));
-        assert_eq!(parse_semver("x"), None);
-    }
 
     #[test]
     fn pad_lines_indents_every_line() {

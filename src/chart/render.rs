@@ -256,7 +256,33 @@ pub(crate) fn render_raw(
     Ok(out)
 }
 
+/// Refuses to render for a Kubernetes version outside the chart's `kubeVersion`.
+fn check_kube_version(chart: &Chart, opts: &RenderOptions) -> Result<(), ChartError> {
+    let Some(constraint) = chart.metadata.kube_version.as_deref() else {
+        return Ok(());
+    };
+    if constraint.trim().is_empty() {
+        return Ok(());
+    }
+    let kube = &opts.capabilities.kube_version;
+    match super::semver::satisfies(constraint, kube) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ChartError::Invalid {
+            chart: chart.origin.clone(),
+            reason: format!(
+                "Chart.yaml requires kubeVersion {constraint:?}, which Kubernetes {kube} does not \
+                 satisfy; render for a supported version (--kube-version)"
+            ),
+        }),
+        Err(e) => Err(ChartError::Invalid {
+            chart: chart.origin.clone(),
+            reason: format!("Chart.yaml kubeVersion or --kube-version: {e}"),
+        }),
+    }
+}
+
 pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
+    check_kube_version(chart, opts)?;
     let mut docs: Vec<(String, serde_json::Value, bool)> = Vec::new();
     for crd in &chart.crds {
         for obj in manifest::parse_documents(&crd.text, &crd.path)? {

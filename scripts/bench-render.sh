@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Whole-process timing of `tendril render > /dev/null` (embedded Argo CD chart,
+# default values) with the release binary: the median of N runs, and the peak
+# resident memory reported by GNU time (`/usr/bin/time -v`).
+#
+# Usage: scripts/bench-render.sh [RUNS] [-- extra render flags]
+#   RUNS defaults to 50. Builds the release binary first unless
+#   TENDRIL_BIN names one. Uses hyperfine too when it is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=${1:-50}
+shift || true
+[ "${1:-}" = "--" ] && shift
+extra=("$@")
+
+if [ -z "${TENDRIL_BIN:-}" ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+  cargo build --release --bin tendril >&2
+  TENDRIL_BIN=$CARGO_TARGET_DIR/release/tendril
+fi
+if [ ! -x /usr/bin/time ]; then
+  echo "GNU time is missing: apt-get install -y time" >&2
+  exit 1
+fi
+
+cmd=("$TENDRIL_BIN" render --redis-password bench-password "${extra[@]}")
+
+# Warm-up (page cache), and a check that the render works at all.
+"${cmd[@]}" > /dev/null
+
+times=()
+for _ in $(seq "$runs"); do
+  start=$(date +%s%N)
+  "${cmd[@]}" > /dev/null
+  end=$(date +%s%N)
+  times+=($(( (end - start) / 1000 )))
+done
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+median_us=$(printf '%s\n' "$sorted" | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}')
+min_us=$(printf '%s\n' "$sorted" | head -1)
+max_us=$(printf '%s\n' "$sorted" | tail -1)
+
+rss_kb=$( { /usr/bin/time -v "${cmd[@]}" > /dev/null; } 2>&1 | awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}')
+objects=$("${cmd[@]}" | grep -c '^kind:' || true)
+
+printf 'binary:        %s (%s bytes)\n' "$TENDRIL_BIN" "$(stat -c %s "$TENDRIL_BIN")"
+printf 'objects:       %s\n' "$objects"
+printf 'runs:          %s\n' "$runs"
+printf 'median:        %d.%03d ms\n' $((median_us / 1000)) $((median_us % 1000))
+printf 'min / max:     %d.%03d ms / %d.%03d ms\n' $((min_us / 1000)) $((min_us % 1000)) $((max_us / 1000)) $((max_us % 1000))
+printf 'peak RSS:      %s KiB\n' "$rss_kb"
+
+if command -v hyperfine > /dev/null; then
+  hyperfine --warmup 5 --runs "$runs" --shell=none --output=null "${cmd[*]}"
+fi
