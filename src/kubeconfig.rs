@@ -133,6 +133,9 @@ pub enum KubeconfigError {
 /// bearer token from `tokens`. Tokens are cached and replaced two minutes
 /// before they expire. Nothing is sent over the network here; call
 /// [`verify_access`] to check endpoint, CA and token at once.
+///
+/// Call it inside a Tokio runtime (kube-rs starts a worker task), and use the
+/// client in that same runtime.
 pub fn client_for_cluster(
     facts: &ClusterFacts,
     tokens: impl TokenSource + 'static,
