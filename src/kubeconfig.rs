@@ -140,16 +140,22 @@ pub fn client_for_cluster(
     facts: &ClusterFacts,
     tokens: impl TokenSource + 'static,
 ) -> Result<kube::Client, KubeconfigError> {
-    let endpoint = facts.endpoint.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
-        cluster: facts.name.clone(),
-        what: "API server endpoint",
-        hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
-    })?;
-    let ca = facts.ca.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
-        cluster: facts.name.clone(),
-        what: "CA certificate",
-        hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
-    })?;
+    let endpoint = facts
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| KubeconfigError::MissingFact {
+            cluster: facts.name.clone(),
+            what: "API server endpoint",
+            hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
+        })?;
+    let ca = facts
+        .ca
+        .as_ref()
+        .ok_or_else(|| KubeconfigError::MissingFact {
+            cluster: facts.name.clone(),
+            what: "CA certificate",
+            hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
+        })?;
     let bad_endpoint = |reason: String| KubeconfigError::BadFact {
         source_name: facts.source_of(keys::CLUSTER_ENDPOINT),
         reason,
@@ -181,12 +187,12 @@ pub fn client_for_cluster(
     let https = config
         .rustls_https_connector_with_connector(http)
         .map_err(|e| bad_ca(format!("it is not a usable CA certificate ({e})")))?;
-    let hyper = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build::<_, kube::client::Body>(https);
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(https);
     let service = ServiceBuilder::new()
-        .layer(BearerLayer { tokens: Arc::new(CachedToken::new(tokens)) })
+        .layer(BearerLayer {
+            tokens: Arc::new(CachedToken::new(tokens)),
+        })
         .layer(config.base_uri_layer())
         .service(hyper);
     Ok(kube::client::ClientBuilder::new(service, config.default_namespace).build())
@@ -194,8 +200,15 @@ pub fn client_for_cluster(
 
 /// Checks endpoint, CA and token with one authenticated request (`GET /api`),
 /// turning failures into errors that name the output that was wrong.
-pub async fn verify_access(client: &kube::Client, facts: &ClusterFacts) -> Result<(), KubeconfigError> {
-    let endpoint = facts.endpoint.as_ref().map(|e| e.to_string()).unwrap_or_default();
+pub async fn verify_access(
+    client: &kube::Client,
+    facts: &ClusterFacts,
+) -> Result<(), KubeconfigError> {
+    let endpoint = facts
+        .endpoint
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     match client.list_core_api_versions().await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
@@ -247,7 +260,10 @@ pub async fn client_from_kubeconfig(
     path: &Path,
     context: Option<&str>,
 ) -> Result<kube::Client, KubeconfigError> {
-    let err = |reason: String| KubeconfigError::Kubeconfig { path: path.to_path_buf(), reason };
+    let err = |reason: String| KubeconfigError::Kubeconfig {
+        path: path.to_path_buf(),
+        reason,
+    };
     let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(error_chain(&e)))?;
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
@@ -274,7 +290,10 @@ struct BearerLayer {
 impl<S> Layer<S> for BearerLayer {
     type Service = Bearer<S>;
     fn layer(&self, inner: S) -> Bearer<S> {
-        Bearer { inner, tokens: self.tokens.clone() }
+        Bearer {
+            inner,
+            tokens: self.tokens.clone(),
+        }
     }
 }
 
@@ -308,7 +327,9 @@ where
         Box::pin(async move {
             let token = tokens.fetch().await?;
             let mut value = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
-                .map_err(|_| BoxError::from("the token has characters not allowed in an HTTP header"))?;
+                .map_err(|_| {
+                    BoxError::from("the token has characters not allowed in an HTTP header")
+                })?;
             value.set_sensitive(true);
             req.headers_mut().insert(AUTHORIZATION, value);
             inner.call(req).await.map_err(Into::into)

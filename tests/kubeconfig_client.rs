@@ -12,18 +12,27 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use tendril::cloud::aws::{AwsCredentials, AwsOptions};
 use tendril::cloud::{AccessToken, CloudError, TokenSource};
-use tendril::facts::{CaBundle, ClusterFacts, CloudProvider, Endpoint};
+use tendril::facts::{CaBundle, CloudProvider, ClusterFacts, Endpoint};
 use tendril::kubeconfig::{self, KubeconfigError, eks};
 use tendril_testkit::tokens::{TestCa, TlsApi};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn facts(endpoint: &str, ca_pem: &str) -> ClusterFacts {
     let mut sources = BTreeMap::new();
-    sources.insert("cluster_endpoint".to_string(), "eks_cluster_endpoint".to_string());
-    sources.insert("cluster_ca".to_string(), "eks_cluster_certificate_authority_data".to_string());
+    sources.insert(
+        "cluster_endpoint".to_string(),
+        "eks_cluster_endpoint".to_string(),
+    );
+    sources.insert(
+        "cluster_ca".to_string(),
+        "eks_cluster_certificate_authority_data".to_string(),
+    );
     ClusterFacts {
         provider: CloudProvider::Aws,
         name: "shop-prod".into(),
@@ -61,7 +70,10 @@ impl TokenSource for Stale {
     fn fetch(&self) -> BoxFuture<'_, Result<AccessToken, CloudError>> {
         let t = self.0.clone();
         Box::pin(async move {
-            Ok(AccessToken { token: t.into(), expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24) })
+            Ok(AccessToken {
+                token: t.into(),
+                expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24),
+            })
         })
     }
 }
@@ -81,7 +93,14 @@ fn tokens_are_refreshed_so_a_wait_does_not_end_in_401() {
     let f = facts(&api.url(), &api.ca_pem);
     // tokens live 3 s; the client replaces them before expiry
     rt().block_on(async {
-        let client = kubeconfig::client_for_cluster(&f, Counting { n: AtomicU64::new(0), ttl: 3 }).unwrap();
+        let client = kubeconfig::client_for_cluster(
+            &f,
+            Counting {
+                n: AtomicU64::new(0),
+                ttl: 3,
+            },
+        )
+        .unwrap();
         kubeconfig::verify_access(&client, &f).await.unwrap();
         tokio::time::sleep(Duration::from_secs(4)).await;
         kubeconfig::verify_access(&client, &f).await.unwrap();
@@ -99,7 +118,10 @@ fn tokens_are_refreshed_so_a_wait_does_not_end_in_401() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         kubeconfig::verify_access(&client, &f2).await.unwrap_err()
     });
-    assert!(matches!(err, KubeconfigError::Unauthorized { status: 401, .. }), "{err}");
+    assert!(
+        matches!(err, KubeconfigError::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -108,13 +130,26 @@ fn wrong_ca_is_an_error_naming_the_output() {
     let other = TestCa::new();
     let f = facts(&api.url(), &other.ca_pem);
     let err = rt().block_on(async {
-        let client = kubeconfig::client_for_cluster(&f, Counting { n: AtomicU64::new(0), ttl: 600 }).unwrap();
+        let client = kubeconfig::client_for_cluster(
+            &f,
+            Counting {
+                n: AtomicU64::new(0),
+                ttl: 600,
+            },
+        )
+        .unwrap();
         kubeconfig::verify_access(&client, &f).await.unwrap_err()
     });
     let msg = err.to_string();
     assert!(matches!(err, KubeconfigError::CaMismatch { .. }), "{msg}");
-    assert!(msg.contains("eks_cluster_certificate_authority_data") && msg.contains(&api.url()), "{msg}");
-    assert!(api.seen.lock().unwrap().is_empty(), "no request (and no token) reached an unverified server");
+    assert!(
+        msg.contains("eks_cluster_certificate_authority_data") && msg.contains(&api.url()),
+        "{msg}"
+    );
+    assert!(
+        api.seen.lock().unwrap().is_empty(),
+        "no request (and no token) reached an unverified server"
+    );
 }
 
 #[test]
@@ -124,15 +159,38 @@ fn malformed_ca_and_bad_endpoint_name_their_outputs() {
     let bogus = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     let f = facts(&api.url(), bogus);
     let err = rt().block_on(async {
-        kubeconfig::client_for_cluster(&f, Counting { n: AtomicU64::new(0), ttl: 600 }).err().unwrap().to_string()
+        kubeconfig::client_for_cluster(
+            &f,
+            Counting {
+                n: AtomicU64::new(0),
+                ttl: 600,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string()
     });
-    assert!(err.contains("eks_cluster_certificate_authority_data"), "{err}");
+    assert!(
+        err.contains("eks_cluster_certificate_authority_data"),
+        "{err}"
+    );
 
     // nothing listens there
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let f = facts(&format!("https://127.0.0.1:{port}"), &api.ca_pem);
     let err = rt().block_on(async {
-        let client = kubeconfig::client_for_cluster(&f, Counting { n: AtomicU64::new(0), ttl: 600 }).unwrap();
+        let client = kubeconfig::client_for_cluster(
+            &f,
+            Counting {
+                n: AtomicU64::new(0),
+                ttl: 600,
+            },
+        )
+        .unwrap();
         kubeconfig::verify_access(&client, &f).await.unwrap_err()
     });
     assert!(matches!(err, KubeconfigError::Unreachable { .. }), "{err}");
@@ -142,19 +200,36 @@ fn malformed_ca_and_bad_endpoint_name_their_outputs() {
     let mut f = facts(&api.url(), &api.ca_pem);
     f.endpoint = None;
     let err = rt().block_on(async {
-        kubeconfig::client_for_cluster(&f, Counting { n: AtomicU64::new(0), ttl: 600 }).err().unwrap().to_string()
+        kubeconfig::client_for_cluster(
+            &f,
+            Counting {
+                n: AtomicU64::new(0),
+                ttl: 600,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string()
     });
-    assert!(err.contains("endpoint") && err.contains("eks_cluster_endpoint"), "{err}");
+    assert!(
+        err.contains("endpoint") && err.contains("eks_cluster_endpoint"),
+        "{err}"
+    );
 }
 
 /// Accepts EKS tokens for cluster `shop-prod`: a presigned STS URL with the
 /// cluster header signed in.
 fn eks_token_for_shop_prod(token: &str) -> bool {
-    let Some(b64) = token.strip_prefix("k8s-aws-v1.") else { return false };
-    let Ok(url) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64) else { return false };
+    let Some(b64) = token.strip_prefix("k8s-aws-v1.") else {
+        return false;
+    };
+    let Ok(url) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64) else {
+        return false;
+    };
     let url = String::from_utf8_lossy(&url);
-    url.starts_with("https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&")
-        && url.contains("X-Amz-SignedHeaders=host%3Bx-k8s-aws-id")
+    url.starts_with(
+        "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&",
+    ) && url.contains("X-Amz-SignedHeaders=host%3Bx-k8s-aws-id")
 }
 
 #[test]
@@ -182,21 +257,49 @@ fn client_from_kubeconfig_with_an_exec_plugin_running_tendril_token() {
     let path = dir.path().join("config");
     let auth = kubeconfig::UserAuth::Exec {
         command: env!("CARGO_BIN_EXE_tendril").into(),
-        args: ["token", "eks", "--cluster", "shop-prod", "--region", "eu-west-1"].map(String::from).to_vec(),
+        args: [
+            "token",
+            "eks",
+            "--cluster",
+            "shop-prod",
+            "--region",
+            "eu-west-1",
+        ]
+        .map(String::from)
+        .to_vec(),
     };
     let mut kc = kubeconfig::kubeconfig_for_cluster(&f, "shop", &auth).unwrap();
     // the plugin's environment, as a CI job would have it
-    let exec = kc.auth_infos[0].auth_info.as_mut().unwrap().exec.as_mut().unwrap();
+    let exec = kc.auth_infos[0]
+        .auth_info
+        .as_mut()
+        .unwrap()
+        .exec
+        .as_mut()
+        .unwrap();
     exec.env = Some(vec![
-        [("name".to_string(), "AWS_ACCESS_KEY_ID".to_string()), ("value".to_string(), "AKIDEXAMPLE".to_string())].into(),
-        [("name".to_string(), "AWS_SECRET_ACCESS_KEY".to_string()), ("value".to_string(), "SECRET".to_string())].into(),
+        [
+            ("name".to_string(), "AWS_ACCESS_KEY_ID".to_string()),
+            ("value".to_string(), "AKIDEXAMPLE".to_string()),
+        ]
+        .into(),
+        [
+            ("name".to_string(), "AWS_SECRET_ACCESS_KEY".to_string()),
+            ("value".to_string(), "SECRET".to_string()),
+        ]
+        .into(),
     ]);
     kubeconfig::write_kubeconfig(&path, kc).unwrap();
     rt().block_on(async {
-        let client = kubeconfig::client_from_kubeconfig(&path, Some("shop")).await.unwrap();
+        let client = kubeconfig::client_from_kubeconfig(&path, Some("shop"))
+            .await
+            .unwrap();
         client.list_core_api_versions().await.unwrap();
     });
-    assert!(api.seen.lock().unwrap()[0].starts_with("k8s-aws-v1."), "kube-rs ran `tendril token eks`");
+    assert!(
+        api.seen.lock().unwrap()[0].starts_with("k8s-aws-v1."),
+        "kube-rs ran `tendril token eks`"
+    );
 }
 
 #[test]
@@ -208,12 +311,24 @@ fn client_from_kubeconfig_refuses_insecure_and_missing_files() {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: abc\ncurrent-context: c\n",
     )
     .unwrap();
-    let err = rt().block_on(kubeconfig::client_from_kubeconfig(&path, None)).err().unwrap().to_string();
+    let err = rt()
+        .block_on(kubeconfig::client_from_kubeconfig(&path, None))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("insecure-skip-tls-verify"), "{err}");
     let missing = dir.path().join("nope");
-    let err = rt().block_on(kubeconfig::client_from_kubeconfig(&missing, None)).err().unwrap().to_string();
+    let err = rt()
+        .block_on(kubeconfig::client_from_kubeconfig(&missing, None))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("nope"), "{err}");
-    let err = rt().block_on(kubeconfig::client_from_kubeconfig(&path, Some("other"))).err().unwrap().to_string();
+    let err = rt()
+        .block_on(kubeconfig::client_from_kubeconfig(&path, Some("other")))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("other"), "{err}");
 }
 
@@ -225,7 +340,9 @@ fn client_from_e2e_kubeconfig() {
         return;
     };
     let versions = rt().block_on(async {
-        let client = kubeconfig::client_from_kubeconfig(std::path::Path::new(&path), None).await.unwrap();
+        let client = kubeconfig::client_from_kubeconfig(std::path::Path::new(&path), None)
+            .await
+            .unwrap();
         client.list_core_api_versions().await.unwrap()
     });
     assert!(versions.versions.contains(&"v1".to_string()));
@@ -233,7 +350,11 @@ fn client_from_e2e_kubeconfig() {
 
 #[test]
 fn token_expiry_checks() {
-    let t = AccessToken { token: "x".to_string().into(), expires_at: jiff::Timestamp::try_from(SystemTime::now() + Duration::from_secs(100)).unwrap() };
+    let t = AccessToken {
+        token: "x".to_string().into(),
+        expires_at: jiff::Timestamp::try_from(SystemTime::now() + Duration::from_secs(100))
+            .unwrap(),
+    };
     assert!(t.expires_within(Duration::from_secs(120), jiff::Timestamp::now()));
     assert!(!t.expires_within(Duration::from_secs(60), jiff::Timestamp::now()));
 }

@@ -37,9 +37,15 @@ pub(crate) async fn send_json<T: DeserializeOwned>(
         url: display_url(url),
         message,
     };
-    let response = request.send().await.map_err(|e| transport(error_chain(&e)))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport(error_chain(&e)))?;
     let status = response.status();
-    let body = response.text().await.map_err(|e| transport(error_chain(&e)))?;
+    let body = response
+        .text()
+        .await
+        .map_err(|e| transport(error_chain(&e)))?;
     if !status.is_success() {
         return Err(CloudError::Refused {
             service,
