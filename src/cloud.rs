@@ -12,7 +12,7 @@
 pub mod aws;
 pub mod azure;
 pub mod gcp;
-mod http;
+pub(crate) mod http;
 
 use std::sync::Arc;
 use std::time::Duration;

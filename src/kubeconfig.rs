@@ -260,11 +260,25 @@ pub async fn client_from_kubeconfig(
     path: &Path,
     context: Option<&str>,
 ) -> Result<kube::Client, KubeconfigError> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).map_err(|e| KubeconfigError::Kubeconfig {
+            path: path.to_path_buf(),
+            reason: error_chain(&e),
+        })?;
+    client_from_kubeconfig_value(kubeconfig, context, path).await
+}
+
+/// A client for an in-memory kubeconfig (e.g. one fetched with
+/// [`aks::local_account_kubeconfig`]); `label` names it in errors.
+pub async fn client_from_kubeconfig_value(
+    kubeconfig: kube::config::Kubeconfig,
+    context: Option<&str>,
+    label: &Path,
+) -> Result<kube::Client, KubeconfigError> {
     let err = |reason: String| KubeconfigError::Kubeconfig {
-        path: path.to_path_buf(),
+        path: label.to_path_buf(),
         reason,
     };
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(error_chain(&e)))?;
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()

@@ -426,3 +426,104 @@ fn cli_token_gke_and_aks() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
 }
+
+#[test]
+fn gcp_workload_identity_from_job_parts() {
+    let google = GoogleEndpoints::start(3600);
+    let dir = tempfile::tempdir().unwrap();
+    let subject = write(dir.path(), "s.jwt", &google.subject_token(600));
+    let src = tendril::cloud::gcp::SubjectTokenSource {
+        file: Some(subject),
+        url: None,
+        headers: Default::default(),
+        format: None,
+    };
+    let cred = GcpCredentialSource::workload_identity(
+        &google.audience,
+        src.clone(),
+        Some(&google.sa_email),
+    )
+    .unwrap();
+    let GcpCredentialSource::ExternalAccount(mut ext) = cred else {
+        panic!("external account")
+    };
+    assert!(
+        ext.service_account_impersonation_url
+            .as_deref()
+            .unwrap()
+            .ends_with(
+                "/serviceAccounts/deployer@shop-prod.iam.gserviceaccount.com:generateAccessToken"
+            )
+    );
+    // point the real Google URLs at the local endpoints and exchange
+    ext.token_url = format!("{}/v1/token", google.url());
+    ext.service_account_impersonation_url = Some(format!(
+        "{}/v1/projects/-/serviceAccounts/{}:generateAccessToken",
+        google.url(),
+        google.sa_email
+    ));
+    let t = rt()
+        .block_on(
+            GcpTokenSource::new(GcpCredentialSource::ExternalAccount(ext))
+                .unwrap()
+                .fetch_token(),
+        )
+        .unwrap();
+    assert!(t.token.expose().starts_with("ya29.impersonated-"));
+    let err = GcpCredentialSource::workload_identity("projects/1/pools/x", src, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wif_config.audience"), "{err}");
+}
+
+#[test]
+fn aks_local_account_kubeconfig_through_arm() {
+    use tendril::kubeconfig::aks::{LocalAccount, local_account_kubeconfig};
+    let az = AzureEndpoints::start(3600);
+    *az.cluster_kubeconfig.lock().unwrap() = "apiVersion: v1\nkind: Config\nclusters:\n- name: shop-prod\n  cluster:\n    server: https://shop-prod.hcp.westeurope.azmk8s.io:443\ncontexts:\n- name: shop-prod\n  context:\n    cluster: shop-prod\n    user: clusterUser_shop-prod_shop-prod\nusers:\n- name: clusterUser_shop-prod_shop-prod\n  user:\n    token: local-account-token\ncurrent-context: shop-prod\n".to_string();
+    let id = identity(
+        &az,
+        AzureCredential::ClientSecret(az.client_secret.clone().into()),
+    );
+    let kc = rt()
+        .block_on(local_account_kubeconfig(
+            &id,
+            &az.cluster_id,
+            LocalAccount::User,
+            Some(&az.arm()),
+        ))
+        .unwrap();
+    assert_eq!(kc.current_context.as_deref(), Some("shop-prod"));
+    assert_eq!(
+        az.scopes.lock().unwrap().as_slice(),
+        ["https://management.azure.com/.default"]
+    );
+    // another cluster: ARM's 404 is passed on with the cluster ID
+    let other = az
+        .cluster_id
+        .replace("shop-prod/providers", "other/providers");
+    let err = rt()
+        .block_on(local_account_kubeconfig(
+            &id,
+            &other,
+            LocalAccount::Admin,
+            Some(&az.arm()),
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ResourceNotFound") && err.contains("listClusterAdminCredential"),
+        "{err}"
+    );
+    // not a resource ID at all
+    let err = rt()
+        .block_on(local_account_kubeconfig(
+            &id,
+            "shop-prod",
+            LocalAccount::User,
+            Some(&az.arm()),
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cluster_id"), "{err}");
+}

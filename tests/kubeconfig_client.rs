@@ -141,6 +141,7 @@ fn wrong_ca_is_an_error_naming_the_output() {
         kubeconfig::verify_access(&client, &f).await.unwrap_err()
     });
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(matches!(err, KubeconfigError::CaMismatch { .. }), "{msg}");
     assert!(
         msg.contains("eks_cluster_certificate_authority_data") && msg.contains(&api.url()),
@@ -193,6 +194,7 @@ fn malformed_ca_and_bad_endpoint_name_their_outputs() {
         .unwrap();
         kubeconfig::verify_access(&client, &f).await.unwrap_err()
     });
+    eprintln!("{err}");
     assert!(matches!(err, KubeconfigError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("eks_cluster_endpoint"), "{err}");
 

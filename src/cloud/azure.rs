@@ -30,6 +30,26 @@ pub enum AzureCredential {
     ClientSecret(Secret<String>),
 }
 
+impl AzureCredential {
+    /// The credential the environment gives: `AZURE_FEDERATED_TOKEN_FILE`
+    /// (workload identity) first, else `AZURE_CLIENT_SECRET`.
+    pub fn from_env() -> Result<Self, CloudError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (
+            env("AZURE_FEDERATED_TOKEN_FILE"),
+            env("AZURE_CLIENT_SECRET"),
+        ) {
+            (Some(file), _) => Ok(AzureCredential::FederatedTokenFile(file.into())),
+            (None, Some(secret)) => Ok(AzureCredential::ClientSecret(secret.into())),
+            _ => Err(CloudError::NoCredentials {
+                provider: "azure",
+                hint: "set AZURE_FEDERATED_TOKEN_FILE (workload identity) or AZURE_CLIENT_SECRET"
+                    .into(),
+            }),
+        }
+    }
+}
+
 /// An Azure identity: tenant, client and credential.
 #[derive(Clone, Debug)]
 pub struct AzureIdentity {

@@ -115,6 +115,42 @@ pub enum GcpCredentialSource {
 }
 
 impl GcpCredentialSource {
+    /// Workload identity federation from parts (as a job's `wif_config` gives
+    /// them): the pool provider `audience`, where the subject token comes
+    /// from, and the service account to impersonate, when there is one.
+    pub fn workload_identity(
+        audience: &str,
+        subject: SubjectTokenSource,
+        service_account_email: Option<&str>,
+    ) -> Result<Self, CloudError> {
+        if !audience.starts_with("//iam.googleapis.com/") {
+            return Err(CloudError::InvalidInput {
+                input: "wif_config.audience".into(),
+                reason: format!(
+                    "`{audience}` is not a pool provider; expected \
+                     //iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
+                ),
+            });
+        }
+        if subject.file.is_none() && subject.url.is_none() {
+            return Err(CloudError::InvalidInput {
+                input: "wif_config.credential_source".into(),
+                reason: "needs `file` or `url`".into(),
+            });
+        }
+        Ok(GcpCredentialSource::ExternalAccount(ExternalAccount {
+            audience: audience.to_string(),
+            subject_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+            token_url: DEFAULT_STS_URL.into(),
+            service_account_impersonation_url: service_account_email.map(|e| {
+                format!(
+                    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{e}:generateAccessToken"
+                )
+            }),
+            credential_source: subject,
+        }))
+    }
+
     /// Reads a credential file (as `GOOGLE_APPLICATION_CREDENTIALS` names it).
     pub fn from_file(path: &Path) -> Result<Self, CloudError> {
         let text = std::fs::read_to_string(path).map_err(|source| CloudError::ReadFile {

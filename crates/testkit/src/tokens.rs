@@ -117,6 +117,8 @@ pub struct Req {
     pub method: String,
     /// Path (no query).
     pub path: String,
+    /// Query string (may be empty).
+    pub query: String,
     /// Headers, lowercase names.
     pub headers: HashMap<String, String>,
     /// Body.
@@ -230,6 +232,7 @@ async fn handle(req: hyper::Request<Incoming>, handler: Handler) -> hyper::Respo
     let req = Req {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
         headers,
         body,
     };
@@ -537,7 +540,14 @@ pub struct AzureEndpoints {
     pub subject: String,
     /// Scopes of the tokens issued so far.
     pub scopes: Arc<Mutex<Vec<String>>>,
+    /// The AKS cluster the ARM API knows (resource ID).
+    pub cluster_id: String,
+    /// The kubeconfig ARM hands out for it (`listClusterUserCredential`).
+    pub cluster_kubeconfig: Arc<Mutex<String>>,
 }
+
+/// The ARM scope.
+pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
 impl AzureEndpoints {
     /// Starts the endpoint; tokens last `ttl` seconds.
@@ -549,6 +559,9 @@ impl AzureEndpoints {
         let subject = "system:serviceaccount:tendril:deployer".to_string();
         let scopes: Arc<Mutex<Vec<String>>> = Arc::default();
         let counter = Arc::new(AtomicU64::new(0));
+        let cluster_id = "/subscriptions/0b1c2d3e-0000-4000-8000-123456789abc/resourceGroups/shop-prod/providers/Microsoft.ContainerService/managedClusters/shop-prod".to_string();
+        let cluster_kubeconfig: Arc<Mutex<String>> = Arc::default();
+        let issued: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let handler: Handler = {
             let (tenant_id, client_id, client_secret, issuer, subject, scopes) = (
                 tenant_id.clone(),
@@ -558,7 +571,58 @@ impl AzureEndpoints {
                 subject.clone(),
                 scopes.clone(),
             );
+            let (cluster_id, cluster_kubeconfig) = (cluster_id.clone(), cluster_kubeconfig.clone());
             Arc::new(move |req: &Req| {
+                if req.path.starts_with("/subscriptions/") {
+                    let arm_error = |status: u16, code: &str, message: &str| {
+                        (status, json!({"error": {"code": code, "message": message}}))
+                    };
+                    let authorized = req.bearer().is_some_and(|b| {
+                        issued
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|(s, t)| s == ARM_SCOPE && t == b)
+                    });
+                    if !authorized {
+                        return arm_error(
+                            401,
+                            "InvalidAuthenticationToken",
+                            "The access token is invalid or not for https://management.azure.com.",
+                        );
+                    }
+                    if !req
+                        .query
+                        .split('&')
+                        .any(|kv| kv.starts_with("api-version=") && kv.len() > 12)
+                    {
+                        return arm_error(
+                            400,
+                            "MissingApiVersionParameter",
+                            "The api-version query parameter (?api-version=) is required for all requests.",
+                        );
+                    }
+                    let (id, kind) = match req.path.rsplit_once('/') {
+                        Some((id, "listClusterUserCredential")) => (id, "clusterUser"),
+                        Some((id, "listClusterAdminCredential")) => (id, "clusterAdmin"),
+                        _ => return arm_error(404, "NotFound", "unknown operation"),
+                    };
+                    if req.method != "POST" || !id.eq_ignore_ascii_case(&cluster_id) {
+                        return arm_error(
+                            404,
+                            "ResourceNotFound",
+                            "The Resource 'Microsoft.ContainerService/managedClusters' was not found.",
+                        );
+                    }
+                    let value = base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        cluster_kubeconfig.lock().unwrap().as_bytes(),
+                    );
+                    return (
+                        200,
+                        json!({"kubeconfigs": [{"name": kind, "value": value}]}),
+                    );
+                }
                 if req.method != "POST" || req.path != format!("/{tenant_id}/oauth2/v2.0/token") {
                     return oauth_error(400, "invalid_tenant", "AADSTS90002: Tenant not found.");
                 }
@@ -636,6 +700,10 @@ impl AzureEndpoints {
                 }
                 scopes.lock().unwrap().push(scope.to_string());
                 let token = format!("aad-{}", counter.fetch_add(1, Ordering::SeqCst));
+                issued
+                    .lock()
+                    .unwrap()
+                    .push((scope.to_string(), token.clone()));
                 (
                     200,
                     json!({"token_type": "Bearer", "expires_in": ttl, "ext_expires_in": ttl, "access_token": token}),
@@ -650,7 +718,14 @@ impl AzureEndpoints {
             issuer,
             subject,
             scopes,
+            cluster_id,
+            cluster_kubeconfig,
         }
+    }
+
+    /// The ARM endpoint (the same server), `http://127.0.0.1:PORT`.
+    pub fn arm(&self) -> String {
+        self.authority()
     }
 
     /// The authority host, `http://127.0.0.1:PORT`.
