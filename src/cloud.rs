@@ -12,7 +12,7 @@
 pub mod aws;
 pub mod azure;
 pub mod gcp;
-mod http;
+pub(crate) mod http;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,7 +138,11 @@ impl<S: TokenSource> CachedToken<S> {
 
     /// Caches `inner`'s tokens, refreshing `refresh_before` before expiry.
     pub fn with_refresh_before(inner: S, refresh_before: Duration) -> Self {
-        CachedToken { inner, refresh_before, cached: tokio::sync::Mutex::new(None) }
+        CachedToken {
+            inner,
+            refresh_before,
+            cached: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// The cached token when still fresh, else a new one.

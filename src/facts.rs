@@ -42,7 +42,9 @@ pub enum FactsError {
         reason: String,
     },
     /// The outputs document is not `terraform output -json`'s shape.
-    #[error("the Terraform outputs document is malformed: {0}; expected the JSON of `terraform output -json`")]
+    #[error(
+        "the Terraform outputs document is malformed: {0}; expected the JSON of `terraform output -json`"
+    )]
     Malformed(String),
     /// The mapping names an unknown fact key.
     #[error("unknown output mapping key `{0}`; known keys: {known}", known = FACT_KEYS.join(", "))]
@@ -177,7 +179,10 @@ impl OutputMapping {
                 (NETWORK_ID, "vpc_network_id"),
                 (DATABASE_NAME, "cloudsql_database_name"),
                 (DATABASE_WRITER_ENDPOINT, "cloudsql_private_ip_address"),
-                (DATABASE_READER_ENDPOINT, "cloudsql_replica_private_ip_address"),
+                (
+                    DATABASE_READER_ENDPOINT,
+                    "cloudsql_replica_private_ip_address",
+                ),
                 (DATABASE_SECRET, "cloudsql_credentials_secret_id"),
                 (CACHE_PRIMARY_ENDPOINT, "memorystore_host"),
                 (CACHE_READER_ENDPOINT, "memorystore_read_endpoint"),
@@ -201,7 +206,12 @@ impl OutputMapping {
                 (DNS_DOMAIN, "domain_name"),
             ],
         };
-        OutputMapping(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        OutputMapping(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     /// The defaults for `provider` with `overrides` (fact key → output name) on top.
@@ -237,7 +247,11 @@ impl Endpoint {
         if text.is_empty() {
             return Err("the endpoint is empty".into());
         }
-        let url = if text.contains("://") { text.to_string() } else { format!("https://{text}") };
+        let url = if text.contains("://") {
+            text.to_string()
+        } else {
+            format!("https://{text}")
+        };
         let rest = url.strip_prefix("https://").ok_or_else(|| {
             format!("`{text}` is not an https URL; the API server must be reached over TLS")
         })?;
@@ -276,9 +290,11 @@ impl CaBundle {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(compact.as_bytes())
                 .map_err(|e| format!("neither PEM nor base64 of PEM ({e})"))?;
-            String::from_utf8(bytes).map_err(|_| "base64 does not decode to PEM text".to_string())?
+            String::from_utf8(bytes)
+                .map_err(|_| "base64 does not decode to PEM text".to_string())?
         };
-        if !pem.contains("-----BEGIN CERTIFICATE-----") || !pem.contains("-----END CERTIFICATE-----")
+        if !pem.contains("-----BEGIN CERTIFICATE-----")
+            || !pem.contains("-----END CERTIFICATE-----")
         {
             return Err("no PEM CERTIFICATE block found".into());
         }
@@ -451,9 +467,9 @@ impl Outputs<'_> {
     fn string(&self, key: &str) -> Result<Option<String>, FactsError> {
         match self.value(key) {
             None => Ok(None),
-            Some(v) => scalar(v).map(Some).ok_or_else(|| {
-                self.invalid(key, format!("expected a string, found {}", kind(v)))
-            }),
+            Some(v) => scalar(v)
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, format!("expected a string, found {}", kind(v)))),
         }
     }
 
@@ -481,16 +497,22 @@ impl Outputs<'_> {
                     })
                 })
                 .collect(),
-            Some(v) => scalar(v)
-                .map(|s| vec![(None, s)])
-                .ok_or_else(|| self.invalid(key, format!("expected a string or a map of strings, found {}", kind(v)))),
+            Some(v) => scalar(v).map(|s| vec![(None, s)]).ok_or_else(|| {
+                self.invalid(
+                    key,
+                    format!("expected a string or a map of strings, found {}", kind(v)),
+                )
+            }),
         }
     }
 
     fn named_lookup(&self, key: &str, name: Option<&str>) -> Result<Option<String>, FactsError> {
         let items = self.named(key)?;
         Ok(match name {
-            Some(n) => items.into_iter().find(|(k, _)| k.as_deref() == Some(n)).map(|(_, v)| v),
+            Some(n) => items
+                .into_iter()
+                .find(|(k, _)| k.as_deref() == Some(n))
+                .map(|(_, v)| v),
             None => items.into_iter().find(|(k, _)| k.is_none()).map(|(_, v)| v),
         })
     }
@@ -528,9 +550,9 @@ impl InfraFacts {
         mapping: &OutputMapping,
     ) -> Result<Self, FactsError> {
         use keys::*;
-        let values = outputs
-            .as_object()
-            .ok_or_else(|| FactsError::Malformed(format!("the top level is {}, not an object", kind(outputs))))?;
+        let values = outputs.as_object().ok_or_else(|| {
+            FactsError::Malformed(format!("the top level is {}, not an object", kind(outputs)))
+        })?;
         let o = Outputs { values, mapping };
         let mut sources = BTreeMap::new();
         let mut note = |key: &str, present: bool| {
@@ -570,7 +592,9 @@ impl InfraFacts {
             databases.push(DatabaseFacts {
                 reader_endpoint: o.named_lookup(DATABASE_READER_ENDPOINT, name.as_deref())?,
                 credentials_secret: o.named_lookup(DATABASE_SECRET, name.as_deref())?,
-                name: name.or_else(|| db_name.clone()).unwrap_or_else(|| "default".into()),
+                name: name
+                    .or_else(|| db_name.clone())
+                    .unwrap_or_else(|| "default".into()),
                 writer_endpoint: writer,
             });
         }
@@ -587,7 +611,15 @@ impl InfraFacts {
         let dns = (zone.is_some() || domain.is_some()).then_some(DnsFacts { zone, domain });
 
         Ok(InfraFacts {
-            cluster: ClusterFacts { provider, name, endpoint, id, ca, region, sources },
+            cluster: ClusterFacts {
+                provider,
+                name,
+                endpoint,
+                id,
+                ca,
+                region,
+                sources,
+            },
             network,
             databases,
             caches,
@@ -599,10 +631,13 @@ impl InfraFacts {
     /// `gke_…`, `aks_…`); `None` when none or several match.
     pub fn detect_provider(outputs: &Value) -> Option<CloudProvider> {
         let map = outputs.as_object()?;
-        let found: Vec<CloudProvider> = [CloudProvider::Aws, CloudProvider::Gcp, CloudProvider::Azure]
-            .into_iter()
-            .filter(|p| map.contains_key(OutputMapping::defaults(*p).output(keys::CLUSTER_NAME)))
-            .collect();
+        let found: Vec<CloudProvider> =
+            [CloudProvider::Aws, CloudProvider::Gcp, CloudProvider::Azure]
+                .into_iter()
+                .filter(|p| {
+                    map.contains_key(OutputMapping::defaults(*p).output(keys::CLUSTER_NAME))
+                })
+                .collect();
         (found.len() == 1).then(|| found[0])
     }
 }
@@ -613,9 +648,14 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(Endpoint::parse_api_server("34.1.2.3").unwrap().as_str(), "https://34.1.2.3");
         assert_eq!(
-            Endpoint::parse_api_server("https://X.gr7.eu-west-1.eks.amazonaws.com/").unwrap().as_str(),
+            Endpoint::parse_api_server("34.1.2.3").unwrap().as_str(),
+            "https://34.1.2.3"
+        );
+        assert_eq!(
+            Endpoint::parse_api_server("https://X.gr7.eu-west-1.eks.amazonaws.com/")
+                .unwrap()
+                .as_str(),
             "https://X.gr7.eu-west-1.eks.amazonaws.com"
         );
         assert!(Endpoint::parse_api_server("http://insecure:8080").is_err());

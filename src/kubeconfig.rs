@@ -133,20 +133,29 @@ pub enum KubeconfigError {
 /// bearer token from `tokens`. Tokens are cached and replaced two minutes
 /// before they expire. Nothing is sent over the network here; call
 /// [`verify_access`] to check endpoint, CA and token at once.
+///
+/// Call it inside a Tokio runtime (kube-rs starts a worker task), and use the
+/// client in that same runtime.
 pub fn client_for_cluster(
     facts: &ClusterFacts,
     tokens: impl TokenSource + 'static,
 ) -> Result<kube::Client, KubeconfigError> {
-    let endpoint = facts.endpoint.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
-        cluster: facts.name.clone(),
-        what: "API server endpoint",
-        hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
-    })?;
-    let ca = facts.ca.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
-        cluster: facts.name.clone(),
-        what: "CA certificate",
-        hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
-    })?;
+    let endpoint = facts
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| KubeconfigError::MissingFact {
+            cluster: facts.name.clone(),
+            what: "API server endpoint",
+            hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
+        })?;
+    let ca = facts
+        .ca
+        .as_ref()
+        .ok_or_else(|| KubeconfigError::MissingFact {
+            cluster: facts.name.clone(),
+            what: "CA certificate",
+            hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
+        })?;
     let bad_endpoint = |reason: String| KubeconfigError::BadFact {
         source_name: facts.source_of(keys::CLUSTER_ENDPOINT),
         reason,
@@ -178,12 +187,12 @@ pub fn client_for_cluster(
     let https = config
         .rustls_https_connector_with_connector(http)
         .map_err(|e| bad_ca(format!("it is not a usable CA certificate ({e})")))?;
-    let hyper = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build::<_, kube::client::Body>(https);
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(https);
     let service = ServiceBuilder::new()
-        .layer(BearerLayer { tokens: Arc::new(CachedToken::new(tokens)) })
+        .layer(BearerLayer {
+            tokens: Arc::new(CachedToken::new(tokens)),
+        })
         .layer(config.base_uri_layer())
         .service(hyper);
     Ok(kube::client::ClientBuilder::new(service, config.default_namespace).build())
@@ -191,8 +200,15 @@ pub fn client_for_cluster(
 
 /// Checks endpoint, CA and token with one authenticated request (`GET /api`),
 /// turning failures into errors that name the output that was wrong.
-pub async fn verify_access(client: &kube::Client, facts: &ClusterFacts) -> Result<(), KubeconfigError> {
-    let endpoint = facts.endpoint.as_ref().map(|e| e.to_string()).unwrap_or_default();
+pub async fn verify_access(
+    client: &kube::Client,
+    facts: &ClusterFacts,
+) -> Result<(), KubeconfigError> {
+    let endpoint = facts
+        .endpoint
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     match client.list_core_api_versions().await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
@@ -244,8 +260,25 @@ pub async fn client_from_kubeconfig(
     path: &Path,
     context: Option<&str>,
 ) -> Result<kube::Client, KubeconfigError> {
-    let err = |reason: String| KubeconfigError::Kubeconfig { path: path.to_path_buf(), reason };
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(error_chain(&e)))?;
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).map_err(|e| KubeconfigError::Kubeconfig {
+            path: path.to_path_buf(),
+            reason: error_chain(&e),
+        })?;
+    client_from_kubeconfig_value(kubeconfig, context, path).await
+}
+
+/// A client for an in-memory kubeconfig (e.g. one fetched with
+/// [`aks::local_account_kubeconfig`]); `label` names it in errors.
+pub async fn client_from_kubeconfig_value(
+    kubeconfig: kube::config::Kubeconfig,
+    context: Option<&str>,
+    label: &Path,
+) -> Result<kube::Client, KubeconfigError> {
+    let err = |reason: String| KubeconfigError::Kubeconfig {
+        path: label.to_path_buf(),
+        reason,
+    };
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -271,7 +304,10 @@ struct BearerLayer {
 impl<S> Layer<S> for BearerLayer {
     type Service = Bearer<S>;
     fn layer(&self, inner: S) -> Bearer<S> {
-        Bearer { inner, tokens: self.tokens.clone() }
+        Bearer {
+            inner,
+            tokens: self.tokens.clone(),
+        }
     }
 }
 
@@ -305,7 +341,9 @@ where
         Box::pin(async move {
             let token = tokens.fetch().await?;
             let mut value = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
-                .map_err(|_| BoxError::from("the token has characters not allowed in an HTTP header"))?;
+                .map_err(|_| {
+                    BoxError::from("the token has characters not allowed in an HTTP header")
+                })?;
             value.set_sensitive(true);
             req.headers_mut().insert(AUTHORIZATION, value);
             inner.call(req).await.map_err(Into::into)

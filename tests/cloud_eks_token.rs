@@ -53,18 +53,31 @@ fn reference_token(creds: &Credentials, region: &str, cluster: &str, unix: u64) 
 }
 
 fn decode(token: &str) -> String {
-    let b64 = token.strip_prefix(eks::TOKEN_PREFIX).expect("k8s-aws-v1. prefix");
-    String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64).unwrap()).unwrap()
+    let b64 = token
+        .strip_prefix(eks::TOKEN_PREFIX)
+        .expect("k8s-aws-v1. prefix");
+    String::from_utf8(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn check(creds: Credentials, region: &str, cluster: &str, unix: u64) {
     let at = UNIX_EPOCH + Duration::from_secs(unix);
     let ours = eks::token(&creds, region, cluster, at).unwrap();
     let theirs = reference_token(&creds, region, cluster, unix);
-    assert_eq!(decode(ours.token.expose()), decode(&theirs), "presigned URLs differ");
+    assert_eq!(
+        decode(ours.token.expose()),
+        decode(&theirs),
+        "presigned URLs differ"
+    );
     assert_eq!(ours.token.expose(), &theirs, "tokens differ");
     let url = decode(&theirs);
-    assert!(url.starts_with(&format!("https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity")));
+    assert!(url.starts_with(&format!(
+        "https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity"
+    )));
     assert!(url.contains("X-Amz-Expires=60"));
     assert!(url.contains("X-Amz-SignedHeaders=host%3Bx-k8s-aws-id"));
     assert!(!ours.token.expose().ends_with('='));
@@ -74,7 +87,13 @@ fn check(creds: Credentials, region: &str, cluster: &str, unix: u64) {
 
 #[test]
 fn matches_aws_cli_with_static_credentials() {
-    let creds = Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None, None, "test");
+    let creds = Credentials::new(
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        None,
+        None,
+        "test",
+    );
     check(creds, "eu-west-1", "shop-prod", 1_767_323_045);
 }
 
@@ -93,18 +112,31 @@ fn matches_aws_cli_with_a_session_token_and_odd_cluster_name() {
 #[test]
 fn token_expiry_is_capped_by_the_credentials() {
     let at = SystemTime::now();
-    let creds = Credentials::new("AKID", "SECRET", Some("T".into()), Some(at + Duration::from_secs(300)), "test");
+    let creds = Credentials::new(
+        "AKID",
+        "SECRET",
+        Some("T".into()),
+        Some(at + Duration::from_secs(300)),
+        "test",
+    );
     let t = eks::token(&creds, "eu-west-1", "c", at).unwrap();
     let expiry = jiff::Timestamp::try_from(at + Duration::from_secs(300)).unwrap();
     assert_eq!(t.expires_at, expiry);
-    assert!(!format!("{t:?}").contains("k8s-aws-v1"), "Debug must not show the token");
+    assert!(
+        !format!("{t:?}").contains("k8s-aws-v1"),
+        "Debug must not show the token"
+    );
 }
 
 #[test]
 fn bad_region_and_cluster_are_refused() {
     let creds = Credentials::new("AKID", "SECRET", None, None, "test");
-    let err = eks::token(&creds, "EU WEST", "c", SystemTime::now()).unwrap_err().to_string();
+    let err = eks::token(&creds, "EU WEST", "c", SystemTime::now())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("region"), "{err}");
-    let err = eks::token(&creds, "eu-west-1", "", SystemTime::now()).unwrap_err().to_string();
+    let err = eks::token(&creds, "eu-west-1", "", SystemTime::now())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cluster"), "{err}");
 }

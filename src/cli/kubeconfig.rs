@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tendril::cloud::aws::{self, AwsCredentials, AwsOptions, AwsRole};
 use tendril::cloud::azure::{AzureCredential, AzureIdentity};
 use tendril::cloud::gcp::{GcpCredentialSource, GcpTokenSource};
-use tendril::facts::{ClusterFacts, CloudProvider, InfraFacts, OutputMapping};
+use tendril::facts::{CloudProvider, ClusterFacts, InfraFacts, OutputMapping};
 use tendril::kubeconfig::{UserAuth, aks, eks, kubeconfig_for_cluster, write_kubeconfig};
 
 /// Flags of `tendril kubeconfig`.
@@ -58,7 +58,10 @@ pub struct Args {
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error("cannot read facts file `{path}`: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("facts file `{path}` is neither JSON nor YAML: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error(
@@ -87,8 +90,10 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn load_cluster(args: &Args) -> Result<ClusterFacts, CliError> {
-    let text = std::fs::read_to_string(&args.facts)
-        .map_err(|source| CliError::Read { path: args.facts.clone(), source })?;
+    let text = std::fs::read_to_string(&args.facts).map_err(|source| CliError::Read {
+        path: args.facts.clone(),
+        source,
+    })?;
     let value: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(json_err) => serde_saphyr::from_str(&text).map_err(|yaml_err| CliError::Parse {
@@ -111,7 +116,9 @@ fn load_cluster(args: &Args) -> Result<ClusterFacts, CliError> {
     };
     let mut overrides = BTreeMap::new();
     for m in &args.map {
-        let (k, v) = m.split_once('=').ok_or_else(|| CliError::BadMap(m.clone()))?;
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| CliError::BadMap(m.clone()))?;
         overrides.insert(k.trim().to_string(), v.trim().to_string());
     }
     let mapping = OutputMapping::with_overrides(provider, &overrides)?;
@@ -119,7 +126,10 @@ fn load_cluster(args: &Args) -> Result<ClusterFacts, CliError> {
 }
 
 async fn aws_credentials(args: &Args, region: &str) -> Result<AwsCredentials, CliError> {
-    let options = AwsOptions { region: Some(region.to_string()), ..Default::default() };
+    let options = AwsOptions {
+        region: Some(region.to_string()),
+        ..Default::default()
+    };
     let mut creds = AwsCredentials::from_environment(&options).await?;
     if let Some(arn) = &args.role_arn {
         let role = AwsRole {
@@ -155,7 +165,13 @@ async fn write(args: Args) -> Result<String, CliError> {
                 eks::complete_from_describe(&mut cluster, &creds).await?;
                 aws_creds = Some(creds);
             }
-            exec_args.extend(["eks".into(), "--cluster".into(), cluster.name.clone(), "--region".into(), region]);
+            exec_args.extend([
+                "eks".into(),
+                "--cluster".into(),
+                cluster.name.clone(),
+                "--region".into(),
+                region,
+            ]);
             if let Some(arn) = &args.role_arn {
                 exec_args.extend(["--role-arn".into(), arn.clone()]);
             }
@@ -181,7 +197,10 @@ async fn write(args: Args) -> Result<String, CliError> {
             CloudProvider::Aws => {
                 let creds = match aws_creds {
                     Some(c) => c,
-                    None => aws_credentials(&args, cluster.region.as_deref().unwrap_or_default()).await?,
+                    None => {
+                        aws_credentials(&args, cluster.region.as_deref().unwrap_or_default())
+                            .await?
+                    }
                 };
                 let c = creds.credentials().await?;
                 eks::token(&c, creds.region(), &cluster.name, SystemTime::now())?
@@ -189,25 +208,34 @@ async fn write(args: Args) -> Result<String, CliError> {
             CloudProvider::Gcp => {
                 let path = match &args.gcp_credentials {
                     Some(p) => p.clone(),
-                    None => std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from).ok_or_else(|| {
-                        tendril::cloud::CloudError::NoCredentials {
+                    None => std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
+                        .map(PathBuf::from)
+                        .ok_or_else(|| tendril::cloud::CloudError::NoCredentials {
                             provider: "gcp",
-                            hint: "pass --gcp-credentials or set GOOGLE_APPLICATION_CREDENTIALS".into(),
-                        }
-                    })?,
+                            hint: "pass --gcp-credentials or set GOOGLE_APPLICATION_CREDENTIALS"
+                                .into(),
+                        })?,
                 };
-                GcpTokenSource::new(GcpCredentialSource::from_file(&path)?)?.fetch_token().await?
+                GcpTokenSource::new(GcpCredentialSource::from_file(&path)?)?
+                    .fetch_token()
+                    .await?
             }
             CloudProvider::Azure => azure_identity(&args)?.token(aks::AKS_SCOPE).await?,
         };
         UserAuth::Token(token.token)
     } else {
-        UserAuth::Exec { command: args.exec_command.clone(), args: exec_args }
+        UserAuth::Exec {
+            command: args.exec_command.clone(),
+            args: exec_args,
+        }
     };
-    let context = args.context.clone().unwrap_or_else(|| match (cluster.provider, &cluster.id) {
-        (CloudProvider::Aws, Some(arn)) if arn.starts_with("arn:") => arn.clone(),
-        _ => cluster.name.clone(),
-    });
+    let context = args
+        .context
+        .clone()
+        .unwrap_or_else(|| match (cluster.provider, &cluster.id) {
+            (CloudProvider::Aws, Some(arn)) if arn.starts_with("arn:") => arn.clone(),
+            _ => cluster.name.clone(),
+        });
     let kubeconfig = kubeconfig_for_cluster(&cluster, &context, &auth)?;
     write_kubeconfig(&args.output, kubeconfig)?;
     Ok(format!(
@@ -215,7 +243,11 @@ async fn write(args: Args) -> Result<String, CliError> {
         cluster.provider,
         cluster.name,
         args.output.display(),
-        if args.embed_token { " (embedded token: it expires; use the exec plugin for long use)" } else { "" }
+        if args.embed_token {
+            " (embedded token: it expires; use the exec plugin for long use)"
+        } else {
+            ""
+        }
     ))
 }
 
@@ -223,11 +255,25 @@ fn azure_identity(args: &Args) -> Result<AzureIdentity, CliError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let missing = |what: &str| tendril::cloud::CloudError::NoCredentials {
         provider: "azure",
-        hint: format!("pass --{what} or set AZURE_{}", what.replace('-', "_").to_uppercase()),
+        hint: format!(
+            "pass --{what} or set AZURE_{}",
+            what.replace('-', "_").to_uppercase()
+        ),
     };
-    let tenant_id = args.tenant_id.clone().or_else(|| env("AZURE_TENANT_ID")).ok_or_else(|| missing("tenant-id"))?;
-    let client_id = args.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")).ok_or_else(|| missing("client-id"))?;
-    let credential = match (env("AZURE_FEDERATED_TOKEN_FILE"), env("AZURE_CLIENT_SECRET")) {
+    let tenant_id = args
+        .tenant_id
+        .clone()
+        .or_else(|| env("AZURE_TENANT_ID"))
+        .ok_or_else(|| missing("tenant-id"))?;
+    let client_id = args
+        .client_id
+        .clone()
+        .or_else(|| env("AZURE_CLIENT_ID"))
+        .ok_or_else(|| missing("client-id"))?;
+    let credential = match (
+        env("AZURE_FEDERATED_TOKEN_FILE"),
+        env("AZURE_CLIENT_SECRET"),
+    ) {
         (Some(f), _) => AzureCredential::FederatedTokenFile(f.into()),
         (None, Some(s)) => AzureCredential::ClientSecret(s.into()),
         _ => {
@@ -238,5 +284,10 @@ fn azure_identity(args: &Args) -> Result<AzureIdentity, CliError> {
             .into());
         }
     };
-    Ok(AzureIdentity { tenant_id, client_id, credential, authority_host: env("AZURE_AUTHORITY_HOST") })
+    Ok(AzureIdentity {
+        tenant_id,
+        client_id,
+        credential,
+        authority_host: env("AZURE_AUTHORITY_HOST"),
+    })
 }

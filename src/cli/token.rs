@@ -97,9 +97,13 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn current_thread() -> Result<tokio::runtime::Runtime, CloudError> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
-        CloudError::InvalidInput { input: "runtime".into(), reason: e.to_string() }
-    })
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CloudError::InvalidInput {
+            input: "runtime".into(),
+            reason: e.to_string(),
+        })
 }
 
 fn eks_token(a: EksArgs) -> Result<AccessToken, CloudError> {
@@ -121,7 +125,11 @@ fn eks_token(a: EksArgs) -> Result<AccessToken, CloudError> {
             })
         })
         .transpose()?;
-    let options = AwsOptions { region: a.region.clone(), endpoint_url: a.endpoint_url.clone(), ..Default::default() };
+    let options = AwsOptions {
+        region: a.region.clone(),
+        endpoint_url: a.endpoint_url.clone(),
+        ..Default::default()
+    };
     current_thread()?.block_on(async {
         let mut creds = AwsCredentials::from_environment(&options).await?;
         if let Some(role) = &role {
@@ -135,7 +143,9 @@ fn eks_token(a: EksArgs) -> Result<AccessToken, CloudError> {
 fn gke_token(a: GkeArgs) -> Result<AccessToken, CloudError> {
     current_thread()?.block_on(async {
         let source = tendril::cloud::gcp::GcpCredentialSource::from_file(&a.credentials)?;
-        tendril::cloud::gcp::GcpTokenSource::new(source)?.fetch_token().await
+        tendril::cloud::gcp::GcpTokenSource::new(source)?
+            .fetch_token()
+            .await
     })
 }
 
@@ -160,9 +170,7 @@ fn aks_token(a: AksArgs) -> Result<AccessToken, CloudError> {
         credential,
         authority_host: a.authority_host,
     };
-    current_thread()?.block_on(async {
-        identity.token(tendril::kubeconfig::aks::AKS_SCOPE).await
-    })
+    current_thread()?.block_on(async { identity.token(tendril::kubeconfig::aks::AKS_SCOPE).await })
 }
 
 /// The ExecCredential JSON kubectl expects from an exec plugin. The API

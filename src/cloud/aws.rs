@@ -51,7 +51,9 @@ impl FromStr for RoleArn {
         };
         let parts: Vec<&str> = s.splitn(6, ':').collect();
         if parts.len() != 6 || parts[0] != "arn" {
-            return Err(bad("it must have six `:`-separated parts starting with `arn`"));
+            return Err(bad(
+                "it must have six `:`-separated parts starting with `arn`",
+            ));
         }
         if !parts[1].starts_with("aws") {
             return Err(bad("the partition must be aws, aws-cn, aws-us-gov, ..."));
@@ -70,7 +72,9 @@ impl FromStr for RoleArn {
         };
         let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c);
         if name.is_empty() || name.ends_with('/') || !name.chars().all(valid) {
-            return Err(bad("the role name is empty or has characters IAM does not allow"));
+            return Err(bad(
+                "the role name is empty or has characters IAM does not allow",
+            ));
         }
         Ok(RoleArn(s.to_string()))
     }
@@ -132,7 +136,13 @@ impl AwsRole {
 pub fn session_name(wanted: &str) -> String {
     let mut name: String = wanted
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     while name.len() < 2 {
@@ -203,7 +213,13 @@ pub fn region_from_env() -> Option<String> {
 pub fn env_credentials() -> Option<Credentials> {
     let key = env_nonempty("AWS_ACCESS_KEY_ID")?;
     let secret = env_nonempty("AWS_SECRET_ACCESS_KEY")?;
-    Some(Credentials::new(key, secret, env_nonempty("AWS_SESSION_TOKEN"), None, "env"))
+    Some(Credentials::new(
+        key,
+        secret,
+        env_nonempty("AWS_SESSION_TOKEN"),
+        None,
+        "env",
+    ))
 }
 
 impl AwsCredentials {
@@ -229,7 +245,11 @@ impl AwsCredentials {
         let Some(creds) = env_credentials() else {
             return Ok(None);
         };
-        let region = options.region.clone().or_else(region_from_env).ok_or_else(no_region)?;
+        let region = options
+            .region
+            .clone()
+            .or_else(region_from_env)
+            .ok_or_else(no_region)?;
         let mut options = options.clone();
         if options.endpoint_url.is_none() {
             options.endpoint_url = env_nonempty("AWS_ENDPOINT_URL");
@@ -255,19 +275,27 @@ impl AwsCredentials {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
-        let region = config.region().map(|r| r.to_string()).ok_or_else(no_region)?;
-        let source = config.credentials_provider().ok_or_else(|| CloudError::NoCredentials {
-            provider: "aws",
-            hint: "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a web identity \
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(no_region)?;
+        let source = config
+            .credentials_provider()
+            .ok_or_else(|| CloudError::NoCredentials {
+                provider: "aws",
+                hint: "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a web identity \
                    token, or run on a machine with an instance role"
-                .into(),
-        })?;
+                    .into(),
+            })?;
         let me = AwsCredentials {
             inner: Arc::new(Inner {
                 source,
                 cache: tokio::sync::Mutex::new(None),
                 region,
-                endpoint_url: options.endpoint_url.clone().or_else(|| env_nonempty("AWS_ENDPOINT_URL")),
+                endpoint_url: options
+                    .endpoint_url
+                    .clone()
+                    .or_else(|| env_nonempty("AWS_ENDPOINT_URL")),
                 refresh_before: options.refresh_before,
                 described_as: "the default credential chain".into(),
             }),
@@ -340,13 +368,16 @@ impl AwsCredentials {
                 return Ok(creds.clone());
             }
         }
-        let creds = self.inner.source.provide_credentials().await.map_err(|e| {
-            CloudError::Refused {
-                service: "AWS",
-                action: format!("credentials from {}", self.inner.described_as),
-                message: aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
-            }
-        })?;
+        let creds =
+            self.inner
+                .source
+                .provide_credentials()
+                .await
+                .map_err(|e| CloudError::Refused {
+                    service: "AWS",
+                    action: format!("credentials from {}", self.inner.described_as),
+                    message: aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
+                })?;
         *cache = Some(creds.clone());
         Ok(creds)
     }
@@ -370,17 +401,26 @@ impl AwsCredentials {
     pub async fn child_env(&self) -> Result<Vec<(String, Secret<String>)>, CloudError> {
         let creds = self.credentials().await?;
         let mut env = vec![
-            ("AWS_ACCESS_KEY_ID".to_string(), Secret::new(creds.access_key_id().to_string())),
+            (
+                "AWS_ACCESS_KEY_ID".to_string(),
+                Secret::new(creds.access_key_id().to_string()),
+            ),
             (
                 "AWS_SECRET_ACCESS_KEY".to_string(),
                 Secret::new(creds.secret_access_key().to_string()),
             ),
         ];
         if let Some(token) = creds.session_token() {
-            env.push(("AWS_SESSION_TOKEN".to_string(), Secret::new(token.to_string())));
+            env.push((
+                "AWS_SESSION_TOKEN".to_string(),
+                Secret::new(token.to_string()),
+            ));
         }
         env.push(("AWS_REGION".into(), Secret::new(self.inner.region.clone())));
-        env.push(("AWS_DEFAULT_REGION".into(), Secret::new(self.inner.region.clone())));
+        env.push((
+            "AWS_DEFAULT_REGION".into(),
+            Secret::new(self.inner.region.clone()),
+        ));
         Ok(env)
     }
 }
@@ -399,7 +439,9 @@ impl ProvideCredentials for AwsCredentials {
         Self: 'a,
     {
         provider::future::ProvideCredentials::new(async move {
-            self.credentials().await.map_err(CredentialsError::provider_error)
+            self.credentials()
+                .await
+                .map_err(CredentialsError::provider_error)
         })
     }
 }
@@ -410,8 +452,16 @@ mod tests {
 
     #[test]
     fn role_arns() {
-        assert!("arn:aws:iam::123456789012:role/Deployer".parse::<RoleArn>().is_ok());
-        assert!("arn:aws-cn:iam::123456789012:role/path/to/R_1".parse::<RoleArn>().is_ok());
+        assert!(
+            "arn:aws:iam::123456789012:role/Deployer"
+                .parse::<RoleArn>()
+                .is_ok()
+        );
+        assert!(
+            "arn:aws-cn:iam::123456789012:role/path/to/R_1"
+                .parse::<RoleArn>()
+                .is_ok()
+        );
         for bad in [
             "",
             "arn:aws:iam::12345:role/x",

@@ -30,6 +30,26 @@ pub enum AzureCredential {
     ClientSecret(Secret<String>),
 }
 
+impl AzureCredential {
+    /// The credential the environment gives: `AZURE_FEDERATED_TOKEN_FILE`
+    /// (workload identity) first, else `AZURE_CLIENT_SECRET`.
+    pub fn from_env() -> Result<Self, CloudError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (
+            env("AZURE_FEDERATED_TOKEN_FILE"),
+            env("AZURE_CLIENT_SECRET"),
+        ) {
+            (Some(file), _) => Ok(AzureCredential::FederatedTokenFile(file.into())),
+            (None, Some(secret)) => Ok(AzureCredential::ClientSecret(secret.into())),
+            _ => Err(CloudError::NoCredentials {
+                provider: "azure",
+                hint: "set AZURE_FEDERATED_TOKEN_FILE (workload identity) or AZURE_CLIENT_SECRET"
+                    .into(),
+            }),
+        }
+    }
+}
+
 /// An Azure identity: tenant, client and credential.
 #[derive(Clone, Debug)]
 pub struct AzureIdentity {
@@ -51,14 +71,24 @@ struct TokenAnswer {
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 impl AzureIdentity {
     /// The token endpoint for this tenant.
     pub fn token_url(&self) -> String {
-        let host = self.authority_host.as_deref().unwrap_or(DEFAULT_AUTHORITY_HOST);
-        format!("{}/{}/oauth2/v2.0/token", host.trim_end_matches('/'), self.tenant_id)
+        let host = self
+            .authority_host
+            .as_deref()
+            .unwrap_or(DEFAULT_AUTHORITY_HOST);
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            host.trim_end_matches('/'),
+            self.tenant_id
+        )
     }
 
     /// An Azure AD token for `scope` (e.g. `<app id>/.default`).
@@ -66,7 +96,10 @@ impl AzureIdentity {
         if !valid_id(&self.tenant_id) {
             return Err(CloudError::InvalidInput {
                 input: "tenant_id".into(),
-                reason: format!("`{}` is not a tenant ID (a GUID or a domain)", self.tenant_id),
+                reason: format!(
+                    "`{}` is not a tenant ID (a GUID or a domain)",
+                    self.tenant_id
+                ),
             });
         }
         if !valid_id(&self.client_id) {
@@ -83,11 +116,12 @@ impl AzureIdentity {
         ];
         match &self.credential {
             AzureCredential::FederatedTokenFile(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| CloudError::ReadFile {
-                    what: "Azure federated token file",
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| CloudError::ReadFile {
+                        what: "Azure federated token file",
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 secret = Secret::new(text.trim().to_string());
                 if secret.expose().is_empty() {
                     return Err(CloudError::InvalidInput {
@@ -103,14 +137,18 @@ impl AzureIdentity {
         let url = self.token_url();
         let answer: TokenAnswer = send_json(
             "Azure AD",
-            &format!("client credentials for {} in tenant {} (scope {scope})", self.client_id, self.tenant_id),
+            &format!(
+                "client credentials for {} in tenant {} (scope {scope})",
+                self.client_id, self.tenant_id
+            ),
             &url,
             client("Azure AD")?.post(&url).form(&form),
         )
         .await?;
         // Azure AD v2 answers a number; some endpoints a string of digits
         let expires_in = answer.expires_in.as_ref().and_then(|v| {
-            v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         });
         Ok(super::gcp::expiring_in(answer.access_token, expires_in))
     }
@@ -126,7 +164,10 @@ pub struct AzureTokenSource {
 impl AzureTokenSource {
     /// Tokens for `scope`.
     pub fn new(identity: AzureIdentity, scope: &str) -> Self {
-        AzureTokenSource { identity, scope: scope.to_string() }
+        AzureTokenSource {
+            identity,
+            scope: scope.to_string(),
+        }
     }
 }
 

@@ -115,6 +115,42 @@ pub enum GcpCredentialSource {
 }
 
 impl GcpCredentialSource {
+    /// Workload identity federation from parts (as a job's `wif_config` gives
+    /// them): the pool provider `audience`, where the subject token comes
+    /// from, and the service account to impersonate, when there is one.
+    pub fn workload_identity(
+        audience: &str,
+        subject: SubjectTokenSource,
+        service_account_email: Option<&str>,
+    ) -> Result<Self, CloudError> {
+        if !audience.starts_with("//iam.googleapis.com/") {
+            return Err(CloudError::InvalidInput {
+                input: "wif_config.audience".into(),
+                reason: format!(
+                    "`{audience}` is not a pool provider; expected \
+                     //iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
+                ),
+            });
+        }
+        if subject.file.is_none() && subject.url.is_none() {
+            return Err(CloudError::InvalidInput {
+                input: "wif_config.credential_source".into(),
+                reason: "needs `file` or `url`".into(),
+            });
+        }
+        Ok(GcpCredentialSource::ExternalAccount(ExternalAccount {
+            audience: audience.to_string(),
+            subject_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+            token_url: DEFAULT_STS_URL.into(),
+            service_account_impersonation_url: service_account_email.map(|e| {
+                format!(
+                    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{e}:generateAccessToken"
+                )
+            }),
+            credential_source: subject,
+        }))
+    }
+
     /// Reads a credential file (as `GOOGLE_APPLICATION_CREDENTIALS` names it).
     pub fn from_file(path: &Path) -> Result<Self, CloudError> {
         let text = std::fs::read_to_string(path).map_err(|source| CloudError::ReadFile {
@@ -218,12 +254,18 @@ impl GcpTokenSource {
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = key.private_key_id.clone();
-        let signing = |message: String| CloudError::Signing { what: "the service-account JWT", message };
+        let signing = |message: String| CloudError::Signing {
+            what: "the service-account JWT",
+            message,
+        };
         let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.expose().as_bytes())
             .map_err(|e| signing(format!("private_key is not an RSA PEM key ({e})")))?;
-        let assertion =
-            jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| signing(e.to_string()))?;
-        let form = [("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.as_str())];
+        let assertion = jsonwebtoken::encode(&header, &claims, &encoding)
+            .map_err(|e| signing(e.to_string()))?;
+        let form = [
+            ("grant_type", JWT_BEARER_GRANT),
+            ("assertion", assertion.as_str()),
+        ];
         let answer: OAuthToken = send_json(
             "Google OAuth2",
             &format!("JWT grant for {}", key.client_email),
@@ -273,15 +315,22 @@ impl GcpTokenSource {
         };
         let token = match &src.format {
             Some(f) if f.kind == "json" => {
-                let field = f.subject_token_field_name.as_deref().unwrap_or("access_token");
-                let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| CloudError::InvalidInput {
-                    input: "subject token".into(),
-                    reason: format!("format is json but the source is not JSON ({e})"),
-                })?;
-                v[field].as_str().map(str::to_string).ok_or_else(|| CloudError::InvalidInput {
-                    input: "subject token".into(),
-                    reason: format!("the JSON has no string field `{field}`"),
-                })?
+                let field = f
+                    .subject_token_field_name
+                    .as_deref()
+                    .unwrap_or("access_token");
+                let v: serde_json::Value =
+                    serde_json::from_str(&raw).map_err(|e| CloudError::InvalidInput {
+                        input: "subject token".into(),
+                        reason: format!("format is json but the source is not JSON ({e})"),
+                    })?;
+                v[field]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| CloudError::InvalidInput {
+                        input: "subject token".into(),
+                        reason: format!("the JSON has no string field `{field}`"),
+                    })?
             }
             _ => raw.trim().to_string(),
         };
@@ -319,15 +368,28 @@ impl GcpTokenSource {
             "Google IAM Credentials",
             "generateAccessToken (service account impersonation)",
             url,
-            self.http.post(url).bearer_auth(federated.access_token.expose()).json(&body),
+            self.http
+                .post(url)
+                .bearer_auth(federated.access_token.expose())
+                .json(&body),
         )
         .await?;
-        let expires_at: Timestamp = answer.expire_time.parse().map_err(|e| CloudError::Transport {
-            service: "Google IAM Credentials",
-            url: super::http::display_url(url),
-            message: format!("expireTime `{}` is not a timestamp ({e})", answer.expire_time),
-        })?;
-        Ok(AccessToken { token: answer.access_token, expires_at })
+        let expires_at: Timestamp =
+            answer
+                .expire_time
+                .parse()
+                .map_err(|e| CloudError::Transport {
+                    service: "Google IAM Credentials",
+                    url: super::http::display_url(url),
+                    message: format!(
+                        "expireTime `{}` is not a timestamp ({e})",
+                        answer.expire_time
+                    ),
+                })?;
+        Ok(AccessToken {
+            token: answer.access_token,
+            expires_at,
+        })
     }
 }
 

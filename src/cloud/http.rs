@@ -37,9 +37,15 @@ pub(crate) async fn send_json<T: DeserializeOwned>(
         url: display_url(url),
         message,
     };
-    let response = request.send().await.map_err(|e| transport(error_chain(&e)))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport(error_chain(&e)))?;
     let status = response.status();
-    let body = response.text().await.map_err(|e| transport(error_chain(&e)))?;
+    let body = response
+        .text()
+        .await
+        .map_err(|e| transport(error_chain(&e)))?;
     if !status.is_success() {
         return Err(CloudError::Refused {
             service,
@@ -75,6 +81,10 @@ fn error_message(body: &str) -> String {
     match &v["error"] {
         serde_json::Value::String(code) => parts.push(code.clone()),
         serde_json::Value::Object(o) => {
+            // ARM: {"code": "ResourceNotFound", "message": ...}
+            if let Some(c) = o.get("code").and_then(|c| c.as_str()) {
+                parts.push(c.to_string());
+            }
             if let Some(m) = o.get("message").and_then(|m| m.as_str()) {
                 parts.push(m.to_string());
             }

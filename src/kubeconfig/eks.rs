@@ -36,7 +36,11 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 60);
 pub const CLUSTER_ID_HEADER: &str = "x-k8s-aws-id";
 
 /// Characters botocore leaves unescaped in query strings (RFC 3986 unreserved).
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The regional STS host for a region (`sts.<region>.amazonaws.com`, `.com.cn` in China).
 pub fn sts_host(region: &str) -> String {
@@ -50,7 +54,9 @@ pub fn sts_host(region: &str) -> String {
 fn valid_region(region: &str) -> bool {
     !region.is_empty()
         && region.len() <= 32
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The presigned STS `GetCallerIdentity` URL for `cluster`, signed at `at`.
@@ -80,7 +86,10 @@ pub fn presigned_url(
     settings.signature_location = SignatureLocation::QueryParams;
     settings.expires_in = Some(PRESIGN_EXPIRES);
     let identity: Identity = credentials.clone().into();
-    let signing_err = |message: String| CloudError::Signing { what: "the EKS token", message };
+    let signing_err = |message: String| CloudError::Signing {
+        what: "the EKS token",
+        message,
+    };
     let params = SigningParams::builder()
         .identity(&identity)
         .region(region)
@@ -90,9 +99,8 @@ pub fn presigned_url(
         .build()
         .map_err(|e| signing_err(e.to_string()))?;
     let headers = [("host", host.as_str()), (CLUSTER_ID_HEADER, cluster)];
-    let request =
-        SignableRequest::new("GET", &base, headers.into_iter(), SignableBody::Bytes(&[]))
-            .map_err(|e| signing_err(e.to_string()))?;
+    let request = SignableRequest::new("GET", &base, headers.into_iter(), SignableBody::Bytes(&[]))
+        .map_err(|e| signing_err(e.to_string()))?;
     let (instructions, _) = sign(request, &params.into())
         .map_err(|e| signing_err(e.to_string()))?
         .into_parts();
@@ -147,7 +155,10 @@ pub fn token(
         what: "the EKS token",
         message: format!("expiry out of range ({e})"),
     })?;
-    Ok(AccessToken { token: Secret::new(token), expires_at })
+    Ok(AccessToken {
+        token: Secret::new(token),
+        expires_at,
+    })
 }
 
 /// A [`TokenSource`] of EKS tokens for one cluster, signed with refreshing
@@ -162,7 +173,11 @@ pub struct EksTokenSource {
 impl EksTokenSource {
     /// Tokens for `cluster` in `region` (the STS region used for signing).
     pub fn new(credentials: AwsCredentials, cluster: &str, region: &str) -> Self {
-        EksTokenSource { credentials, cluster: cluster.to_string(), region: region.to_string() }
+        EksTokenSource {
+            credentials,
+            cluster: cluster.to_string(),
+            region: region.to_string(),
+        }
     }
 }
 
@@ -187,9 +202,14 @@ pub async fn complete_from_describe(
     if facts.endpoint.is_some() && facts.ca.is_some() {
         return Ok(());
     }
-    let region = facts.aws_region().unwrap_or_else(|| credentials.region().to_string());
+    let region = facts
+        .aws_region()
+        .unwrap_or_else(|| credentials.region().to_string());
     let conf = credentials.sdk_config().await;
-    let conf = conf.into_builder().region(aws_config::Region::new(region.clone())).build();
+    let conf = conf
+        .into_builder()
+        .region(aws_config::Region::new(region.clone()))
+        .build();
     let client = aws_sdk_eks::Client::new(&conf);
     let describe_err = |message: String| KubeconfigError::Describe {
         cluster: facts.name.clone(),
@@ -202,26 +222,34 @@ pub async fn complete_from_describe(
         .send()
         .await
         .map_err(|e| describe_err(aws_sdk_eks::error::DisplayErrorContext(&e).to_string()))?;
-    let cluster = out.cluster.ok_or_else(|| describe_err("the answer has no cluster".into()))?;
+    let cluster = out
+        .cluster
+        .ok_or_else(|| describe_err("the answer has no cluster".into()))?;
     let bad = |reason: String| KubeconfigError::BadFact {
         source_name: format!("EKS DescribeCluster `{}`", facts.name),
         reason,
     };
     if facts.endpoint.is_none() {
-        let endpoint = cluster
-            .endpoint
-            .as_deref()
-            .ok_or_else(|| describe_err("the cluster has no endpoint yet (is it still creating?)".into()))?;
+        let endpoint = cluster.endpoint.as_deref().ok_or_else(|| {
+            describe_err("the cluster has no endpoint yet (is it still creating?)".into())
+        })?;
         facts.endpoint = Some(Endpoint::parse_api_server(endpoint).map_err(bad)?);
-        facts.sources.insert(keys::CLUSTER_ENDPOINT.into(), DESCRIBE_SOURCE.into());
+        facts
+            .sources
+            .insert(keys::CLUSTER_ENDPOINT.into(), DESCRIBE_SOURCE.into());
     }
     if facts.ca.is_none() {
         let data = cluster
             .certificate_authority
             .and_then(|c| c.data)
             .ok_or_else(|| describe_err("the cluster has no certificate authority data".into()))?;
-        facts.ca = Some(CaBundle::parse(&data).map_err(|r| bad(format!("its certificate authority data is unusable: {r}")))?);
-        facts.sources.insert(keys::CLUSTER_CA.into(), DESCRIBE_SOURCE.into());
+        facts.ca = Some(
+            CaBundle::parse(&data)
+                .map_err(|r| bad(format!("its certificate authority data is unusable: {r}")))?,
+        );
+        facts
+            .sources
+            .insert(keys::CLUSTER_CA.into(), DESCRIBE_SOURCE.into());
     }
     if facts.id.is_none() {
         facts.id = cluster.arn;

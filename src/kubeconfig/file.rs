@@ -33,16 +33,22 @@ pub fn kubeconfig_for_cluster(
     context: &str,
     auth: &UserAuth,
 ) -> Result<Kubeconfig, KubeconfigError> {
-    let endpoint = facts.endpoint.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
-        cluster: facts.name.clone(),
-        what: "API server endpoint",
-        hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
-    })?;
-    let ca = facts.ca.as_ref().ok_or_else(|| KubeconfigError::MissingFact {
-        cluster: facts.name.clone(),
-        what: "CA certificate",
-        hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
-    })?;
+    let endpoint = facts
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| KubeconfigError::MissingFact {
+            cluster: facts.name.clone(),
+            what: "API server endpoint",
+            hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
+        })?;
+    let ca = facts
+        .ca
+        .as_ref()
+        .ok_or_else(|| KubeconfigError::MissingFact {
+            cluster: facts.name.clone(),
+            what: "CA certificate",
+            hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
+        })?;
     let cluster = Cluster {
         server: Some(endpoint.to_string()),
         certificate_authority_data: Some(ca.base64()),
@@ -73,8 +79,16 @@ pub fn kubeconfig_for_cluster(
         },
     };
     Ok(Kubeconfig {
-        clusters: vec![NamedCluster { name: context.into(), cluster: Some(cluster), ..Default::default() }],
-        auth_infos: vec![NamedAuthInfo { name: context.into(), auth_info: Some(user), ..Default::default() }],
+        clusters: vec![NamedCluster {
+            name: context.into(),
+            cluster: Some(cluster),
+            ..Default::default()
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: context.into(),
+            auth_info: Some(user),
+            ..Default::default()
+        }],
         contexts: vec![NamedContext {
             name: context.into(),
             context: Some(Context {
@@ -128,15 +142,22 @@ pub fn write_kubeconfig(path: &Path, new: Kubeconfig) -> Result<(), KubeconfigEr
             ),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Kubeconfig::default(),
-        Err(source) => return Err(KubeconfigError::Write { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(KubeconfigError::Write {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     let merged = merge(existing, new);
     let yaml = serde_saphyr::to_string(&merged).map_err(|e| KubeconfigError::Kubeconfig {
         path: path.to_path_buf(),
         reason: format!("cannot serialize the kubeconfig: {e}"),
     })?;
-    atomic_write(path, yaml.as_bytes())
-        .map_err(|source| KubeconfigError::Write { path: path.to_path_buf(), source })
+    atomic_write(path, yaml.as_bytes()).map_err(|source| KubeconfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -144,7 +165,10 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tendril-{}.tmp", std::process::id()));
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();

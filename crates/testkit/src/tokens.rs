@@ -35,7 +35,10 @@ use tokio_rustls::rustls;
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// An RSA key pair, PEM.
@@ -51,7 +54,10 @@ impl RsaKey {
     /// A fresh 2048-bit key.
     pub fn generate() -> Self {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA key generation");
-        RsaKey { private_pem: kp.serialize_pem(), public_pem: kp.public_key_pem() }
+        RsaKey {
+            private_pem: kp.serialize_pem(),
+            public_pem: kp.public_key_pem(),
+        }
     }
 
     /// Signs claims as an RS256 JWT with an optional `kid`.
@@ -63,13 +69,16 @@ impl RsaKey {
     }
 
     fn verify(&self, token: &str, iss: &str, aud: &str) -> Result<Value, String> {
-        let key = DecodingKey::from_rsa_pem(self.public_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let key =
+            DecodingKey::from_rsa_pem(self.public_pem.as_bytes()).map_err(|e| e.to_string())?;
         let mut v = Validation::new(Algorithm::RS256);
         v.set_issuer(&[iss]);
         v.set_audience(&[aud]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         v.leeway = 0;
-        jsonwebtoken::decode::<Value>(token, &key, &v).map(|d| d.claims).map_err(|e| e.to_string())
+        jsonwebtoken::decode::<Value>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -86,13 +95,19 @@ pub struct Issuer {
 impl Issuer {
     /// A new issuer with a fresh key.
     pub fn new(iss: &str) -> Self {
-        Issuer { iss: iss.into(), key: RsaKey::generate() }
+        Issuer {
+            iss: iss.into(),
+            key: RsaKey::generate(),
+        }
     }
 
     /// A token for `sub` and `aud`, valid `ttl` seconds (negative: already expired).
     pub fn mint(&self, sub: &str, aud: &str, ttl: i64) -> String {
         let n = now();
-        self.key.sign(&json!({"iss": self.iss, "sub": sub, "aud": aud, "iat": n - 5, "exp": n + ttl}), None)
+        self.key.sign(
+            &json!({"iss": self.iss, "sub": sub, "aud": aud, "iat": n - 5, "exp": n + ttl}),
+            None,
+        )
     }
 }
 
@@ -102,6 +117,8 @@ pub struct Req {
     pub method: String,
     /// Path (no query).
     pub path: String,
+    /// Query string (may be empty).
+    pub query: String,
     /// Headers, lowercase names.
     pub headers: HashMap<String, String>,
     /// Body.
@@ -137,7 +154,10 @@ impl Server {
         let addr = listener.local_addr().expect("addr");
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -168,7 +188,11 @@ impl Server {
                 }
             });
         });
-        Server { addr, stop: Some(stop), thread: Some(thread) }
+        Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     /// The address.
@@ -190,13 +214,28 @@ impl Drop for Server {
 
 async fn handle(req: hyper::Request<Incoming>, handler: Handler) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let headers = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
-    let req = Req { method: parts.method.to_string(), path: parts.uri.path().to_string(), headers, body };
+    let req = Req {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers,
+        body,
+    };
     let (status, value) = handler(&req);
     hyper::Response::builder()
         .status(status)
@@ -206,7 +245,10 @@ async fn handle(req: hyper::Request<Incoming>, handler: Handler) -> hyper::Respo
 }
 
 fn oauth_error(status: u16, error: &str, description: &str) -> (u16, Value) {
-    (status, json!({"error": error, "error_description": description}))
+    (
+        status,
+        json!({"error": error, "error_description": description}),
+    )
 }
 
 /// Google's OAuth2, STS and IAM Credentials endpoints, for one service account
@@ -238,8 +280,14 @@ impl GoogleEndpoints {
         let counter = Arc::new(AtomicU64::new(0));
         let token_url: Arc<Mutex<String>> = Arc::default();
         let handler: Handler = {
-            let (sa_key, sa_email, issuer, audience, issued, token_url) =
-                (sa_key.clone(), sa_email.clone(), issuer.clone(), audience.clone(), issued.clone(), token_url.clone());
+            let (sa_key, sa_email, issuer, audience, issued, token_url) = (
+                sa_key.clone(),
+                sa_email.clone(),
+                issuer.clone(),
+                audience.clone(),
+                issued.clone(),
+                token_url.clone(),
+            );
             Arc::new(move |req: &Req| {
                 let give = |kind: &str| {
                     let t = format!("ya29.{kind}-{}", counter.fetch_add(1, Ordering::SeqCst));
@@ -251,69 +299,141 @@ impl GoogleEndpoints {
                 match (req.method.as_str(), req.path.as_str()) {
                     ("POST", "/token") => {
                         if field("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-                            return oauth_error(400, "unsupported_grant_type", "Invalid grant_type");
+                            return oauth_error(
+                                400,
+                                "unsupported_grant_type",
+                                "Invalid grant_type",
+                            );
                         }
                         let aud = token_url.lock().unwrap().clone();
                         let claims = match sa_key.verify(field("assertion"), &sa_email, &aud) {
                             Ok(c) => c,
-                            Err(e) => return oauth_error(400, "invalid_grant", &format!("Invalid JWT: {e}")),
+                            Err(e) => {
+                                return oauth_error(
+                                    400,
+                                    "invalid_grant",
+                                    &format!("Invalid JWT: {e}"),
+                                );
+                            }
                         };
                         let scope = claims["scope"].as_str().unwrap_or_default();
                         if !scope.split(' ').any(|s| s == CLOUD_PLATFORM) {
-                            return oauth_error(400, "invalid_scope", "Invalid OAuth scope or ID token audience provided.");
+                            return oauth_error(
+                                400,
+                                "invalid_scope",
+                                "Invalid OAuth scope or ID token audience provided.",
+                            );
                         }
                         let iat = claims["iat"].as_i64().unwrap_or(0);
                         let exp = claims["exp"].as_i64().unwrap_or(0);
                         if iat > now() + 60 || exp - iat > 3600 {
-                            return oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.");
+                            return oauth_error(
+                                400,
+                                "invalid_grant",
+                                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.",
+                            );
                         }
-                        (200, json!({"access_token": give("sa"), "expires_in": ttl, "token_type": "Bearer"}))
+                        (
+                            200,
+                            json!({"access_token": give("sa"), "expires_in": ttl, "token_type": "Bearer"}),
+                        )
                     }
                     ("POST", "/v1/token") => {
-                        if field("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" {
-                            return oauth_error(400, "invalid_request", "Invalid value for \"grant_type\".");
+                        if field("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange"
+                        {
+                            return oauth_error(
+                                400,
+                                "invalid_request",
+                                "Invalid value for \"grant_type\".",
+                            );
                         }
-                        if field("requested_token_type") != "urn:ietf:params:oauth:token-type:access_token" {
-                            return oauth_error(400, "invalid_request", "Invalid value for \"requested_token_type\".");
+                        if field("requested_token_type")
+                            != "urn:ietf:params:oauth:token-type:access_token"
+                        {
+                            return oauth_error(
+                                400,
+                                "invalid_request",
+                                "Invalid value for \"requested_token_type\".",
+                            );
                         }
                         if field("subject_token_type") != "urn:ietf:params:oauth:token-type:jwt" {
-                            return oauth_error(400, "invalid_request", "Invalid value for \"subject_token_type\".");
+                            return oauth_error(
+                                400,
+                                "invalid_request",
+                                "Invalid value for \"subject_token_type\".",
+                            );
                         }
                         if field("audience") != audience {
-                            return oauth_error(400, "invalid_target", "The target service indicated by the \"audience\" parameters is invalid.");
+                            return oauth_error(
+                                400,
+                                "invalid_target",
+                                "The target service indicated by the \"audience\" parameters is invalid.",
+                            );
                         }
                         if !field("scope").split(' ').any(|s| s == CLOUD_PLATFORM) {
                             return oauth_error(400, "invalid_scope", "Invalid scope.");
                         }
                         let allowed_aud = format!("https:{audience}");
-                        if let Err(e) = issuer.key.verify(field("subject_token"), &issuer.iss, &allowed_aud) {
-                            return oauth_error(400, "invalid_grant", &format!("The subject token is invalid: {e}"));
+                        if let Err(e) =
+                            issuer
+                                .key
+                                .verify(field("subject_token"), &issuer.iss, &allowed_aud)
+                        {
+                            return oauth_error(
+                                400,
+                                "invalid_grant",
+                                &format!("The subject token is invalid: {e}"),
+                            );
                         }
-                        (200, json!({
-                            "access_token": give("federated"),
-                            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-                            "token_type": "Bearer",
-                            "expires_in": ttl
-                        }))
+                        (
+                            200,
+                            json!({
+                                "access_token": give("federated"),
+                                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                                "token_type": "Bearer",
+                                "expires_in": ttl
+                            }),
+                        )
                     }
                     ("POST", path) if path.starts_with("/v1/projects/-/serviceAccounts/") => {
-                        let want = format!("/v1/projects/-/serviceAccounts/{sa_email}:generateAccessToken");
+                        let want = format!(
+                            "/v1/projects/-/serviceAccounts/{sa_email}:generateAccessToken"
+                        );
                         if path != want {
-                            return (404, json!({"error": {"code": 404, "message": "Not found; Gaia id not found for email", "status": "NOT_FOUND"}}));
+                            return (
+                                404,
+                                json!({"error": {"code": 404, "message": "Not found; Gaia id not found for email", "status": "NOT_FOUND"}}),
+                            );
                         }
                         let known = req.bearer().is_some_and(|b| {
-                            issued.lock().unwrap().iter().any(|(k, t)| k == "federated" && t == b)
+                            issued
+                                .lock()
+                                .unwrap()
+                                .iter()
+                                .any(|(k, t)| k == "federated" && t == b)
                         });
                         if !known {
-                            return (401, json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}));
+                            return (
+                                401,
+                                json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}),
+                            );
                         }
                         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                        let scopes: Vec<&str> = body["scope"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect()).unwrap_or_default();
+                        let scopes: Vec<&str> = body["scope"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                            .unwrap_or_default();
                         if !scopes.contains(&CLOUD_PLATFORM) {
-                            return (400, json!({"error": {"code": 400, "message": "Scope required.", "status": "INVALID_ARGUMENT"}}));
+                            return (
+                                400,
+                                json!({"error": {"code": 400, "message": "Scope required.", "status": "INVALID_ARGUMENT"}}),
+                            );
                         }
                         let expire = jiff_like_rfc3339(now() + ttl as i64);
-                        (200, json!({"accessToken": give("impersonated"), "expireTime": expire}))
+                        (
+                            200,
+                            json!({"accessToken": give("impersonated"), "expireTime": expire}),
+                        )
                     }
                     _ => (404, json!({"error": "not_found"})),
                 }
@@ -321,7 +441,14 @@ impl GoogleEndpoints {
         };
         let server = Server::start(None, handler);
         *token_url.lock().unwrap() = format!("http://{}/token", server.addr());
-        GoogleEndpoints { server, sa_key, sa_email, issuer, audience, issued }
+        GoogleEndpoints {
+            server,
+            sa_key,
+            sa_email,
+            issuer,
+            audience,
+            issued,
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -344,7 +471,11 @@ impl GoogleEndpoints {
     }
 
     /// An external_account configuration reading its subject token from `subject_file`.
-    pub fn external_account_json(&self, subject_file: &std::path::Path, impersonate: bool) -> String {
+    pub fn external_account_json(
+        &self,
+        subject_file: &std::path::Path,
+        impersonate: bool,
+    ) -> String {
         let mut v = json!({
             "type": "external_account",
             "audience": self.audience,
@@ -364,7 +495,11 @@ impl GoogleEndpoints {
 
     /// A subject token the provider accepts (audience `https:` + the provider name).
     pub fn subject_token(&self, ttl: i64) -> String {
-        self.issuer.mint("repo:acme/shop:ref:refs/heads/main", &format!("https:{}", self.audience), ttl)
+        self.issuer.mint(
+            "repo:acme/shop:ref:refs/heads/main",
+            &format!("https:{}", self.audience),
+            ttl,
+        )
     }
 }
 
@@ -382,7 +517,12 @@ fn jiff_like_rfc3339(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Azure AD's v2 token endpoint for one tenant and one app.
@@ -400,7 +540,14 @@ pub struct AzureEndpoints {
     pub subject: String,
     /// Scopes of the tokens issued so far.
     pub scopes: Arc<Mutex<Vec<String>>>,
+    /// The AKS cluster the ARM API knows (resource ID).
+    pub cluster_id: String,
+    /// The kubeconfig ARM hands out for it (`listClusterUserCredential`).
+    pub cluster_kubeconfig: Arc<Mutex<String>>,
 }
+
+/// The ARM scope.
+pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
 impl AzureEndpoints {
     /// Starts the endpoint; tokens last `ttl` seconds.
@@ -412,46 +559,173 @@ impl AzureEndpoints {
         let subject = "system:serviceaccount:tendril:deployer".to_string();
         let scopes: Arc<Mutex<Vec<String>>> = Arc::default();
         let counter = Arc::new(AtomicU64::new(0));
+        let cluster_id = "/subscriptions/0b1c2d3e-0000-4000-8000-123456789abc/resourceGroups/shop-prod/providers/Microsoft.ContainerService/managedClusters/shop-prod".to_string();
+        let cluster_kubeconfig: Arc<Mutex<String>> = Arc::default();
+        let issued: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let handler: Handler = {
-            let (tenant_id, client_id, client_secret, issuer, subject, scopes) =
-                (tenant_id.clone(), client_id.clone(), client_secret.clone(), issuer.clone(), subject.clone(), scopes.clone());
+            let (tenant_id, client_id, client_secret, issuer, subject, scopes) = (
+                tenant_id.clone(),
+                client_id.clone(),
+                client_secret.clone(),
+                issuer.clone(),
+                subject.clone(),
+                scopes.clone(),
+            );
+            let (cluster_id, cluster_kubeconfig) = (cluster_id.clone(), cluster_kubeconfig.clone());
             Arc::new(move |req: &Req| {
+                if req.path.starts_with("/subscriptions/") {
+                    let arm_error = |status: u16, code: &str, message: &str| {
+                        (status, json!({"error": {"code": code, "message": message}}))
+                    };
+                    let authorized = req.bearer().is_some_and(|b| {
+                        issued
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|(s, t)| s == ARM_SCOPE && t == b)
+                    });
+                    if !authorized {
+                        return arm_error(
+                            401,
+                            "InvalidAuthenticationToken",
+                            "The access token is invalid or not for https://management.azure.com.",
+                        );
+                    }
+                    if !req
+                        .query
+                        .split('&')
+                        .any(|kv| kv.starts_with("api-version=") && kv.len() > 12)
+                    {
+                        return arm_error(
+                            400,
+                            "MissingApiVersionParameter",
+                            "The api-version query parameter (?api-version=) is required for all requests.",
+                        );
+                    }
+                    let (id, kind) = match req.path.rsplit_once('/') {
+                        Some((id, "listClusterUserCredential")) => (id, "clusterUser"),
+                        Some((id, "listClusterAdminCredential")) => (id, "clusterAdmin"),
+                        _ => return arm_error(404, "NotFound", "unknown operation"),
+                    };
+                    if req.method != "POST" || !id.eq_ignore_ascii_case(&cluster_id) {
+                        return arm_error(
+                            404,
+                            "ResourceNotFound",
+                            "The Resource 'Microsoft.ContainerService/managedClusters' was not found.",
+                        );
+                    }
+                    let value = base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        cluster_kubeconfig.lock().unwrap().as_bytes(),
+                    );
+                    return (
+                        200,
+                        json!({"kubeconfigs": [{"name": kind, "value": value}]}),
+                    );
+                }
                 if req.method != "POST" || req.path != format!("/{tenant_id}/oauth2/v2.0/token") {
                     return oauth_error(400, "invalid_tenant", "AADSTS90002: Tenant not found.");
                 }
                 let f = req.form();
                 let field = |k: &str| f.get(k).map(String::as_str).unwrap_or_default();
                 if field("grant_type") != "client_credentials" {
-                    return oauth_error(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.");
+                    return oauth_error(
+                        400,
+                        "unsupported_grant_type",
+                        "AADSTS70003: The app requested an unsupported grant type.",
+                    );
                 }
                 if field("client_id") != client_id {
-                    return oauth_error(400, "unauthorized_client", "AADSTS700016: Application not found in the directory.");
+                    return oauth_error(
+                        400,
+                        "unauthorized_client",
+                        "AADSTS700016: Application not found in the directory.",
+                    );
                 }
                 let scope = field("scope");
                 if !scope.ends_with("/.default") || scope.contains(' ') {
-                    return oauth_error(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.");
+                    return oauth_error(
+                        400,
+                        "invalid_scope",
+                        "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.",
+                    );
                 }
                 match (f.get("client_secret"), f.get("client_assertion")) {
                     (Some(s), None) if *s == client_secret => {}
-                    (Some(_), None) => return oauth_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided."),
+                    (Some(_), None) => {
+                        return oauth_error(
+                            401,
+                            "invalid_client",
+                            "AADSTS7000215: Invalid client secret provided.",
+                        );
+                    }
                     (None, Some(a)) => {
-                        if field("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
-                            return oauth_error(400, "invalid_request", "AADSTS50027: client_assertion_type is invalid.");
+                        if field("client_assertion_type")
+                            != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                        {
+                            return oauth_error(
+                                400,
+                                "invalid_request",
+                                "AADSTS50027: client_assertion_type is invalid.",
+                            );
                         }
-                        match issuer.key.verify(a, &issuer.iss, "api://AzureADTokenExchange") {
+                        match issuer
+                            .key
+                            .verify(a, &issuer.iss, "api://AzureADTokenExchange")
+                        {
                             Ok(claims) if claims["sub"] == subject.as_str() => {}
-                            Ok(_) => return oauth_error(400, "invalid_client", "AADSTS70021: No matching federated identity record found for presented assertion subject."),
-                            Err(e) => return oauth_error(400, "invalid_client", &format!("AADSTS700024: Client assertion is not valid: {e}")),
+                            Ok(_) => {
+                                return oauth_error(
+                                    400,
+                                    "invalid_client",
+                                    "AADSTS70021: No matching federated identity record found for presented assertion subject.",
+                                );
+                            }
+                            Err(e) => {
+                                return oauth_error(
+                                    400,
+                                    "invalid_client",
+                                    &format!("AADSTS700024: Client assertion is not valid: {e}"),
+                                );
+                            }
                         }
                     }
-                    _ => return oauth_error(400, "invalid_request", "AADSTS7000218: The request body must contain client_assertion or client_secret."),
+                    _ => {
+                        return oauth_error(
+                            400,
+                            "invalid_request",
+                            "AADSTS7000218: The request body must contain client_assertion or client_secret.",
+                        );
+                    }
                 }
                 scopes.lock().unwrap().push(scope.to_string());
                 let token = format!("aad-{}", counter.fetch_add(1, Ordering::SeqCst));
-                (200, json!({"token_type": "Bearer", "expires_in": ttl, "ext_expires_in": ttl, "access_token": token}))
+                issued
+                    .lock()
+                    .unwrap()
+                    .push((scope.to_string(), token.clone()));
+                (
+                    200,
+                    json!({"token_type": "Bearer", "expires_in": ttl, "ext_expires_in": ttl, "access_token": token}),
+                )
             })
         };
-        AzureEndpoints { server: Server::start(None, handler), tenant_id, client_id, client_secret, issuer, subject, scopes }
+        AzureEndpoints {
+            server: Server::start(None, handler),
+            tenant_id,
+            client_id,
+            client_secret,
+            issuer,
+            subject,
+            scopes,
+            cluster_id,
+            cluster_kubeconfig,
+        }
+    }
+
+    /// The ARM endpoint (the same server), `http://127.0.0.1:PORT`.
+    pub fn arm(&self) -> String {
+        self.authority()
     }
 
     /// The authority host, `http://127.0.0.1:PORT`.
@@ -461,7 +735,8 @@ impl AzureEndpoints {
 
     /// A client assertion the federated credential accepts.
     pub fn assertion(&self, ttl: i64) -> String {
-        self.issuer.mint(&self.subject, "api://AzureADTokenExchange", ttl)
+        self.issuer
+            .mint(&self.subject, "api://AzureADTokenExchange", ttl)
     }
 }
 
@@ -479,11 +754,14 @@ impl TestCa {
         let ca_key = rcgen::KeyPair::generate().expect("key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tendril test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tendril test CA");
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
         let key = rcgen::KeyPair::generate().expect("key");
         let params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
         let cert = params.signed_by(&key, &ca).expect("server cert");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
@@ -493,7 +771,10 @@ impl TestCa {
             .with_no_client_auth()
             .with_single_cert(vec![cert.der().clone(), ca.der().clone()], key_der)
             .expect("server config");
-        TestCa { ca_pem: ca.pem(), server_config: Arc::new(config) }
+        TestCa {
+            ca_pem: ca.pem(),
+            server_config: Arc::new(config),
+        }
     }
 }
 
@@ -524,15 +805,28 @@ impl TlsApi {
                 let token = req.bearer().unwrap_or_default().to_string();
                 seen.lock().unwrap().push(token.clone());
                 if !accept(&token) {
-                    return (401, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}));
+                    return (
+                        401,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}),
+                    );
                 }
                 match req.path.as_str() {
-                    "/api" => (200, json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]})),
-                    _ => (404, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})),
+                    "/api" => (
+                        200,
+                        json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}),
+                    ),
+                    _ => (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404}),
+                    ),
                 }
             })
         };
-        TlsApi { server: Server::start(Some(ca.server_config.clone()), handler), ca_pem: ca.ca_pem, seen }
+        TlsApi {
+            server: Server::start(Some(ca.server_config.clone()), handler),
+            ca_pem: ca.ca_pem,
+            seen,
+        }
     }
 
     /// `https://127.0.0.1:PORT`.
