@@ -794,7 +794,7 @@ impl ResourceManager {
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(e) => return Err(e),
         }
-        let api = dyn_api(&self.client, ar, id.namespace.as_deref());
+        let api = watched_api(&self.client, ar, id.namespace.as_deref());
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", id.name));
         let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
         let mut present = false;
@@ -802,11 +802,11 @@ impl ResourceManager {
             match ev {
                 Ok(Event::Init) => present = false,
                 Ok(Event::InitApply(o)) | Ok(Event::Apply(o))
-                    if o.metadata.name.as_deref() == Some(&id.name) =>
+                    if o.meta.name.as_deref() == Some(&id.name) =>
                 {
                     present = true
                 }
-                Ok(Event::Delete(o)) if o.metadata.name.as_deref() == Some(&id.name) => {
+                Ok(Event::Delete(o)) if o.meta.name.as_deref() == Some(&id.name) => {
                     return Ok(());
                 }
                 Ok(Event::InitDone) if !present => return Ok(()),
@@ -839,7 +839,7 @@ impl ResourceManager {
         let watches = targets.iter().enumerate().map(|(k, t)| {
             let last = last.clone();
             async move {
-                let api = dyn_api(&self.client, &t.ar, t.id.namespace.as_deref());
+                let api = watched_api(&self.client, &t.ar, t.id.namespace.as_deref());
                 let cfg =
                     watcher::Config::default().fields(&format!("metadata.name={}", t.id.name));
                 let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
@@ -851,18 +851,17 @@ impl ResourceManager {
                             continue;
                         }
                         Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
-                            if o.metadata.name.as_deref() != Some(&t.id.name) {
+                            if o.meta.name.as_deref() != Some(&t.id.name) {
                                 continue;
                             }
                             seen = true;
-                            match serde_json::to_value(&o) {
-                                Ok(v) => readiness::readiness(&v, t.generation, &opts.readiness),
-                                Err(e) => {
-                                    Readiness::InProgress(format!("cannot read the object: {e}"))
-                                }
-                            }
+                            // List items carry no apiVersion/kind on a real server: use ours.
+                            let mut o = o;
+                            o.slim.api_version.clone_from(&t.ar.api_version);
+                            o.slim.kind.clone_from(&t.ar.kind);
+                            readiness::readiness(&o.into_value(), t.generation, &opts.readiness)
                         }
-                        Ok(Event::Delete(o)) if o.metadata.name.as_deref() == Some(&t.id.name) => {
+                        Ok(Event::Delete(o)) if o.meta.name.as_deref() == Some(&t.id.name) => {
                             Readiness::InProgress("the object was deleted".into())
                         }
                         Ok(Event::InitDone) if !seen => {
@@ -912,7 +911,7 @@ impl ResourceManager {
     }
 }
 
-fn dyn_api(client: &Client, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+fn watched_api(client: &Client, ar: &ApiResource, namespace: Option<&str>) -> Api<Watched> {
     match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
         None => Api::all_with(client.clone(), ar),
@@ -937,6 +936,61 @@ fn mark_skipped(report: &mut ApplyReport, later: &[Vec<usize>]) {
     }
 }
 
+/// A watched object: the slim view, as a kube [`Resource`] for the watcher.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(from = "Slim")]
+struct Watched {
+    slim: Slim,
+    /// Name, namespace and resourceVersion (the watcher resumes from it).
+    meta: kube::api::ObjectMeta,
+}
+
+impl From<Slim> for Watched {
+    fn from(slim: Slim) -> Self {
+        let meta = kube::api::ObjectMeta {
+            name: Some(slim.metadata.name.clone()),
+            namespace: slim.metadata.namespace.clone(),
+            resource_version: slim.metadata.resource_version.clone(),
+            generation: slim.metadata.generation,
+            ..Default::default()
+        };
+        Watched { slim, meta }
+    }
+}
+
+impl Watched {
+    fn into_value(self) -> Value {
+        self.slim.into_value()
+    }
+}
+
+impl Resource for Watched {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+    fn group(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+    fn version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+    fn api_version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+    fn plural(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        &mut self.meta
+    }
+}
+
 /// An object as read or returned by the server.
 enum Existing {
     /// Everything (dry runs compare whole objects).
@@ -947,7 +1001,7 @@ enum Existing {
 
 /// The parts of an object readiness rules and change detection read; the
 /// rest (a CRD's schema, managedFields, ...) is skipped while parsing.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default)]
 struct Slim {
     #[serde(rename = "apiVersion")]
@@ -958,16 +1012,17 @@ struct Slim {
     status: Value,
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct SlimMeta {
     name: String,
+    namespace: Option<String>,
     resource_version: Option<String>,
     generation: Option<i64>,
     deletion_timestamp: Option<String>,
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct SlimSpec {
     replicas: Option<i64>,
