@@ -1247,6 +1247,36 @@ mod tests {
     }
 
     #[test]
+    fn slim_view_keeps_what_readiness_needs() {
+        let full = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "n", "generation": 4, "resourceVersion": "77",
+                         "managedFields": [{"manager": "x", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+            "status": {"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}});
+        let slim: Slim = serde_json::from_value(full.clone()).unwrap();
+        assert_eq!(slim.metadata.resource_version.as_deref(), Some("77"));
+        let v = slim.into_value();
+        assert!(v.pointer("/metadata/managedFields").is_none());
+        assert!(v.pointer("/spec/template").is_none());
+        let o = ReadinessOptions::default();
+        assert_eq!(
+            readiness::readiness(&v, Some(4), &o),
+            readiness::readiness(&full, Some(4), &o)
+        );
+    }
+
+    #[test]
+    fn watched_list_items_without_kind_keep_resource_version() {
+        // List items from a real API server carry no apiVersion/kind.
+        let item = serde_json::json!({"metadata": {"name": "d", "resourceVersion": "9", "generation": 1},
+            "spec": {"replicas": 1}, "status": {"observedGeneration": 1}});
+        let w: Watched = serde_json::from_value(item).unwrap();
+        assert_eq!(w.meta.resource_version.as_deref(), Some("9"));
+        assert_eq!(w.meta.name.as_deref(), Some("d"));
+        assert_eq!(w.slim.kind, "");
+    }
+
+    #[test]
     fn crd_spec_gives_endpoint() {
         let crd = serde_json::json!({"spec": {"group": "example.com", "scope": "Namespaced",
             "names": {"kind": "Widget", "plural": "widgets"},
