@@ -198,6 +198,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; a `cargo test` run of this target does nothing.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
     let Some(bundle) = find_bundle() else {
         eprintln!("apply bench: no bundle (set TENDRIL_BENCH_BUNDLE); skipped");
         return;
