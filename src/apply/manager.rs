@@ -453,15 +453,15 @@ impl ResourceManager {
                 let done = self
                     .wait_targets(&gates, &state, deadline, opts, progress)
                     .await;
-                let mut trouble = None;
+                let mut trouble = false;
+                let mut is_failure = false;
                 for (t, r) in gates.iter().zip(done) {
                     report.objects[t.index].status = to_status(&r);
-                    if !r.is_ready() {
-                        trouble = Some(r.is_failed());
-                    }
+                    trouble |= !r.is_ready();
+                    is_failure |= r.is_failed();
                     state[t.index] = Some(r);
                 }
-                if let Some(is_failure) = trouble {
+                if trouble {
                     mark_skipped(&mut report, &plan.waves[w + 1..]);
                     self.add_diagnostics(&mut report, &resolved).await;
                     report.apply_millis = started.elapsed().as_millis() as u64;
@@ -479,10 +479,10 @@ impl ResourceManager {
             }
             // New CRDs are established: later discovery must see them.
             for &i in wave {
-                if let Some((g, _)) = &defines[i] {
-                    if let Ok(mut cache) = self.discovery.lock() {
-                        cache.retain(|k, _| !k.starts_with(&format!("{g}/")));
-                    }
+                if let Some((g, _)) = &defines[i]
+                    && let Ok(mut cache) = self.discovery.lock()
+                {
+                    cache.retain(|k, _| !k.starts_with(&format!("{g}/")));
                 }
             }
         }
@@ -576,10 +576,16 @@ impl ResourceManager {
             field_validation: None,
         };
         // What is there now: its resourceVersion (the whole object in a dry run).
-        let before = if opts.dry_run {
-            self.get(&request, &id.name, false).await
+        // Outside a dry run only a slim view of objects is kept (no spec of a
+        // CRD, no managedFields): big objects cost no memory beyond parsing.
+        let before: Result<Option<Existing>, kube::Error> = if opts.dry_run {
+            self.get::<Value>(&request, &id.name, false)
+                .await
+                .map(|o| o.map(Existing::Full))
         } else {
-            self.get(&request, &id.name, true).await
+            self.get::<Slim>(&request, &id.name, true)
+                .await
+                .map(|o| o.map(|s| Existing::Slim(Box::new(s))))
         };
         let before = match before {
             Ok(b) => b,
@@ -597,15 +603,19 @@ impl ResourceManager {
                 force: false,
                 ..params.clone()
             };
-            if let Err(kube::Error::Api(s)) =
-                self.patch(&request, &id.name, &unforced, object).await
+            if let Err(kube::Error::Api(s)) = self
+                .patch::<serde::de::IgnoredAny>(&request, &id.name, &unforced, object)
+                .await
                 && s.code == 409
             {
                 conflicts = parse_conflicts(&s);
             }
         }
         let mut recreated = false;
-        let result = match self.patch(&request, &id.name, &params, object).await {
+        let result = match self
+            .patch_any(&request, &id.name, &params, object, opts.dry_run)
+            .await
+        {
             Err(kube::Error::Api(s))
                 if s.code == 422 && is_immutable(&s) && opts.recreate_immutable =>
             {
@@ -625,7 +635,10 @@ impl ResourceManager {
                     };
                 }
                 match self.delete_and_wait(&request, id, ar).await {
-                    Ok(()) => self.patch(&request, &id.name, &params, object).await,
+                    Ok(()) => {
+                        self.patch_any(&request, &id.name, &params, object, false)
+                            .await
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -661,26 +674,43 @@ impl ResourceManager {
                 return Applied::failed(format!("the server rejected it: {}", api_error_text(&e)));
             }
         };
-        let generation = after
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64);
-        let action = match before {
-            _ if recreated => Action::Recreated,
-            None => Action::Created,
-            Some(mut before) => {
-                let same = if opts.dry_run {
-                    let mut after = after.clone();
-                    strip_volatile(&mut before);
-                    strip_volatile(&mut after);
-                    before == after
-                } else {
-                    rv(&before).is_some() && rv(&before) == rv(&after)
+        let (generation, action, live) = match (before, after) {
+            (before, Existing::Full(mut after)) => {
+                let generation = after
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64);
+                let action = match before {
+                    _ if recreated => Action::Recreated,
+                    None => Action::Created,
+                    Some(Existing::Full(mut before)) => {
+                        strip_volatile(&mut before);
+                        strip_volatile(&mut after);
+                        if before == after {
+                            Action::Unchanged
+                        } else {
+                            Action::Configured
+                        }
+                    }
+                    Some(Existing::Slim(_)) => Action::Configured,
                 };
-                if same {
-                    Action::Unchanged
-                } else {
-                    Action::Configured
-                }
+                (generation, action, None)
+            }
+            (before, Existing::Slim(after)) => {
+                let generation = after.metadata.generation;
+                let action = match before {
+                    _ if recreated => Action::Recreated,
+                    None => Action::Created,
+                    Some(Existing::Slim(before)) => {
+                        let old = before.metadata.resource_version;
+                        if old.is_some() && old == after.metadata.resource_version {
+                            Action::Unchanged
+                        } else {
+                            Action::Configured
+                        }
+                    }
+                    Some(Existing::Full(_)) => Action::Configured,
+                };
+                (generation, action, Some(after.into_value()))
             }
         };
         Applied {
@@ -689,16 +719,36 @@ impl ResourceManager {
             conflicts,
             note: None,
             generation,
-            live: if opts.dry_run { None } else { Some(after) },
+            live,
         }
     }
 
-    async fn get(
+    /// Applies and parses the answer fully (dry run: for comparison) or slimly.
+    async fn patch_any(
+        &self,
+        request: &Request,
+        name: &str,
+        params: &PatchParams,
+        object: &Value,
+        full: bool,
+    ) -> Result<Existing, kube::Error> {
+        if full {
+            self.patch::<Value>(request, name, params, object)
+                .await
+                .map(Existing::Full)
+        } else {
+            self.patch::<Slim>(request, name, params, object)
+                .await
+                .map(|s| Existing::Slim(Box::new(s)))
+        }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
         &self,
         request: &Request,
         name: &str,
         metadata_only: bool,
-    ) -> Result<Option<Value>, kube::Error> {
+    ) -> Result<Option<T>, kube::Error> {
         let gp = GetParams::default();
         let req = if metadata_only {
             request.get_metadata(name, &gp)
@@ -706,24 +756,24 @@ impl ResourceManager {
             request.get(name, &gp)
         }
         .map_err(kube::Error::BuildRequest)?;
-        match self.client.request::<Value>(req).await {
+        match self.client.request::<T>(req).await {
             Ok(v) => Ok(Some(v)),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn patch(
+    async fn patch<T: serde::de::DeserializeOwned>(
         &self,
         request: &Request,
         name: &str,
         params: &PatchParams,
         object: &Value,
-    ) -> Result<Value, kube::Error> {
+    ) -> Result<T, kube::Error> {
         let req = request
             .patch(name, params, &Patch::Apply(object))
             .map_err(kube::Error::BuildRequest)?;
-        self.client.request::<Value>(req).await
+        self.client.request::<T>(req).await
     }
 
     async fn delete_and_wait(
@@ -744,7 +794,7 @@ impl ResourceManager {
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(e) => return Err(e),
         }
-        let api = dyn_api(&self.client, ar, id.namespace.as_deref());
+        let api = watched_api(&self.client, ar, id.namespace.as_deref());
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", id.name));
         let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
         let mut present = false;
@@ -752,11 +802,11 @@ impl ResourceManager {
             match ev {
                 Ok(Event::Init) => present = false,
                 Ok(Event::InitApply(o)) | Ok(Event::Apply(o))
-                    if o.metadata.name.as_deref() == Some(&id.name) =>
+                    if o.meta.name.as_deref() == Some(&id.name) =>
                 {
                     present = true
                 }
-                Ok(Event::Delete(o)) if o.metadata.name.as_deref() == Some(&id.name) => {
+                Ok(Event::Delete(o)) if o.meta.name.as_deref() == Some(&id.name) => {
                     return Ok(());
                 }
                 Ok(Event::InitDone) if !present => return Ok(()),
@@ -789,7 +839,7 @@ impl ResourceManager {
         let watches = targets.iter().enumerate().map(|(k, t)| {
             let last = last.clone();
             async move {
-                let api = dyn_api(&self.client, &t.ar, t.id.namespace.as_deref());
+                let api = watched_api(&self.client, &t.ar, t.id.namespace.as_deref());
                 let cfg =
                     watcher::Config::default().fields(&format!("metadata.name={}", t.id.name));
                 let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
@@ -801,18 +851,17 @@ impl ResourceManager {
                             continue;
                         }
                         Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
-                            if o.metadata.name.as_deref() != Some(&t.id.name) {
+                            if o.meta.name.as_deref() != Some(&t.id.name) {
                                 continue;
                             }
                             seen = true;
-                            match serde_json::to_value(&o) {
-                                Ok(v) => readiness::readiness(&v, t.generation, &opts.readiness),
-                                Err(e) => {
-                                    Readiness::InProgress(format!("cannot read the object: {e}"))
-                                }
-                            }
+                            // List items carry no apiVersion/kind on a real server: use ours.
+                            let mut o = o;
+                            o.slim.api_version.clone_from(&t.ar.api_version);
+                            o.slim.kind.clone_from(&t.ar.kind);
+                            readiness::readiness(&o.into_value(), t.generation, &opts.readiness)
                         }
-                        Ok(Event::Delete(o)) if o.metadata.name.as_deref() == Some(&t.id.name) => {
+                        Ok(Event::Delete(o)) if o.meta.name.as_deref() == Some(&t.id.name) => {
                             Readiness::InProgress("the object was deleted".into())
                         }
                         Ok(Event::InitDone) if !seen => {
@@ -862,7 +911,7 @@ impl ResourceManager {
     }
 }
 
-fn dyn_api(client: &Client, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+fn watched_api(client: &Client, ar: &ApiResource, namespace: Option<&str>) -> Api<Watched> {
     match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
         None => Api::all_with(client.clone(), ar),
@@ -887,9 +936,129 @@ fn mark_skipped(report: &mut ApplyReport, later: &[Vec<usize>]) {
     }
 }
 
-fn rv(v: &Value) -> Option<&str> {
-    v.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
+/// A watched object: the slim view, as a kube [`Resource`] for the watcher.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(from = "Slim")]
+struct Watched {
+    slim: Slim,
+    /// Name, namespace and resourceVersion (the watcher resumes from it).
+    meta: kube::api::ObjectMeta,
+}
+
+impl From<Slim> for Watched {
+    fn from(slim: Slim) -> Self {
+        let meta = kube::api::ObjectMeta {
+            name: Some(slim.metadata.name.clone()),
+            namespace: slim.metadata.namespace.clone(),
+            resource_version: slim.metadata.resource_version.clone(),
+            generation: slim.metadata.generation,
+            ..Default::default()
+        };
+        Watched { slim, meta }
+    }
+}
+
+impl Watched {
+    fn into_value(self) -> Value {
+        self.slim.into_value()
+    }
+}
+
+impl Resource for Watched {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+    fn group(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+    fn version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+    fn api_version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+    fn plural(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        &mut self.meta
+    }
+}
+
+/// An object as read or returned by the server.
+enum Existing {
+    /// Everything (dry runs compare whole objects).
+    Full(Value),
+    /// What readiness and change detection need.
+    Slim(Box<Slim>),
+}
+
+/// The parts of an object readiness rules and change detection read; the
+/// rest (a CRD's schema, managedFields, ...) is skipped while parsing.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+struct Slim {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    metadata: SlimMeta,
+    spec: SlimSpec,
+    status: Value,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SlimMeta {
+    name: String,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    generation: Option<i64>,
+    deletion_timestamp: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SlimSpec {
+    replicas: Option<i64>,
+    update_strategy: Option<Value>,
+    #[serde(rename = "type")]
+    service_type: Option<String>,
+}
+
+impl Slim {
+    fn into_value(self) -> Value {
+        let mut meta = serde_json::Map::new();
+        meta.insert("name".into(), Value::String(self.metadata.name));
+        if let Some(g) = self.metadata.generation {
+            meta.insert("generation".into(), g.into());
+        }
+        if let Some(d) = self.metadata.deletion_timestamp {
+            meta.insert("deletionTimestamp".into(), Value::String(d));
+        }
+        let mut spec = serde_json::Map::new();
+        if let Some(r) = self.spec.replicas {
+            spec.insert("replicas".into(), r.into());
+        }
+        if let Some(u) = self.spec.update_strategy {
+            spec.insert("updateStrategy".into(), u);
+        }
+        if let Some(t) = self.spec.service_type {
+            spec.insert("type".into(), Value::String(t));
+        }
+        serde_json::json!({
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": meta,
+            "spec": spec,
+            "status": self.status,
+        })
+    }
 }
 
 /// Removes what changes on every write but says nothing about content.
@@ -1075,6 +1244,36 @@ mod tests {
         assert!(is_immutable(&s));
         let s = KStatus::failure("spec.replicas: Invalid value: -1", "Invalid").with_code(422);
         assert!(!is_immutable(&s));
+    }
+
+    #[test]
+    fn slim_view_keeps_what_readiness_needs() {
+        let full = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "n", "generation": 4, "resourceVersion": "77",
+                         "managedFields": [{"manager": "x", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+            "status": {"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}});
+        let slim: Slim = serde_json::from_value(full.clone()).unwrap();
+        assert_eq!(slim.metadata.resource_version.as_deref(), Some("77"));
+        let v = slim.into_value();
+        assert!(v.pointer("/metadata/managedFields").is_none());
+        assert!(v.pointer("/spec/template").is_none());
+        let o = ReadinessOptions::default();
+        assert_eq!(
+            readiness::readiness(&v, Some(4), &o),
+            readiness::readiness(&full, Some(4), &o)
+        );
+    }
+
+    #[test]
+    fn watched_list_items_without_kind_keep_resource_version() {
+        // List items from a real API server carry no apiVersion/kind.
+        let item = serde_json::json!({"metadata": {"name": "d", "resourceVersion": "9", "generation": 1},
+            "spec": {"replicas": 1}, "status": {"observedGeneration": 1}});
+        let w: Watched = serde_json::from_value(item).unwrap();
+        assert_eq!(w.meta.resource_version.as_deref(), Some("9"));
+        assert_eq!(w.meta.name.as_deref(), Some("d"));
+        assert_eq!(w.slim.kind, "");
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn condition<'a>(obj: &'a Value, ty: &str) -> Option<&'a Value> {
         .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
 }
 
-fn cond_status<'a>(c: &'a Value) -> &'a str {
+fn cond_status(c: &Value) -> &str {
     c.get("status").and_then(Value::as_str).unwrap_or("Unknown")
 }
 

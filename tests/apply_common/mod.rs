@@ -48,13 +48,14 @@ impl Events {
 pub async fn apply(
     cluster: &TestCluster,
     ns: &str,
-    yaml: &str,
+    yaml: impl Into<String>,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, ApplyError> {
+    let yaml: String = yaml.into();
     let rm = ResourceManager::new(cluster.client(), ns);
     let events = Events::default();
     let sink = events.sink();
-    rm.apply(manifests(yaml), opts, &sink).await
+    rm.apply(manifests(&yaml), opts, &sink).await
 }
 
 /// The result for the object of this kind and name.

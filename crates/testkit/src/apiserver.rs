@@ -55,12 +55,18 @@ pub struct Options {
     /// `BOOKMARK` event (the real server sends them about once a minute;
     /// the default here is one second so tests see them quickly).
     pub bookmark_interval: Duration,
+    /// How long after a CustomResourceDefinition is written it becomes
+    /// served and `Established` (zero, the default: at once, within the
+    /// same request). A real server takes a moment; a delay lets tests
+    /// check that a client waits for `Established` instead of racing.
+    pub crd_establish_delay: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             bookmark_interval: Duration::from_secs(1),
+            crd_establish_delay: Duration::ZERO,
         }
     }
 }
@@ -99,12 +105,14 @@ impl ApiServer {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(addr.port()).rotate_left(40);
-        let state = State::new(seed);
+        let mut state = State::new(seed);
+        state.crd_delay = !options.crd_establish_delay.is_zero();
         let (rv_tx, _) = watch::channel(state.rv);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             rv_tx,
             bookmark_interval: options.bookmark_interval,
+            crd_delay: options.crd_establish_delay,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

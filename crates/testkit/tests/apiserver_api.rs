@@ -993,3 +993,185 @@ async fn pod_status_is_set_through_the_status_subresource() {
     );
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_base64_data() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("secret").await;
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(cluster.client(), ns.name());
+    let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+        "stringData": {"password": "hunter2"}});
+    let s = api
+        .patch(
+            "s",
+            &PatchParams::apply("tendril-test"),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
+    assert!(s.string_data.is_none());
+    assert_eq!(s.data.unwrap()["password"].0, b"hunter2");
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn immutable_config_map_rejects_data_changes() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("immcm").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let mut body = cm("frozen", json!({"a": "1"}));
+    body["immutable"] = json!(true);
+    apply_json(&api, "frozen", "tendril-test", &body)
+        .await
+        .unwrap();
+    body["data"]["a"] = json!("2");
+    let s = api_err(
+        apply_json(&api, "frozen", "tendril-test", &body)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(s.message.contains("immutable"), "{}", s.message);
+    ns.delete().await;
+}
+
+async fn established_crd(client: &kube::Client, status_subresource: bool) -> (String, ApiResource) {
+    let group = format!("{}.tendril.dev", e2e::unique_name("g"));
+    let name = format!("gadgets.{group}");
+    let mut version = json!({"name": "v1", "served": true, "storage": true,
+        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+    if status_subresource {
+        version["subresources"] = json!({"status": {}});
+    }
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {"group": group, "scope": "Cluster",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [version]}
+    });
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        &name,
+        &PatchParams::apply("tendril-test"),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let established = await_condition(crds, &name, conditions::is_crd_established());
+    tokio::time::timeout(WAIT, established)
+        .await
+        .expect("CRD established")
+        .unwrap();
+    let gvk = GroupVersionKind::gvk(&group, "v1", "Gadget");
+    (name, ApiResource::from_gvk_with_plural(&gvk, "gadgets"))
+}
+
+#[tokio::test]
+async fn custom_resource_generation_without_status_subresource_counts_status() {
+    let cluster = e2e::cluster().await;
+    let client = cluster.client();
+    let (crd_name, ar) = established_crd(&client, false).await;
+    // Wait until the new resource is served (discovery can lag Established on a real cluster).
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let g = json!({"apiVersion": ar.api_version, "kind": "Gadget", "metadata": {"name": e2e::unique_name("g")},
+        "spec": {"n": 1}});
+    let name = g["metadata"]["name"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let created = loop {
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply("tendril-test"),
+                &Patch::Apply(&g),
+            )
+            .await
+        {
+            Ok(o) => break o,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("custom resource not served: {e}"),
+        }
+    };
+    assert_eq!(created.metadata.generation, Some(1));
+    let mut with_status = g.clone();
+    with_status["status"] = json!({"phase": "Ready"});
+    let v = api
+        .patch(
+            &name,
+            &PatchParams::apply("tendril-test"),
+            &Patch::Apply(&with_status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.data["status"]["phase"], "Ready");
+    assert_eq!(
+        v.metadata.generation,
+        Some(2),
+        "without a status subresource, status is part of the object"
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.delete(&crd_name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// Server-only: the CRD establish delay option (a real cluster has its own timing).
+#[tokio::test]
+async fn test_server_serves_custom_resources_only_once_established() {
+    use tendril_testkit::apiserver::{ApiServer, Options};
+    let server = ApiServer::start_with(Options {
+        crd_establish_delay: Duration::from_millis(300),
+        ..Options::default()
+    });
+    let client = server.client();
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.slow.tendril.dev"},
+        "spec": {"group": "slow.tendril.dev", "scope": "Cluster",
+            "names": {"plural": "things", "kind": "Thing"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}
+    });
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let created = crds
+        .patch(
+            "things.slow.tendril.dev",
+            &PatchParams::apply("t"),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    assert!(
+        created
+            .status
+            .is_none_or(|s| s.conditions.is_none_or(|c| c.is_empty()))
+    );
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("slow.tendril.dev", "v1", "Thing"),
+        "things",
+    );
+    let things: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let thing =
+        json!({"apiVersion": "slow.tendril.dev/v1", "kind": "Thing", "metadata": {"name": "a"}});
+    let early = things
+        .patch("a", &PatchParams::apply("t"), &Patch::Apply(&thing))
+        .await;
+    assert_eq!(api_err(early.unwrap_err()).code, 404);
+    let established = await_condition(
+        crds,
+        "things.slow.tendril.dev",
+        conditions::is_crd_established(),
+    );
+    tokio::time::timeout(WAIT, established)
+        .await
+        .expect("established")
+        .unwrap();
+    things
+        .patch("a", &PatchParams::apply("t"), &Patch::Apply(&thing))
+        .await
+        .unwrap();
+}

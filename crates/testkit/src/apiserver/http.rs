@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub rv_tx: watch::Sender<u64>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// How long a written CRD waits before it is served and Established.
+    pub crd_delay: Duration,
 }
 
 impl Shared {
@@ -396,8 +398,19 @@ fn resource(
     }
 }
 
-fn notify(shared: &Shared) {
-    let rv = shared.lock().rv;
+fn notify(shared: &Arc<Shared>) {
+    let (rv, pending) = {
+        let mut st = shared.lock();
+        (st.rv, std::mem::take(&mut st.pending_crds))
+    };
+    for name in pending {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(shared.crd_delay).await;
+            shared.lock().crd_changed(&name);
+            notify(&shared);
+        });
+    }
     shared.rv_tx.send_if_modified(|cur| {
         if *cur != rv {
             *cur = rv;

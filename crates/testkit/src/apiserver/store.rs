@@ -108,6 +108,10 @@ pub(crate) struct State {
     pub compacted: u64,
     counter: u64,
     seed: u64,
+    /// When set, CRD writes are not served/established at once: their names
+    /// wait here for the HTTP layer to run [`State::crd_changed`] later.
+    pub crd_delay: bool,
+    pub pending_crds: Vec<String>,
 }
 
 impl State {
@@ -120,6 +124,8 @@ impl State {
             compacted: 1000,
             counter: 0,
             seed,
+            crd_delay: false,
+            pending_crds: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -690,7 +696,7 @@ impl State {
                 None => 1,
                 Some(o) => {
                     let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
-                    if spec_of(o) != spec_of(&new) {
+                    if spec_of(o, rt) != spec_of(&new, rt) {
                         g + 1
                     } else {
                         g
@@ -731,7 +737,13 @@ impl State {
             return Ok(new);
         }
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-            self.crd_changed(name);
+            if self.crd_delay {
+                if !self.pending_crds.iter().any(|n| n == name) {
+                    self.pending_crds.push(name.to_owned());
+                }
+            } else {
+                self.crd_changed(name);
+            }
         }
         Ok(new)
     }
@@ -851,7 +863,7 @@ impl State {
     /// Re-derives the served custom resources after a CRD changed, marks a
     /// new CRD Established (as the apiextensions controllers do), and drops
     /// the custom resources of a deleted CRD.
-    fn crd_changed(&mut self, crd_name: &str) {
+    pub fn crd_changed(&mut self, crd_name: &str) {
         let crds: Vec<Arc<Value>> = self
             .objects
             .iter()
@@ -974,12 +986,15 @@ fn set_or_remove(obj: &mut Value, key: &str, v: Option<Value>) {
     }
 }
 
-/// Everything but metadata and status: what bumps `metadata.generation`.
-fn spec_of(v: &Value) -> Value {
+/// Everything but metadata (and status, for kinds with a status
+/// subresource): what bumps `metadata.generation`.
+fn spec_of(v: &Value, rt: &ResourceType) -> Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("metadata");
-        o.remove("status");
+        if rt.status {
+            o.remove("status");
+        }
     }
     v
 }
@@ -1104,6 +1119,26 @@ fn defaults(state: &mut State, rt: &ResourceType, old: Option<&Value>, new: &mut
         ("", "pods") if new["status"]["phase"].is_null() => {
             new["status"]["phase"] = json!("Pending");
         }
+        ("", "secrets") => {
+            // stringData is write-only: merged into data, base64-encoded.
+            if let Some(Value::Object(sd)) =
+                new.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
+                if !new["data"].is_object() {
+                    new["data"] = json!({});
+                }
+                for (k, v) in sd {
+                    let text = match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    new["data"][k] = json!(super::util::base64(text.as_bytes()));
+                }
+            }
+            if new["type"].is_null() {
+                new["type"] = json!("Opaque");
+            }
+        }
         ("", "services") => {
             if !new["spec"].is_object() {
                 new["spec"] = json!({});
@@ -1162,6 +1197,18 @@ fn validate(
             ));
         }
     };
+    if let (("", "configmaps" | "secrets"), Some(o)) =
+        ((rt.group.as_str(), rt.plural.as_str()), old)
+        && o["immutable"] == true
+    {
+        let msg = "Forbidden: field is immutable when `immutable` is set";
+        if o["data"] != new["data"] || o["binaryData"] != new["binaryData"] {
+            causes.push(("data".into(), msg.into()));
+        }
+        if new["immutable"] != true {
+            causes.push(("immutable".into(), msg.into()));
+        }
+    }
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "services") if new["spec"]["type"] != "ExternalName" => {
             immutable(&["spec", "clusterIP"], "spec.clusterIP", &mut causes);
