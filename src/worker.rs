@@ -28,6 +28,7 @@
 //! at once; the PostgreSQL queue also enforces that across workers.
 
 pub mod logs;
+pub mod process;
 
 use crate::Secret;
 use crate::job::{

@@ -123,6 +123,11 @@ impl TrellisClient {
         })
     }
 
+    /// The control plane's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// This worker's id.
     pub fn worker_id(&self) -> &str {
         &self.worker_id

@@ -1,0 +1,162 @@
+//! `tendril worker` as a process: configuration errors, a job end to end
+//! against the Trellis test server, SIGTERM draining, a refused token.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tendril_testkit::trellis::Trellis;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tendril");
+const TOKEN: &str = "cli-token-98765";
+
+fn worker(url: &str, token: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "worker",
+        "--claim-interval",
+        "100ms",
+        "--heartbeat-interval",
+        "200ms",
+        "--log-flush-interval",
+        "100ms",
+    ])
+    .env("TRELLIS_URL", url)
+    .env("GRAPE_WORKER_ID", "cli-worker")
+    .env("GRAPE_WORKER_TOKEN", token)
+    .env_remove("TENDRIL_DATABASE_URL")
+    .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn configuration_errors_say_what_to_set() {
+    let out = Command::new(BIN)
+        .arg("worker")
+        .env_remove("TRELLIS_URL")
+        .env_remove("TENDRIL_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TRELLIS_URL") && err.contains("--database-url"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["worker", "--trellis-url", "http://127.0.0.1:9"])
+        .env_remove("GRAPE_WORKER_ID")
+        .env_remove("GRAPE_WORKER_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("GRAPE_WORKER_ID") && err.contains("GRAPE_WORKER_TOKEN"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("runner.yaml");
+    std::fs::write(&cfg, "tendril:\n  terraform: {workdirr: x}\n").unwrap();
+    let out = worker("http://127.0.0.1:9", TOKEN)
+        .args(["--runner-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("runner.yaml") && err.contains("workdirr"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_end_to_end_through_the_binary() {
+    let t = Trellis::start("cli-worker", TOKEN).await;
+    t.push_job(serde_json::json!({
+        "job": {"id": "cli-job-1", "job_type": "PLAN", "vine_id": "v", "vineyard_id": "vy",
+                "config_snapshot": {"project_name": "p", "environment": "e", "region": "r", "provider": "local"}},
+        "cloud_identity": {"provider": "local"}
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("runner.yaml");
+    std::fs::write(&cfg, "terraform: {workdir: infra, backend: {local: {path: state.tfstate}}}\nartifacts: {store: local, dir: artifacts}\n").unwrap();
+    let url = t.url();
+    let out = tokio::task::spawn_blocking(move || {
+        worker(&url, TOKEN)
+            .args(["--once", "--runner-config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("claimed PLAN job cli-job-1"), "{err}");
+    assert!(!err.contains(TOKEN), "{err}");
+    let st = t.statuses();
+    assert_eq!(st.first().unwrap().status, "PROCESSING");
+    let last = st.last().unwrap();
+    assert!(
+        matches!(last.status.as_str(), "SUCCESS" | "FAILED"),
+        "{last:?}"
+    );
+    let logs = t.log_text("cli-job-1");
+    assert!(
+        logs.contains("started `tendril plan --job <job file> --output json`"),
+        "{logs}"
+    );
+    assert!(logs.contains("ended "), "{logs}");
+    assert_eq!(t.heartbeats().last().unwrap()["status"], "DRAINING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_cleanly() {
+    let t = Trellis::start("cli-worker", TOKEN).await;
+    let mut child = worker(&t.url(), TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while t
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/api/jobs/claim")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the worker never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = &mut child;
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("draining"), "{err}");
+    assert_eq!(t.heartbeats().last().unwrap()["status"], "DRAINING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_stops_with_a_clear_message() {
+    let t = Trellis::start("cli-worker", "the-right-token").await;
+    let url = t.url();
+    let out = tokio::task::spawn_blocking(move || worker(&url, TOKEN).output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("rejected this worker's credentials (HTTP 401)"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN), "{err}");
+}
