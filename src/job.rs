@@ -672,7 +672,13 @@ impl JobFile {
         })?;
         let base = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
         Self::parse(&text, &base).map_err(|e| match e {
@@ -814,7 +820,9 @@ pub fn validate_role_arn(arn: &str) -> Result<(), JobError> {
         && parts[3].is_empty()
         && parts[4].len() == 12
         && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5].strip_prefix("role/").is_some_and(|n| !n.is_empty());
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty());
     if ok {
         Ok(())
     } else {
@@ -919,9 +927,25 @@ cloud_identity:
         );
         let j = JobFile::parse(&text, dir.path()).unwrap();
         let pw = j.tendril.argocd.admin_password.as_ref().unwrap();
-        assert_eq!(pw.resolve("tendril.argocd.admin_password").unwrap().expose(), "from-file");
-        let tok = j.tendril.apps.credentials.as_ref().unwrap().token.as_ref().unwrap();
-        let err = tok.resolve("tendril.apps.credentials.token").unwrap_err().to_string();
+        assert_eq!(
+            pw.resolve("tendril.argocd.admin_password")
+                .unwrap()
+                .expose(),
+            "from-file"
+        );
+        let tok = j
+            .tendril
+            .apps
+            .credentials
+            .as_ref()
+            .unwrap()
+            .token
+            .as_ref()
+            .unwrap();
+        let err = tok
+            .resolve("tendril.apps.credentials.token")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("TENDRIL_TEST_UNSET_VAR_X"), "{err}");
     }
 

@@ -73,7 +73,9 @@ mod tests {
         struct Holder {
             password: Secret<String>,
         }
-        let h = Holder { password: s.clone() };
+        let h = Holder {
+            password: s.clone(),
+        };
         assert!(!format!("{h:?}").contains("s3cr3t"));
         assert_eq!(s.expose(), "s3cr3t");
     }

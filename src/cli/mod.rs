@@ -12,8 +12,8 @@ pub mod token;
 pub mod worker;
 
 use std::error::Error;
-use tokio_util::sync::CancellationToken;
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 /// Logs go to stderr; `TENDRIL_LOG` (or `RUST_LOG`) sets the filter, `warn` by default.
 pub fn init_tracing() {
@@ -29,7 +29,10 @@ pub fn init_tracing() {
 
 /// A tokio runtime for the commands that need one (render does not).
 pub fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -51,12 +54,6 @@ pub fn fail(err: &dyn Error) -> ExitCode {
     }
     eprintln!("{msg}");
     ExitCode::FAILURE
-}
-
-/// The placeholder of a command that is not built yet.
-pub fn not_yet(command: &str) -> ExitCode {
-    eprintln!("error: `tendril {command}` is not available in this build yet");
-    ExitCode::from(2)
 }
 
 /// SIGINT and SIGTERM handlers, installed before the job starts so that no

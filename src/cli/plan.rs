@@ -82,7 +82,10 @@ pub fn run(args: Args) -> ExitCode {
             Err(e) => return Err(e.to_string()),
         };
         let cancel = CancellationToken::new();
-        let watcher = tokio::spawn(super::cancel_on_signal(cancel.clone(), super::Signals::install()));
+        let watcher = tokio::spawn(super::cancel_on_signal(
+            cancel.clone(),
+            super::Signals::install(),
+        ));
         let result = plan::run_plan(&job, creds.child_env, &print_event, &cancel).await;
         watcher.abort();
         Ok(result)

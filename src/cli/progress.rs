@@ -47,7 +47,9 @@ impl Progress {
                 let head = format!("[{}/{}] {}", st.index, self.total, phase.title());
                 if self.live {
                     let bar = ProgressBar::new_spinner();
-                    if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}") {
+                    if let Ok(style) =
+                        ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                    {
                         bar.set_style(style);
                     }
                     bar.set_prefix(head);

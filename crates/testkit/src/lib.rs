@@ -13,6 +13,6 @@ pub mod apiserver;
 pub mod e2e;
 pub mod moto;
 pub mod postgres;
-pub mod tokens;
 pub mod storage;
+pub mod tokens;
 pub mod trellis;

@@ -29,7 +29,14 @@ impl Moto {
     pub fn start() -> Moto {
         let port = free_port();
         let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -50,7 +57,10 @@ impl Moto {
             if moto.answers() {
                 return moto;
             }
-            assert!(Instant::now() < deadline, "moto.server did not answer within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "moto.server did not answer within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
