@@ -46,15 +46,34 @@ print(f"{statistics.median(samples):.2f}")
 EOF
 }
 
+# user+system CPU milliseconds per run of "$@" (less sensitive to machine load than wall time)
+cpu_ms() {
+    local n="$1"; shift
+    python3 - "$n" "$@" <<'EOF'
+import resource, subprocess, sys
+n = int(sys.argv[1]); cmd = sys.argv[2:]
+r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+for _ in range(n):
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) / n * 1000:.2f}")
+EOF
+}
+
 peak_kb() {
     /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}'
 }
+
+base_ms="$(median_ms "$runs" /bin/true)"
+printf 'spawn baseline    : median %8s ms (/bin/true, the cost of starting any process from the harness)\n' "$base_ms"
 
 cmd=("$bin" token eks --cluster shop-prod)
 "${cmd[@]}" | python3 -c 'import json,sys; v=json.load(sys.stdin); assert v["status"]["token"].startswith("k8s-aws-v1.")'
 t_ms="$(median_ms "$runs" "${cmd[@]}")"
 t_kb="$(peak_kb "${cmd[@]}")"
-printf 'tendril token eks : median %8s ms over %d runs, peak RSS %6.1f MB\n' "$t_ms" "$runs" "$(awk "BEGIN{print $t_kb/1024}")"
+t_cpu="$(cpu_ms "$runs" "${cmd[@]}")"
+printf 'tendril token eks : median %8s ms over %d runs, peak RSS %6.1f MB, CPU %s ms/run (/bin/true: %s)\n' \
+    "$t_ms" "$runs" "$(awk "BEGIN{print $t_kb/1024}")" "$t_cpu" "$(cpu_ms "$runs" /bin/true)"
 
 if command -v aws >/dev/null 2>&1; then
     acmd=(aws eks get-token --cluster-name shop-prod --region eu-west-1)
