@@ -676,7 +676,8 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let joined = loop {
         tokio::select! {
-            r = &mut run => break r,
+            // Signals first: a drain that came before the job's end is noted in its log.
+            biased;
             _ = shared.shutdown.drain.cancelled(), if grace.is_none() => {
                 sink.system(format!(
                     "worker is draining: the job has {} s to finish before it is cancelled",
@@ -699,6 +700,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
             _ = shared.fatal.cancelled(), if !cancel.is_cancelled() => {
                 reason.set("the control plane refused the worker's credentials".into(), &cancel);
             }
+            r = &mut run => break r,
         }
     };
     if let Some(w) = watcher {

@@ -127,7 +127,7 @@ async fn many_jobs_and_concurrent_workers_claim_each_job_exactly_once() {
             loop {
                 match q.claim().await.unwrap() {
                     None => {
-                        if claims.lock().unwrap().len() >= total || idle > 400 {
+                        if claims.lock().unwrap().len() >= total || idle > 2000 {
                             return;
                         }
                         idle += 1;
