@@ -638,6 +638,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
         redactor.add(s.expose());
     }
     let (sink, rx, redactor) = LogSink::channel(redactor);
+    let job_redactor = redactor.clone();
     let cancel = CancellationToken::new();
     let reason = Arc::new(CancelReason::default());
     let gone = Arc::new(AtomicBool::new(false));
@@ -739,6 +740,11 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     // Logs first, then the status: retried until delivered.
     let mut final_outcome = outcome.clone();
     if let Some(m) = final_outcome.error_message.take() {
+        // The job's secrets (and those it registered) never reach the error either.
+        let m = job_redactor
+            .lock()
+            .map(|r| r.redact(&m))
+            .unwrap_or_else(|_| crate::secret::REDACTED.to_string());
         final_outcome.error_message = Some(redact_all(&shared.config, &m));
     }
     let reported = match shared

@@ -82,6 +82,11 @@ impl JobRunner for Chatty {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+        if job.job.vine_id == "vine-jfail" {
+            return JobOutcome::failed(
+                "AssumeRole with external id ext-secret-42 failed; admin argo-pass-777",
+            );
+        }
         match job.job.job_type {
             JobType::Plan => JobOutcome::success(serde_json::json!({"change_summary": {"add": 1}})),
             JobType::Deploy => {
@@ -137,9 +142,10 @@ async fn runs_jobs_ships_redacted_logs_in_order_and_reports() {
     let t = Trellis::start("w1", TOKEN).await;
     t.push_job(job("j1", "PLAN"));
     t.push_job(job("j2", "DEPLOY"));
+    t.push_job(job("jfail", "PLAN"));
     let (progress, seen) = events();
     let cfg = WorkerConfig {
-        max_jobs: Some(2),
+        max_jobs: Some(3),
         ..fast()
     };
     let summary = run_worker(
@@ -154,11 +160,19 @@ async fn runs_jobs_ships_redacted_logs_in_order_and_reports() {
     )
     .await
     .unwrap();
-    assert_eq!((summary.jobs, summary.succeeded), (2, 2));
+    assert_eq!((summary.jobs, summary.succeeded, summary.failed), (3, 2, 1));
+    let failed = t.statuses().pop().unwrap();
+    assert_eq!(failed.status, "FAILED");
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("AssumeRole with external id [redacted] failed; admin [redacted]"),
+        "job secrets are redacted from the reported error too"
+    );
 
     let st: Vec<(String, String)> = t
         .statuses()
         .into_iter()
+        .take(4)
         .map(|s| (s.job, s.status))
         .collect();
     let want: Vec<(String, String)> = [
@@ -227,7 +241,7 @@ async fn runs_jobs_ships_redacted_logs_in_order_and_reports() {
         seen.lock()
             .unwrap()
             .iter()
-            .any(|e| matches!(e, WorkerEvent::Stopped { jobs: 2 }))
+            .any(|e| matches!(e, WorkerEvent::Stopped { jobs: 3 }))
     );
 }
 
