@@ -128,8 +128,8 @@ async fn sigterm_drains_and_exits_cleanly() {
         assert!(Instant::now() < deadline, "the worker never claimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    let st = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(st.success());
