@@ -54,7 +54,10 @@ CREATE TABLE provision_jobs (
 );
 
 -- The queue scan: oldest QUEUED first.
-CREATE INDEX provision_jobs_queued ON provision_jobs (created_at, id) WHERE status = 'QUEUED';
+CREATE INDEX provision_jobs_queued ON provision_jobs (created_at, id)
+    WHERE status = 'QUEUED' AND assigned_worker_id IS NULL;
+CREATE INDEX provision_jobs_queued_assigned ON provision_jobs (assigned_worker_id, created_at, id)
+    WHERE status = 'QUEUED' AND assigned_worker_id IS NOT NULL;
 -- Defence in depth for the one-active-job-per-vine rule that claim_next_job enforces:
 -- two concurrent terraform runs on one vine's state must never happen (the S3 layer of
 -- Supabase Storage ignores conditional writes, so terraform's own lock cannot stop them).
@@ -121,36 +124,64 @@ CREATE TABLE vine_repositories (
 --   transaction-scoped advisory lock serialises them, and the check for an active job
 --   runs after the lock is held, in a fresh snapshot (READ COMMITTED), so the second
 --   worker sees the first one's claim once it commits, and skips the vine.
+CREATE FUNCTION tendril_try_claim(p_job provision_jobs, p_worker text)
+RETURNS provision_jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    claimed provision_jobs;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('tendril.vine:' || p_job.vine_id::text, 0)) THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM provision_jobs a
+               WHERE a.vine_id = p_job.vine_id AND a.status IN ('CLAIMED', 'PROCESSING')) THEN
+        RETURN NULL;
+    END IF;
+    UPDATE provision_jobs
+       SET status = 'CLAIMED', worker_id = p_worker, claimed_at = now(),
+           last_activity_at = now(), attempts = attempts + 1
+     WHERE id = p_job.id
+    RETURNING * INTO claimed;
+    RETURN claimed;
+END;
+$$;
+
 CREATE FUNCTION claim_next_job(p_worker text)
 RETURNS SETOF provision_jobs
 LANGUAGE plpgsql AS $$
 DECLARE
     candidate provision_jobs;
+    claimed provision_jobs;
 BEGIN
+    -- Jobs assigned to this worker first...
     FOR candidate IN
         SELECT * FROM provision_jobs j
-        WHERE j.status = 'QUEUED'
-          AND (j.assigned_worker_id IS NULL OR j.assigned_worker_id = p_worker)
-          AND NOT EXISTS (SELECT 1 FROM provision_jobs a
-                          WHERE a.vine_id = j.vine_id AND a.status IN ('CLAIMED', 'PROCESSING'))
-        ORDER BY (j.assigned_worker_id IS NOT NULL) DESC, j.created_at, j.id
+        WHERE j.status = 'QUEUED' AND j.assigned_worker_id = p_worker
+        ORDER BY j.created_at, j.id
         LIMIT 32
         FOR UPDATE SKIP LOCKED
     LOOP
-        IF NOT pg_try_advisory_xact_lock(hashtextextended('tendril.vine:' || candidate.vine_id::text, 0)) THEN
-            CONTINUE;
+        claimed := tendril_try_claim(candidate, p_worker);
+        IF claimed.id IS NOT NULL THEN
+            RETURN NEXT claimed;
+            RETURN;
         END IF;
-        IF EXISTS (SELECT 1 FROM provision_jobs a
-                   WHERE a.vine_id = candidate.vine_id AND a.status IN ('CLAIMED', 'PROCESSING')) THEN
-            CONTINUE;
+    END LOOP;
+    -- ...then unassigned ones, oldest first (an index scan, not a sort).
+    FOR candidate IN
+        SELECT * FROM provision_jobs j
+        WHERE j.status = 'QUEUED' AND j.assigned_worker_id IS NULL
+          AND NOT EXISTS (SELECT 1 FROM provision_jobs a
+                          WHERE a.vine_id = j.vine_id AND a.status IN ('CLAIMED', 'PROCESSING'))
+        ORDER BY j.created_at, j.id
+        LIMIT 32
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        claimed := tendril_try_claim(candidate, p_worker);
+        IF claimed.id IS NOT NULL THEN
+            RETURN NEXT claimed;
+            RETURN;
         END IF;
-        UPDATE provision_jobs
-           SET status = 'CLAIMED', worker_id = p_worker, claimed_at = now(),
-               last_activity_at = now(), attempts = attempts + 1
-         WHERE id = candidate.id
-        RETURNING * INTO candidate;
-        RETURN NEXT candidate;
-        RETURN;
     END LOOP;
     RETURN;
 END;

@@ -638,6 +638,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
         redactor.add(s.expose());
     }
     let (sink, rx, redactor) = LogSink::channel(redactor);
+    let job_redactor = redactor.clone();
     let cancel = CancellationToken::new();
     let reason = Arc::new(CancelReason::default());
     let gone = Arc::new(AtomicBool::new(false));
@@ -676,7 +677,8 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let joined = loop {
         tokio::select! {
-            r = &mut run => break r,
+            // Signals first: a drain that came before the job's end is noted in its log.
+            biased;
             _ = shared.shutdown.drain.cancelled(), if grace.is_none() => {
                 sink.system(format!(
                     "worker is draining: the job has {} s to finish before it is cancelled",
@@ -699,6 +701,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
             _ = shared.fatal.cancelled(), if !cancel.is_cancelled() => {
                 reason.set("the control plane refused the worker's credentials".into(), &cancel);
             }
+            r = &mut run => break r,
         }
     };
     if let Some(w) = watcher {
@@ -737,6 +740,11 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     // Logs first, then the status: retried until delivered.
     let mut final_outcome = outcome.clone();
     if let Some(m) = final_outcome.error_message.take() {
+        // The job's secrets (and those it registered) never reach the error either.
+        let m = job_redactor
+            .lock()
+            .map(|r| r.redact(&m))
+            .unwrap_or_else(|_| crate::secret::REDACTED.to_string());
         final_outcome.error_message = Some(redact_all(&shared.config, &m));
     }
     let reported = match shared

@@ -287,3 +287,36 @@ async fn an_older_deploy_never_overwrites_a_newer_one() {
     assert!(done.superseded);
     assert!(dump(&c, &vine).await.starts_with(&format!("ACTIVE||{new}")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_without_usable_metadata_is_recorded_failed() {
+    let (url, c) = db().await;
+    let (vine, job) = deploy_job(&c).await;
+    let q = PgQueue::open(Secret::new(url), "w", None).await.unwrap();
+    run_to(&q, &job).await;
+    q.finish(
+        &tendril::job::JobId(job.clone()),
+        &JobOutcome::success(serde_json::Value::Null),
+    )
+    .await
+    .unwrap();
+    let row = c
+        .query_one(
+            "SELECT j.status, j.error_message, v.status FROM provision_jobs j JOIN vines v ON v.id = j.vine_id
+             WHERE j.id = $1::text::uuid",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "FAILED");
+    assert!(
+        row.get::<_, String>(1)
+            .contains("has no execution_metadata")
+    );
+    assert_eq!(row.get::<_, String>(2), "FAILED");
+    assert!(
+        dump(&c, &vine)
+            .await
+            .starts_with("FAILED|the DEPLOY succeeded but")
+    );
+}

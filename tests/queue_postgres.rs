@@ -127,7 +127,7 @@ async fn many_jobs_and_concurrent_workers_claim_each_job_exactly_once() {
             loop {
                 match q.claim().await.unwrap() {
                     None => {
-                        if claims.lock().unwrap().len() >= total || idle > 400 {
+                        if claims.lock().unwrap().len() >= total || idle > 2000 {
                             return;
                         }
                         idle += 1;
@@ -494,4 +494,88 @@ async fn a_bad_database_url_names_the_flag() {
         e.is_transient(),
         "a refused connection is worth retrying: {e}"
     );
+}
+
+/// Worker A has claimed a vine's job but not committed yet; worker B, looking
+/// at the same vine's other job at that moment, must skip it (not take it, not
+/// block, not fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_uncommitted_claim_makes_others_skip_the_vine() {
+    let (url, c) = db().await;
+    let _ = open(&url, "a").await;
+    let b = open(&url, "b").await;
+    let v = vine(&c).await;
+    let first = job(&c, &v, "PLAN").await;
+    let second = job(&c, &v, "PLAN").await;
+
+    let (mut a_conn, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let tx = a_conn.transaction().await.unwrap();
+    let got: String = tx
+        .query_one("SELECT id::text FROM claim_next_job('a')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got, first);
+    // A's claim is not committed: B sees `second` QUEUED and no active job of the vine.
+    let claimed = tokio::time::timeout(Duration::from_secs(30), b.claim())
+        .await
+        .expect("claim must not block on the other worker's transaction")
+        .unwrap();
+    assert!(
+        claimed.is_none(),
+        "worker b took {claimed:?} while a held the vine"
+    );
+    tx.commit().await.unwrap();
+    assert!(
+        b.claim().await.unwrap().is_none(),
+        "the vine is busy once a's claim is committed"
+    );
+    assert_eq!(status(&c, &second).await, "QUEUED");
+}
+
+/// The tightest interleaving: A and B have each locked a different QUEUED job
+/// of one vine (both saw no active job), then both try to claim. Row locks
+/// cannot separate them; the per-vine advisory lock must: B gives up at once
+/// instead of claiming (or blocking on the unique index until A commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_inside_the_claim_at_once_claim_one_job_of_the_vine() {
+    let (url, c) = db().await;
+    let _ = open(&url, "a").await;
+    let _ = open(&url, "b").await;
+    let v = vine(&c).await;
+    let first = job(&c, &v, "PLAN").await;
+    let second = job(&c, &v, "PLAN").await;
+    let (mut a_conn, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let (mut b_conn, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let a = a_conn.transaction().await.unwrap();
+    let b = b_conn.transaction().await.unwrap();
+    let lock = "SELECT id FROM provision_jobs WHERE id = $1::text::uuid AND status = 'QUEUED' FOR UPDATE SKIP LOCKED";
+    assert_eq!(a.query(lock, &[&first]).await.unwrap().len(), 1);
+    assert_eq!(b.query(lock, &[&second]).await.unwrap().len(), 1);
+    let try_claim = "SELECT (tendril_try_claim(p, $2)).id::text FROM provision_jobs p WHERE p.id = $1::text::uuid";
+    let got_a: Option<String> = a
+        .query_one(try_claim, &[&first, &"a"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got_a.as_deref(), Some(first.as_str()));
+    let got_b = tokio::time::timeout(
+        Duration::from_secs(30),
+        b.query_one(try_claim, &[&second, &"b"]),
+    )
+    .await
+    .expect("the second claim must not wait for the first transaction")
+    .unwrap();
+    assert_eq!(
+        got_b.get::<_, Option<String>>(0),
+        None,
+        "two jobs of one vine were claimed"
+    );
+    b.commit().await.unwrap();
+    a.commit().await.unwrap();
+    assert_eq!(status(&c, &first).await, "CLAIMED");
+    assert_eq!(status(&c, &second).await, "QUEUED");
 }

@@ -128,8 +128,8 @@ async fn sigterm_drains_and_exits_cleanly() {
         assert!(Instant::now() < deadline, "the worker never claimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    let st = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(st.success());
@@ -159,4 +159,68 @@ async fn a_refused_token_stops_with_a_clear_message() {
         "{err}"
     );
     assert!(!err.contains(TOKEN), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_mode_runs_a_job_and_goes_offline() {
+    let pg = tendril_testkit::postgres::Postgres::shared();
+    let url = pg.fresh_database().await;
+    let mut c = tendril::queue::postgres::connect(&tendril::Secret::new(url.clone()))
+        .await
+        .unwrap();
+    tendril::queue::postgres::migrate(&mut c).await.unwrap();
+    let job: String = c
+        .query_one(
+            "WITH v AS (INSERT INTO vines (vineyard_id) VALUES (gen_random_uuid()) RETURNING id, vineyard_id)
+             INSERT INTO provision_jobs (job_type, vine_id, vineyard_id, config_snapshot)
+             SELECT 'PLAN', id, vineyard_id,
+                    '{\"project_name\": \"p\", \"environment\": \"e\", \"region\": \"r\", \"provider\": \"local\"}'::jsonb
+             FROM v RETURNING id::text",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "worker",
+                "--database-url",
+                &u,
+                "--worker-id",
+                "cli-pg",
+                "--once",
+            ])
+            .args(["--claim-interval", "100ms", "--log-flush-interval", "100ms"])
+            .env_remove("TRELLIS_URL")
+            .env("GRAPE_WORKER_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(&url) && !err.contains(TOKEN), "{err}");
+    let row = c
+        .query_one(
+            "SELECT j.status, j.worker_id, w.status, w.token_hash IS NOT NULL,
+                    (SELECT string_agg(log_chunk, '' ORDER BY id) FROM provision_job_logs WHERE job_id = j.id)
+             FROM provision_jobs j, workers w WHERE j.id = $1::text::uuid AND w.id = 'cli-pg'",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    let status: String = row.get(0);
+    assert!(matches!(status.as_str(), "SUCCESS" | "FAILED"), "{status}");
+    assert_eq!(row.get::<_, String>(1), "cli-pg");
+    assert_eq!(row.get::<_, String>(2), "OFFLINE");
+    assert!(row.get::<_, bool>(3));
+    let logs: String = row.get(4);
+    assert!(
+        logs.contains("started `tendril plan --job <job file> --output json`"),
+        "{logs}"
+    );
 }

@@ -1,7 +1,7 @@
 //! The worker loop against the local Trellis test server (real HTTP), with a
 //! runner written here (the PLAN/DEPLOY pipelines plug in through the same trait).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tendril::Secret;
@@ -82,6 +82,11 @@ impl JobRunner for Chatty {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+        if job.job.vine_id == "vine-jfail" {
+            return JobOutcome::failed(
+                "AssumeRole with external id ext-secret-42 failed; admin argo-pass-777",
+            );
+        }
         match job.job.job_type {
             JobType::Plan => JobOutcome::success(serde_json::json!({"change_summary": {"add": 1}})),
             JobType::Deploy => {
@@ -137,9 +142,10 @@ async fn runs_jobs_ships_redacted_logs_in_order_and_reports() {
     let t = Trellis::start("w1", TOKEN).await;
     t.push_job(job("j1", "PLAN"));
     t.push_job(job("j2", "DEPLOY"));
+    t.push_job(job("jfail", "PLAN"));
     let (progress, seen) = events();
     let cfg = WorkerConfig {
-        max_jobs: Some(2),
+        max_jobs: Some(3),
         ..fast()
     };
     let summary = run_worker(
@@ -154,11 +160,19 @@ async fn runs_jobs_ships_redacted_logs_in_order_and_reports() {
     )
     .await
     .unwrap();
-    assert_eq!((summary.jobs, summary.succeeded), (2, 2));
+    assert_eq!((summary.jobs, summary.succeeded, summary.failed), (3, 2, 1));
+    let failed = t.statuses().pop().unwrap();
+    assert_eq!(failed.status, "FAILED");
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("AssumeRole with external id [redacted] failed; admin [redacted]"),
+        "job secrets are redacted from the reported error too"
+    );
 
     let st: Vec<(String, String)> = t
         .statuses()
         .into_iter()
+        .take(4)
         .map(|s| (s.job, s.status))
         .collect();
     let want: Vec<(String, String)> = [
@@ -227,24 +241,47 @@ async fn runs_jobs_ships_redacted_logs_in_order_and_reports() {
         seen.lock()
             .unwrap()
             .iter()
-            .any(|e| matches!(e, WorkerEvent::Stopped { jobs: 2 }))
+            .any(|e| matches!(e, WorkerEvent::Stopped { jobs: 3 }))
     );
+}
+
+/// Logs numbered lines until `stop` is set, then succeeds; counts its lines.
+struct UntilStopped {
+    stop: Arc<AtomicBool>,
+    lines: Arc<AtomicUsize>,
+}
+
+impl JobRunner for UntilStopped {
+    async fn run(&self, _job: JobFile, ctx: RunContext) -> JobOutcome {
+        let mut i = 0;
+        while !self.stop.load(Ordering::SeqCst) {
+            ctx.logs.stdout(format!("line {i} of the apply"));
+            i += 1;
+            self.lines.store(i, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        JobOutcome::success(serde_json::json!({"cluster_name": "c"}))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_through_outages_and_server_errors() {
     let t = Arc::new(Trellis::start("w1", TOKEN).await);
     t.push_job(job("j1", "DEPLOY"));
-    // The first claim meets a 503 and a dropped connection.
+    // The first claim meets a 503.
     t.fail_next(1, 503);
     let (progress, seen) = events();
     let cfg = WorkerConfig {
         max_jobs: Some(1),
         ..fast()
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    let lines = Arc::new(AtomicUsize::new(0));
     let tt = t.clone();
+    let st = stop.clone();
     let chaos = tokio::spawn(async move {
-        // Wait until the job is running, then break the control plane a few times.
+        // Wait until the job is running, then break the control plane a few times
+        // while it keeps logging; let it finish only afterwards.
         while tt.logs("j1").is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -255,22 +292,24 @@ async fn nothing_is_lost_through_outages_and_server_errors() {
             tt.fail_next(2, 502);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The final status meets an outage too.
+        tt.set_outage(true);
+        st.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tt.set_outage(false);
     });
-    let summary = run_worker(
-        client(&t),
-        Arc::new(Chatty {
-            lines: 400,
-            pause_every: 20,
-        }),
-        cfg,
-        Shutdown::default(),
-        progress,
-    )
-    .await
-    .unwrap();
+    let runner = Arc::new(UntilStopped {
+        stop: stop.clone(),
+        lines: lines.clone(),
+    });
+    let summary = run_worker(client(&t), runner, cfg, Shutdown::default(), progress)
+        .await
+        .unwrap();
     chaos.await.unwrap();
     assert_eq!(summary.succeeded, 1);
-    expected_lines(&t, "j1", 400);
+    let n = lines.load(Ordering::SeqCst);
+    assert!(n > 10, "the job logged only {n} lines");
+    expected_lines(&t, "j1", n);
     let finals: Vec<_> = t
         .statuses()
         .into_iter()
@@ -329,6 +368,23 @@ async fn a_refused_token_stops_the_worker_and_cancels_the_job() {
     assert_eq!(runner.runs.load(Ordering::SeqCst), 1);
 }
 
+/// Logs, waits until the worker drains, logs again, and succeeds.
+struct FinishesAfterDrain {
+    drain: tokio_util::sync::CancellationToken,
+}
+
+impl JobRunner for FinishesAfterDrain {
+    async fn run(&self, _job: JobFile, ctx: RunContext) -> JobOutcome {
+        ctx.logs.stdout("line 0 before the drain");
+        tokio::select! {
+            _ = self.drain.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)) => return JobOutcome::failed("no drain within 60 s"),
+        }
+        ctx.logs.stdout("line 1 after the drain");
+        JobOutcome::success(serde_json::Value::Null)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_lets_a_short_job_finish_and_claims_nothing_more() {
     let t = Arc::new(Trellis::start("w1", TOKEN).await);
@@ -344,21 +400,20 @@ async fn draining_lets_a_short_job_finish_and_claims_nothing_more() {
         }
         drain.cancel();
     });
-    let summary = run_worker(
-        client(&t),
-        Arc::new(Chatty {
-            lines: 200,
-            pause_every: 10,
-        }),
-        fast(),
-        shutdown,
-        progress,
+    let runner = Arc::new(FinishesAfterDrain {
+        drain: shutdown.drain.clone(),
+    });
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_worker(client(&t), runner, fast(), shutdown, progress),
     )
     .await
+    .unwrap()
     .unwrap();
     assert_eq!((summary.jobs, summary.succeeded), (1, 1));
     assert_eq!(t.pending_jobs(), 1, "a draining worker must not claim");
-    expected_lines(&t, "j1", 200);
+    expected_lines(&t, "j1", 2);
+    assert_eq!(t.statuses().last().unwrap().status, "SUCCESS");
     assert!(t.log_text("j1").contains("worker is draining"));
     assert!(t.heartbeats().iter().any(|h| h["status"] == "DRAINING"));
 }

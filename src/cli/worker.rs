@@ -1,5 +1,6 @@
 //! `tendril worker`: claim and run jobs from Trellis or a PostgreSQL queue.
 
+use backon::{ExponentialBuilder, Retryable};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -228,7 +229,23 @@ async fn worker(args: Args) -> Result<(), CmdError> {
                 .unwrap_or_else(|_| "worker".into());
             format!("{host}-{}", std::process::id())
         });
-        let queue = PgQueue::open(Secret::new(url), &id, token.as_ref()).await?;
+        // The database may not be up yet: retry transient failures until a signal.
+        let url = Secret::new(url);
+        let open = (|| PgQueue::open(url.clone(), &id, token.as_ref()))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(30))
+                    .with_jitter()
+                    .without_max_times(),
+            )
+            .sleep(tokio::time::sleep)
+            .when(|e: &tendril::queue::QueueError| e.is_transient())
+            .notify(|e, d| eprintln!("warning: {e} (next try in {} ms)", d.as_millis()));
+        let queue = tokio::select! {
+            q = open => q?,
+            _ = shutdown.drain.cancelled() => return Ok(()),
+        };
         eprintln!("worker {id}: PostgreSQL queue");
         go(Arc::new(queue), runner, config, shutdown).await
     } else if let Some(url) = args.trellis_url {

@@ -111,6 +111,9 @@ pub struct PgQueue {
     url: Secret<String>,
     worker_id: String,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// A second connection for transactions (finish, finalize): the shared
+    /// one carries heartbeats and logs from other tasks at the same time.
+    tx_client: tokio::sync::Mutex<Option<Client>>,
 }
 
 /// What stale-job recovery did to one job.
@@ -166,6 +169,7 @@ impl PgQueue {
             url,
             worker_id: worker_id.to_string(),
             client: tokio::sync::Mutex::new(Some(Arc::new(client))),
+            tx_client: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -335,10 +339,40 @@ impl PgQueue {
     /// same transaction (see [`super::finalize`]). Safe to retry: a second
     /// call after a lost reply finds the job already finished by this worker
     /// and succeeds.
+    ///
+    /// A SUCCESS whose results cannot be finalized (no or malformed
+    /// `execution_metadata`) is recorded as FAILED with the reason, and the vine
+    /// becomes FAILED: the job must not look done when the platform's records
+    /// are not.
     pub async fn finish(&self, job: &JobId, outcome: &JobOutcome) -> Result<(), QueueError> {
-        // A transaction needs a connection of its own: the shared one carries
-        // heartbeats and logs from other tasks at the same time.
-        let mut own = connect(&self.url).await?;
+        match self.finish_once(job, outcome).await {
+            Err(QueueError::Finalize { message, .. })
+                if outcome.status == super::OutcomeStatus::Success =>
+            {
+                let failed = JobOutcome {
+                    status: super::OutcomeStatus::Failed,
+                    error_message: Some(format!(
+                        "the DEPLOY succeeded but its results could not be finalized: {message}"
+                    )),
+                    execution_metadata: outcome.execution_metadata.clone(),
+                };
+                self.finish_once(job, &failed).await
+            }
+            other => other,
+        }
+    }
+
+    async fn finish_once(&self, job: &JobId, outcome: &JobOutcome) -> Result<(), QueueError> {
+        let mut slot = self.tx_client.lock().await;
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            *slot = Some(connect(&self.url).await?);
+        }
+        let Some(own) = slot.as_mut() else {
+            return Err(QueueError::Invalid {
+                what: "finish".into(),
+                message: "no database connection".into(),
+            });
+        };
         let metadata =
             (!outcome.execution_metadata.is_null()).then_some(&outcome.execution_metadata);
         let status = JobStatus::from(outcome.status).as_str();
@@ -440,8 +474,13 @@ impl PgQueue {
             let action: String = r.get(1);
             let job_type: String = r.get(2);
             if job_type == "DEPLOY" && action != "REQUEUED" {
-                let mut own = connect(&self.url).await?;
-                super::finalize::finalize_job(&mut own, &job).await?;
+                let mut slot = self.tx_client.lock().await;
+                if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                    *slot = Some(connect(&self.url).await?);
+                }
+                if let Some(own) = slot.as_mut() {
+                    super::finalize::finalize_job(own, &job).await?;
+                }
             }
             out.push(Recovered {
                 job: JobId(job),
