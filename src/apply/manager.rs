@@ -670,6 +670,15 @@ impl ResourceManager {
                     s.message
                 ));
             }
+            Err(kube::Error::Api(s))
+                if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces") =>
+            {
+                return Applied::failed(format!(
+                    "namespace {} does not exist: create it or add its Namespace to the bundle ({})",
+                    id.namespace.as_deref().unwrap_or(""),
+                    s.message
+                ));
+            }
             Err(e) => {
                 return Applied::failed(format!("the server rejected it: {}", api_error_text(&e)));
             }
@@ -836,6 +845,16 @@ impl ResourceManager {
                 })
                 .collect(),
         ));
+        if let Ok(l) = last.lock() {
+            for (t, r) in targets.iter().zip(l.iter()) {
+                if let Readiness::InProgress(reason) = r {
+                    progress(ApplyEvent::Progress {
+                        object: t.id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
         let watches = targets.iter().enumerate().map(|(k, t)| {
             let last = last.clone();
             async move {
