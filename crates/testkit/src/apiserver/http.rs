@@ -289,7 +289,7 @@ fn resource(
         }
         (&Method::GET, Some(n)) => {
             let obj = shared.lock().get(&rt, ns_str, n)?;
-            Ok(json_response(200, &present((*obj).clone())))
+            Ok(object_response(200, &obj, &rt, meta_only))
         }
         (&Method::POST, None) => {
             let body = decode_body(ctx)?;
@@ -305,8 +305,26 @@ fn resource(
         }
         (&Method::PATCH, Some(n)) => {
             let ct = ctx.content_type.split(';').next().unwrap_or("").trim();
+            let apply =
+                ct == "application/apply-patch+yaml" || ct == "application/apply-patch+cbor";
+            // A re-apply of the very configuration this manager applied last,
+            // to an object nobody changed since, changes nothing: answer
+            // without decoding or merging again.
+            let body_hash = {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hasher::write(&mut h, &ctx.body);
+                std::hash::Hasher::finish(&h)
+            };
+            if apply && q.get("fieldManager").is_some_and(|m| !m.is_empty()) {
+                let hit = shared
+                    .lock()
+                    .memo_hit(&rt, ns_str, n, &opts.manager, status, body_hash);
+                if let Some(live) = hit {
+                    return Ok(object_response(200, &live, &rt, meta_only));
+                }
+            }
             let body = decode_body(ctx)?;
-            if ct == "application/apply-patch+yaml" || ct == "application/apply-patch+cbor" {
+            if apply {
                 if q.get("fieldManager").is_none_or(str::is_empty) {
                     return Err(ApiError::invalid(
                         "PatchOptions",
@@ -322,6 +340,9 @@ fn resource(
                 let mut st = shared.lock();
                 let existed = st.get(&rt, ns_str, n).is_ok();
                 let out = st.apply(&rt, ns_str, n, body, status, &opts)?;
+                if !dry_run {
+                    st.memo_store(&rt, ns_str, n, &opts.manager, status, body_hash, &out);
+                }
                 drop(st);
                 notify(shared);
                 return Ok(json_response(
@@ -419,6 +440,15 @@ fn notify(shared: &Arc<Shared>) {
             false
         }
     });
+}
+
+/// A response with one stored object, cloned only when it must change.
+fn object_response(code: u16, obj: &Value, rt: &ResourceType, meta_only: bool) -> Response<Body> {
+    if rt.custom || meta_only {
+        json_response(code, &shape(present(obj.clone(), rt), meta_only))
+    } else {
+        json_response(code, obj)
+    }
 }
 
 /// An object as served at `rt`'s version (custom resources are stored once

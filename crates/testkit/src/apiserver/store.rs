@@ -1,7 +1,7 @@
 //! The in-memory object store: objects, resource versions, managed fields,
 //! the event log watches read from, and the write rules of the real server.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -49,6 +49,8 @@ struct Entry {
     time: String,
     subresource: String,
     fields: FieldSet,
+    /// The `fieldsV1` this entry was read from, while `fields` is unchanged.
+    raw: Option<Value>,
 }
 
 impl Entry {
@@ -69,6 +71,7 @@ fn parse_entries(obj: &Value) -> Vec<Entry> {
             time: e["time"].as_str().unwrap_or("").into(),
             subresource: e["subresource"].as_str().unwrap_or("").into(),
             fields: fields::from_fields_v1(&e["fieldsV1"]),
+            raw: Some(e["fieldsV1"].clone()),
         })
         .collect()
 }
@@ -84,7 +87,7 @@ fn entries_json(entries: &[Entry]) -> Value {
                     "apiVersion": e.api_version,
                     "time": e.time,
                     "fieldsType": "FieldsV1",
-                    "fieldsV1": fields::to_fields_v1(&e.fields),
+                    "fieldsV1": e.raw.clone().unwrap_or_else(|| fields::to_fields_v1(&e.fields)),
                 });
                 if !e.subresource.is_empty() {
                     v["subresource"] = json!(e.subresource);
@@ -112,6 +115,9 @@ pub(crate) struct State {
     /// wait here for the HTTP layer to run [`State::crd_changed`] later.
     pub crd_delay: bool,
     pub pending_crds: Vec<String>,
+    /// Last successful apply per (object, manager, status): the resulting
+    /// resourceVersion and a hash of the request body.
+    apply_memo: HashMap<(Key, String, bool), (String, u64)>,
 }
 
 impl State {
@@ -126,6 +132,7 @@ impl State {
             seed,
             crd_delay: false,
             pending_crds: Vec::new(),
+            apply_memo: HashMap::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -522,84 +529,70 @@ impl State {
             .position(|e| e.same_slot(&opts.manager, "Apply", subresource));
 
         // Conflicts: fields this apply sets to a different value that another manager owns.
-        let mut conflicts: Vec<(String, String, Vec<String>)> = Vec::new();
+        let mut conflicts: Vec<(usize, Vec<fields::Path>)> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if Some(i) == mine || e.manager == opts.manager || e.subresource != subresource {
                 continue;
             }
-            let mut hit = Vec::new();
-            for p in new_set.intersection(&e.fields) {
-                let item = p
-                    .last()
-                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"));
-                if !item && fields::get_at(&config, p) != fields::get_at(&live, p) {
-                    hit.push(p.clone());
-                }
-            }
+            let hit = fields::conflicts(&new_set, &e.fields, Some(&config), Some(&live));
             if !hit.is_empty() {
-                conflicts.push((
-                    e.manager.clone(),
-                    e.api_version.clone(),
-                    hit.iter().map(|p| fields::display(p)).collect(),
-                ));
+                conflicts.push((i, hit));
             }
         }
         if !conflicts.is_empty() && !opts.force {
-            return Err(conflict_error(rt, name, &conflicts));
+            let list: Vec<(String, String, Vec<String>)> = conflicts
+                .iter()
+                .map(|(i, hit)| {
+                    (
+                        entries[*i].manager.clone(),
+                        entries[*i].api_version.clone(),
+                        hit.iter().map(|p| fields::display(p)).collect(),
+                    )
+                })
+                .collect();
+            return Err(conflict_error(rt, name, &list));
         }
-        if opts.force {
-            for (i, e) in entries.iter_mut().enumerate() {
-                if Some(i) != mine && e.manager != opts.manager && e.subresource == subresource {
-                    let before: FieldSet = e.fields.clone();
-                    e.fields = before
-                        .into_iter()
-                        .filter(|p| {
-                            !new_set.contains(p)
-                                || p.last()
-                                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"))
-                                || fields::get_at(&config, p) == fields::get_at(&live, p)
-                        })
-                        .collect();
-                }
+        for (i, hit) in &conflicts {
+            // Forced: the fields change hands.
+            let e = &mut entries[*i];
+            for p in hit {
+                e.fields.remove(p);
             }
+            e.raw = None;
         }
 
         // Fields this manager applied before and no longer applies.
         let old_set = mine.map(|i| entries[i].fields.clone()).unwrap_or_default();
-        let others: FieldSet = entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != mine)
-            .flat_map(|(_, e)| e.fields.iter().cloned())
-            .collect();
-        let owned_below = |set: &FieldSet, p: &[String]| {
-            let start: Vec<String> = p.to_vec();
-            set.range(start..)
-                .take_while(|q| fields::is_prefix(p, q))
-                .next()
-                .is_some()
-        };
-        let keep = |p: &[String]| others.contains(p) || new_set.contains(p);
-        for p in old_set.difference(&new_set) {
-            if owned_below(&new_set, p) || owned_below(&others, p) {
-                continue;
+        let mut others = FieldSet::default();
+        for (i, e) in entries.iter().enumerate() {
+            if Some(i) != mine {
+                others.union(&e.fields);
             }
-            fields::remove_at(&mut live, p, &keep);
+        }
+        let keep = |p: &[String]| others.contains(p) || new_set.contains(p);
+        for p in fields::removals(&old_set, &new_set, &others) {
+            fields::remove_at(&mut live, &p, &keep);
         }
         fields::merge(&mut live, &config, rt);
 
-        let now = now_rfc3339();
-        let entry = Entry {
-            manager: opts.manager.clone(),
-            operation: "Apply".into(),
-            api_version,
-            time: now,
-            subresource: subresource.into(),
-            fields: new_set,
-        };
         match mine {
-            Some(i) => entries[i] = entry,
-            None => entries.push(entry),
+            Some(i) if entries[i].fields == new_set && entries[i].api_version == api_version => {}
+            Some(i) => {
+                let e = &mut entries[i];
+                e.fields = new_set;
+                e.api_version = api_version;
+                e.time = now_rfc3339();
+                e.raw = None;
+            }
+            None => entries.push(Entry {
+                manager: opts.manager.clone(),
+                operation: "Apply".into(),
+                api_version,
+                time: now_rfc3339(),
+                subresource: subresource.into(),
+                fields: new_set,
+                raw: None,
+            }),
         }
         entries
             .retain(|e| !e.fields.is_empty() || e.same_slot(&opts.manager, "Apply", subresource));
@@ -624,7 +617,7 @@ impl State {
         name: &str,
         old: Option<Arc<Value>>,
         mut new: Value,
-        mut entries: Vec<Entry>,
+        entries: Vec<Entry>,
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
         if !new["metadata"].is_object() {
@@ -666,18 +659,6 @@ impl State {
         defaults(self, rt, old.as_deref(), &mut new);
         validate(rt, name, old.as_deref(), &new)?;
 
-        // managedFields: keep the old time stamp of entries whose fields did not change.
-        let old_entries = old.as_deref().map(parse_entries).unwrap_or_default();
-        for e in &mut entries {
-            if let Some(prev) = old_entries
-                .iter()
-                .find(|p| p.same_slot(&e.manager, &e.operation, &e.subresource))
-                && prev.fields == e.fields
-                && prev.api_version == e.api_version
-            {
-                e.time = prev.time.clone();
-            }
-        }
         if entries.is_empty() {
             new["metadata"]
                 .as_object_mut()
@@ -696,11 +677,7 @@ impl State {
                 None => 1,
                 Some(o) => {
                     let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
-                    if spec_of(o, rt) != spec_of(&new, rt) {
-                        g + 1
-                    } else {
-                        g
-                    }
+                    if !same_spec(o, &new, rt) { g + 1 } else { g }
                 }
             };
             new["metadata"]["generation"] = json!(generation);
@@ -947,6 +924,50 @@ impl State {
             .collect()
     }
 
+    /// The live object when `manager`'s last apply to it had this body hash
+    /// and nothing changed the object since (so this apply is a no-op).
+    pub fn memo_hit(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        status: bool,
+        hash: u64,
+    ) -> Option<Arc<Value>> {
+        let key = (rt.group_resource(), ns.to_owned(), name.to_owned());
+        let live = self.objects.get(&key)?;
+        let (rv, h) = self.apply_memo.get(&(key, manager.to_owned(), status))?;
+        (*h == hash && live["metadata"]["resourceVersion"].as_str() == Some(rv.as_str()))
+            .then(|| live.clone())
+    }
+
+    /// Records a successful apply for [`State::memo_hit`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn memo_store(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        status: bool,
+        hash: u64,
+        result: &Value,
+    ) {
+        let key = (rt.group_resource(), ns.to_owned(), name.to_owned());
+        let live_rv = self
+            .objects
+            .get(&key)
+            .and_then(|o| o["metadata"]["resourceVersion"].as_str().map(str::to_owned));
+        // Only when the stored object is the one this apply produced.
+        if let Some(rv) = live_rv
+            && result["metadata"]["resourceVersion"].as_str() == Some(rv.as_str())
+        {
+            self.apply_memo
+                .insert((key, manager.to_owned(), status), (rv, hash));
+        }
+    }
+
     /// Whether `ns` exists (for tests of namespace deletion inside this crate).
     #[allow(dead_code)]
     pub fn has_namespace(&self, ns: &str) -> bool {
@@ -986,17 +1007,18 @@ fn set_or_remove(obj: &mut Value, key: &str, v: Option<Value>) {
     }
 }
 
-/// Everything but metadata (and status, for kinds with a status
-/// subresource): what bumps `metadata.generation`.
-fn spec_of(v: &Value, rt: &ResourceType) -> Value {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("metadata");
-        if rt.status {
-            o.remove("status");
-        }
-    }
-    v
+/// Whether everything but metadata (and status, for kinds with a status
+/// subresource) is equal: what decides a new `metadata.generation`.
+fn same_spec(a: &Value, b: &Value, rt: &ResourceType) -> bool {
+    let skip = |k: &str| k == "metadata" || (rt.status && k == "status");
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let count = |m: &Map<String, Value>| m.keys().filter(|k| !skip(k)).count();
+    count(a) == count(b)
+        && a.iter()
+            .filter(|(k, _)| !skip(k))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 /// Ownership after a non-apply write: changed fields go to `manager`'s
@@ -1013,27 +1035,13 @@ fn own_update(
 ) {
     let subresource = if part == Part::Status { "status" } else { "" };
     let new_paths = fields::paths_of(new, rt, part);
-    let changed: FieldSet = new_paths
-        .iter()
-        .filter(|p| match old {
-            None => true,
-            Some(o) => {
-                let item = p
-                    .last()
-                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"));
-                let before = fields::get_at(o, p);
-                if item {
-                    before.is_none()
-                } else {
-                    before != fields::get_at(new, p)
-                }
-            }
-        })
-        .cloned()
-        .collect();
+    let changed = fields::changed(&new_paths, old, Some(new));
     for e in entries.iter_mut() {
-        e.fields
-            .retain(|p| !changed.contains(p) && fields::get_at(new, p).is_some());
+        let a = e.fields.subtract(&changed);
+        let b = e.fields.retain_present(new);
+        if a || b {
+            e.raw = None;
+        }
     }
     if !changed.is_empty() {
         match entries
@@ -1041,9 +1049,10 @@ fn own_update(
             .find(|e| e.same_slot(manager, "Update", subresource))
         {
             Some(e) => {
-                e.fields.extend(changed);
+                e.fields.union(&changed);
                 e.time = now.to_owned();
                 e.api_version = new["apiVersion"].as_str().unwrap_or("").into();
+                e.raw = None;
             }
             None => entries.push(Entry {
                 manager: manager.into(),
@@ -1055,6 +1064,7 @@ fn own_update(
                 time: now.into(),
                 subresource: subresource.into(),
                 fields: changed,
+                raw: None,
             }),
         }
     }
