@@ -277,3 +277,38 @@ spec:
     );
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn discovery_cache_is_refreshed_after_a_new_crd_is_established() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("apply-disc").await;
+    let group = format!("{}.tendril.test", unique("d"));
+    let rm = tendril::apply::ResourceManager::new(cluster.client(), ns.name());
+    let sink = |_e: tendril::apply::ApplyEvent| {};
+    let cr = format!("apiVersion: {group}/v1\nkind: Doohickey\nmetadata:\n  name: d1\n");
+    // Not served yet: unknown.
+    let err = rm.apply(manifests(&cr), &opts(), &sink).await.unwrap_err();
+    assert!(matches!(err, ApplyError::UnknownKind { .. }), "{err}");
+    // The CRD alone, through the same manager.
+    let crd = crd_yaml(&group, "Doohickey", "doohickeys", "Namespaced");
+    let mut wait = opts();
+    wait.wait = true; // until Established
+    rm.apply(manifests(&crd), &wait, &sink)
+        .await
+        .expect("crd applies");
+    // Now the custom resource alone resolves through (refreshed) discovery.
+    let report = rm
+        .apply(manifests(&cr), &opts(), &sink)
+        .await
+        .expect("cr applies");
+    assert_eq!(result(&report, "Doohickey", "d1").action, Action::Created);
+    ns.delete().await;
+    delete_cluster_object(
+        &cluster,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        &format!("doohickeys.{group}"),
+    )
+    .await;
+}

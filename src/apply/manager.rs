@@ -165,7 +165,10 @@ impl ResourceManager {
                 });
             }
         };
-        if let Ok(mut cache) = self.discovery.lock() {
+        // "Not served" is not cached: a CRD may be created at any moment.
+        if entry.is_some()
+            && let Ok(mut cache) = self.discovery.lock()
+        {
             cache.insert(api_version.to_string(), entry.clone());
         }
         Ok(entry)
@@ -422,6 +425,18 @@ impl ResourceManager {
                 r.conflicts = a.conflicts;
                 r.note = a.note;
             }
+            // A CRD applied: its group's cached discovery is stale.
+            for &i in wave {
+                if let Some((g, _)) = &defines[i]
+                    && matches!(
+                        report.objects[i].action,
+                        Action::Created | Action::Configured | Action::Recreated
+                    )
+                    && let Ok(mut cache) = self.discovery.lock()
+                {
+                    cache.retain(|k, _| !k.starts_with(&format!("{g}/")));
+                }
+            }
             if failed {
                 mark_skipped(&mut report, &plan.waves[w + 1..]);
                 report.apply_millis = started.elapsed().as_millis() as u64;
@@ -477,7 +492,7 @@ impl ResourceManager {
                     });
                 }
             }
-            // New CRDs are established: later discovery must see them.
+            // New CRDs are established now: drop what discovery cached meanwhile.
             for &i in wave {
                 if let Some((g, _)) = &defines[i]
                     && let Ok(mut cache) = self.discovery.lock()
