@@ -282,6 +282,24 @@ async fn failures_exit_non_zero_and_say_why() {
         run.stderr
     );
 
+    // A context the kubeconfig does not have.
+    let run = tendril(
+        &[
+            "apply",
+            "-f",
+            "-",
+            "--kubeconfig",
+            &kc,
+            "--context",
+            "no-such-context",
+        ],
+        Some(yaml),
+        &[],
+    )
+    .await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("no-such-context"), "{}", run.stderr);
+
     // A kubeconfig that does not exist.
     let run = tendril(
         &[
