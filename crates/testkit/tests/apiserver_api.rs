@@ -1175,3 +1175,85 @@ async fn test_server_serves_custom_resources_only_once_established() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn validation_of_names_selectors_pods_and_protected_namespaces() {
+    let cluster = e2e::cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("valid").await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns.name());
+    let s = api_err(
+        apply_json(&api, "Bad_Name", "tendril-test", &cm("Bad_Name", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(s.message.contains("metadata.name"), "{}", s.message);
+
+    let s = api_err(
+        api.list(&ListParams::default().fields("data.a=1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 400);
+    assert!(
+        s.message.contains("field label not supported"),
+        "{}",
+        s.message
+    );
+
+    // RBAC names may contain colons.
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), ns.name());
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "tendril:reader"}, "rules": []});
+    roles
+        .patch(
+            "tendril:reader",
+            &PatchParams::apply("tendril-test"),
+            &Patch::Apply(&role),
+        )
+        .await
+        .unwrap();
+
+    // A Pod's spec is immutable but for images and a few fields.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns.name());
+    let pod = |image: &str, cmd: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"nodeName": "tendril-no-such-node",
+                     "containers": [{"name": "c", "image": image, "command": [cmd]}]}})
+    };
+    apply_json(&pods, "p", "tendril-test", &pod("busybox:1", "sleep"))
+        .await
+        .unwrap();
+    apply_json(&pods, "p", "tendril-test", &pod("busybox:2", "sleep"))
+        .await
+        .unwrap();
+    let s = api_err(
+        apply_json(&pods, "p", "tendril-test", &pod("busybox:2", "true"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message.contains("pod updates may not change fields"),
+        "{}",
+        s.message
+    );
+
+    // The default namespace cannot be deleted (asked as a dry run, to be safe on real clusters).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let s = api_err(
+        namespaces
+            .delete(
+                "default",
+                &DeleteParams {
+                    dry_run: true,
+                    ..DeleteParams::default()
+                },
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 403);
+    ns.delete().await;
+}

@@ -389,6 +389,7 @@ fn resource(
         (&Method::DELETE, None) => {
             let labels = Selector::parse(q.get("labelSelector"), false)?;
             let fields = Selector::parse(q.get("fieldSelector"), true)?;
+            fields.check_fields(&rt.group, &rt.plural, rt.custom)?;
             let mut st = shared.lock();
             let victims = st.list(&rt, ns, &labels, &fields);
             let mut items = Vec::new();
@@ -497,6 +498,7 @@ fn list(
 ) -> Result<Response<Body>, ApiError> {
     let labels = Selector::parse(q.get("labelSelector"), false)?;
     let fields = Selector::parse(q.get("fieldSelector"), true)?;
+    fields.check_fields(&rt.group, &rt.plural, rt.custom)?;
     let st = shared.lock();
     if q.get("resourceVersionMatch") == Some("Exact")
         && let Some(rv) = q.get("resourceVersion").and_then(|r| r.parse::<u64>().ok())
@@ -654,11 +656,13 @@ fn start_watch(
         .and_then(|t| t.parse::<u64>().ok())
         .filter(|t| *t > 0)
         .unwrap_or(1800);
+    let fields = Selector::parse(q.get("fieldSelector"), true)?;
+    fields.check_fields(&rt.group, &rt.plural, rt.custom)?;
     let spec = WatchSpec {
         rt: rt.clone(),
         ns: ns.map(str::to_owned),
         labels: Selector::parse(q.get("labelSelector"), false)?,
-        fields: Selector::parse(q.get("fieldSelector"), true)?,
+        fields,
         start,
         initial,
         bookmarks,

@@ -735,6 +735,17 @@ impl State {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let old = self.get(rt, ns, name)?;
+        if rt.group.is_empty()
+            && rt.plural == "namespaces"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .with_details(json!({"name": name, "kind": "namespaces"})));
+        }
         if dry_run {
             return Ok((*old).clone());
         }
@@ -1190,6 +1201,26 @@ fn validate(
     new: &Value,
 ) -> Result<(), ApiError> {
     let mut causes: Vec<(String, String)> = Vec::new();
+    if old.is_none() {
+        // Names: DNS labels for namespaces and services, DNS subdomains otherwise.
+        let label = rt.group.is_empty() && matches!(rt.plural.as_str(), "namespaces" | "services");
+        let checked = if rt.group == "rbac.authorization.k8s.io" {
+            // RBAC names are path segments (`system:aggregate-to-admin` is fine).
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+                Err("may not be '.' or '..' and may not contain '/' or '%'".to_owned())
+            } else {
+                Ok(())
+            }
+        } else {
+            check_name(name, label)
+        };
+        if let Err(why) = checked {
+            causes.push((
+                "metadata.name".into(),
+                format!("Invalid value: \"{name}\": {why}"),
+            ));
+        }
+    }
     let immutable = |path: &[&str], field: &str, causes: &mut Vec<(String, String)>| {
         let Some(old) = old else { return };
         let get = |v: &Value| {
@@ -1257,6 +1288,44 @@ fn validate(
                 }
             }
         }
+        ("", "pods") => {
+            if let Some(o) = old {
+                // Only images, activeDeadlineSeconds, tolerations (additions) and
+                // terminationGracePeriodSeconds may change in a Pod's spec.
+                let strip = |v: &Value| {
+                    let mut spec = v["spec"].clone();
+                    for list in ["containers", "initContainers"] {
+                        if let Some(cs) = spec[list].as_array_mut() {
+                            for c in cs {
+                                if let Some(c) = c.as_object_mut() {
+                                    c.remove("image");
+                                }
+                            }
+                        }
+                    }
+                    if let Some(m) = spec.as_object_mut() {
+                        for k in [
+                            "activeDeadlineSeconds",
+                            "tolerations",
+                            "terminationGracePeriodSeconds",
+                        ] {
+                            m.remove(k);
+                        }
+                    }
+                    spec
+                };
+                if strip(o) != strip(new) {
+                    causes.push((
+                        "spec".into(),
+                        "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, \
+                         `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` \
+                         (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` \
+                         (allow it to be set to 1 if it was previously negative)"
+                            .into(),
+                    ));
+                }
+            }
+        }
         ("batch", "jobs") => {
             immutable(&["spec", "template"], "spec.template", &mut causes);
             immutable(&["spec", "selector"], "spec.selector", &mut causes);
@@ -1293,6 +1362,37 @@ fn validate(
     } else {
         Err(ApiError::invalid(&rt.kind, &rt.group, name, &causes))
     }
+}
+
+/// RFC 1123 label (63 chars, no dots) or subdomain (253 chars) names.
+fn check_name(name: &str, label: bool) -> Result<(), String> {
+    let max = if label { 63 } else { 253 };
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.'));
+    let ends = name
+        .chars()
+        .next()
+        .zip(name.chars().last())
+        .is_some_and(|(a, b)| a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric());
+    let parts_ok = label
+        || name
+            .split('.')
+            .all(|p| !p.is_empty() && !p.starts_with('-') && !p.ends_with('-'));
+    if !name.is_empty() && name.len() <= max && ok_chars && ends && parts_ok {
+        return Ok(());
+    }
+    Err(if label {
+        format!(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', \
+             and must start and end with an alphanumeric character (at most {max} characters)"
+        )
+    } else {
+        format!(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+             and must start and end with an alphanumeric character (at most {max} characters)"
+        )
+    })
 }
 
 /// Which non-apply patch a PATCH request carries.
