@@ -5,7 +5,7 @@ mod apply_common;
 
 use apply_common::*;
 use serde_json::json;
-use tendril::apply::{Action, ApplyError, Status};
+use tendril::apply::{Action, ApplyError, ApplyEvent, Status};
 use tendril_testkit::e2e;
 
 #[tokio::test]
@@ -205,10 +205,32 @@ async fn a_wave_is_applied_concurrently_and_completely() {
     }
     let mut o = opts();
     o.concurrency = 8;
-    let report = apply(&cluster, ns.name(), &yaml, &o)
-        .await
-        .expect("applies");
+    let (report, events) = apply_with_events(&cluster, ns.name(), &yaml, &o).await;
+    let report = report.expect("applies");
     assert_eq!(report.objects.len(), 40);
+    assert!(
+        matches!(
+            events.first(),
+            Some(ApplyEvent::Planned {
+                objects: 40,
+                waves: 1
+            })
+        ),
+        "{events:?}"
+    );
+    let applied = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ApplyEvent::Applied {
+                    action: Action::Created,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(applied, 40, "one progress event per object");
     assert_eq!(report.count(Action::Created), 40);
     assert_eq!(report.waves, 1);
     let cms = api(&cluster, "v1", "ConfigMap", "configmaps", Some(ns.name()));

@@ -376,6 +376,11 @@ impl ResourceManager {
                             "not checked on the server: {} is created by this bundle",
                             ids_ref[d]
                         );
+                        progress(ApplyEvent::Applied {
+                            object: ids_ref[i].clone(),
+                            action: Action::Created,
+                            error: None,
+                        });
                         return (
                             i,
                             Applied {
@@ -388,15 +393,25 @@ impl ResourceManager {
                             },
                         );
                     }
-                    let out = self
-                        .apply_one(
-                            &manifests_ref[i].object,
-                            &ids_ref[i],
-                            &resolved_ref[i].ar,
-                            opts,
-                            progress,
-                        )
-                        .await;
+                    let one = self.apply_one(
+                        &manifests_ref[i].object,
+                        &ids_ref[i],
+                        &resolved_ref[i].ar,
+                        opts,
+                        progress,
+                    );
+                    let out = match tokio::time::timeout_at(deadline, one).await {
+                        Ok(out) => out,
+                        Err(_) => Applied::failed(format!(
+                            "no answer from the API server within the timeout ({})",
+                            super::report::humanize(opts.timeout)
+                        )),
+                    };
+                    progress(ApplyEvent::Applied {
+                        object: ids_ref[i].clone(),
+                        action: out.action,
+                        error: out.error.clone(),
+                    });
                     (i, out)
                 })
                 .buffer_unordered(opts.concurrency.max(1))
@@ -404,11 +419,6 @@ impl ResourceManager {
                 .await;
             let mut failed = false;
             for (i, a) in results {
-                progress(ApplyEvent::Applied {
-                    object: ids[i].clone(),
-                    action: a.action,
-                    error: a.error.clone(),
-                });
                 if a.action == Action::Failed {
                     failed = true;
                 }
