@@ -454,16 +454,55 @@ async fn generation_follows_spec_and_status_uses_its_subresource() {
             .iter()
             .any(|e| e["manager"] == "test-controller" && e["subresource"] == "status")
     );
-    // A merge patch of status on the main resource is ignored.
-    let d = api
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"readyReplicas": 0}})),
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn main_resource_writes_ignore_status() {
+    // A ClusterIP Service: no controller on a real cluster writes its status.
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("stat").await;
+    let api: Api<Service> = Api::namespaced(cluster.client(), ns.name());
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    apply_json(&api, "svc", "tendril-test", &svc).await.unwrap();
+    let status = json!({"apiVersion": "v1", "kind": "Service",
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}});
+    let v = api
+        .patch_status(
+            "svc",
+            &PatchParams::apply("test-controller"),
+            &Patch::Apply(&status),
         )
         .await
         .unwrap();
-    assert_eq!(d.status.unwrap().ready_replicas, Some(1));
+    let ingress = |s: &Service| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .and_then(|i| i.first())
+            .and_then(|i| i.ip.clone())
+    };
+    assert_eq!(ingress(&v).as_deref(), Some("192.0.2.10"));
+    let patched = api
+        .patch(
+            "svc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.99"}]}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ingress(&patched).as_deref(), Some("192.0.2.10"));
+    let mut with_status = svc.clone();
+    with_status["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.77"}]}});
+    let applied: Service = serde_json::from_value(
+        apply_json(&api, "svc", "tendril-test", &with_status)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ingress(&applied).as_deref(), Some("192.0.2.10"));
     ns.delete().await;
 }
 
@@ -568,14 +607,23 @@ async fn crd_becomes_established_and_serves_its_resources() {
             .any(|c| c.type_ == "NamesAccepted" && c.status == "True")
     );
 
-    let discovery = Discovery::new(client.clone())
-        .filter(&[&group])
-        .run()
-        .await
-        .unwrap();
-    let (ar, caps) = discovery
-        .resolve_gvk(&GroupVersionKind::gvk(&group, "v1", "Widget"))
-        .expect("Widget discovered");
+    // Discovery can lag a moment behind Established on a real cluster.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (ar, caps) = loop {
+        let discovery = Discovery::new(client.clone())
+            .filter(&[&group])
+            .run()
+            .await
+            .unwrap();
+        if let Some(found) = discovery.resolve_gvk(&GroupVersionKind::gvk(&group, "v1", "Widget")) {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Widget never discovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(caps.scope, Scope::Namespaced);
 
     let ns = cluster.namespace("crd").await;
