@@ -1305,3 +1305,72 @@ async fn validation_of_names_selectors_pods_and_protected_namespaces() {
     assert_eq!(s.code, 403);
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn delete_options_dry_run_preconditions_and_orphans() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("delopts").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let owner = apply_json(&api, "owner", "tendril-test", &cm("owner", json!({})))
+        .await
+        .unwrap();
+
+    // Dry run: answered, nothing deleted.
+    api.delete(
+        "owner",
+        &DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(api.get("owner").await.is_ok());
+
+    // A UID precondition that does not hold: 409 Conflict, nothing deleted.
+    let wrong = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("00000000-0000-0000-0000-000000000000".into()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let s = api_err(api.delete("owner", &wrong).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    assert!(s.message.contains("Precondition"), "{}", s.message);
+    assert!(api.get("owner").await.is_ok());
+
+    // Orphan propagation: the dependent stays and loses its owner reference.
+    let mut child = cm("child", json!({}));
+    child["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+        "name": "owner", "uid": owner["metadata"]["uid"]}]);
+    apply_json(&api, "child", "tendril-test", &child)
+        .await
+        .unwrap();
+    let right = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: owner["metadata"]["uid"].as_str().map(str::to_owned),
+            resource_version: None,
+        }),
+        ..DeleteParams::orphan()
+    };
+    api.delete("owner", &right).await.unwrap();
+    let gone = await_condition(api.clone(), "owner", conditions::is_deleted(""));
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("owner deleted")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = api.get("child").await.expect("the orphan stays");
+        if c.metadata.owner_references.is_none_or(|r| r.is_empty()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "owner reference never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ns.delete().await;
+}

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::registry::{self, ResourceType};
-use super::store::{EventType, PatchKind, State, WriteOpts};
+use super::store::{DeleteOpts, EventType, PatchKind, State, WriteOpts};
 use super::util::{ApiError, Query, Selector};
 
 /// Response body type.
@@ -382,7 +382,8 @@ fn resource(
             Ok(json_response(200, &present(out)))
         }
         (&Method::DELETE, Some(n)) if !status => {
-            let out = shared.lock().delete(&rt, ns_str, n, dry_run)?;
+            let dopts = delete_options(ctx, dry_run)?;
+            let out = shared.lock().delete(&rt, ns_str, n, &dopts)?;
             notify(shared);
             Ok(json_response(200, &present(out)))
         }
@@ -390,13 +391,16 @@ fn resource(
             let labels = Selector::parse(q.get("labelSelector"), false)?;
             let fields = Selector::parse(q.get("fieldSelector"), true)?;
             fields.check_fields(&rt.group, &rt.plural, rt.custom)?;
+            let mut dopts = delete_options(ctx, dry_run)?;
+            dopts.uid = None;
+            dopts.resource_version = None;
             let mut st = shared.lock();
             let victims = st.list(&rt, ns, &labels, &fields);
             let mut items = Vec::new();
             for v in victims {
                 let vns = v["metadata"]["namespace"].as_str().unwrap_or("");
                 let vname = v["metadata"]["name"].as_str().unwrap_or("");
-                if let Ok(gone) = st.delete(&rt, vns, vname, dry_run) {
+                if let Ok(gone) = st.delete(&rt, vns, vname, &dopts) {
                     items.push(present(gone));
                 }
             }
@@ -418,6 +422,42 @@ fn resource(
             ),
         )),
     }
+}
+
+/// `DeleteOptions` from the body (what kube-rs sends) and the query.
+fn delete_options(ctx: &Ctx, query_dry_run: bool) -> Result<DeleteOpts, ApiError> {
+    let body: Value = if ctx.body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&ctx.body).map_err(|e| {
+            ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        })?
+    };
+    let body_dry_run = match &body["dryRun"] {
+        Value::Null => false,
+        Value::Array(a) if a.iter().all(|v| v == "All") => !a.is_empty(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dry run value {other}: only \"All\" is supported"
+            )));
+        }
+    };
+    let policy = body["propagationPolicy"]
+        .as_str()
+        .or(ctx.query.get("propagationPolicy"))
+        .unwrap_or("");
+    if !matches!(policy, "" | "Orphan" | "Background" | "Foreground") {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy {policy:?} is not one of Orphan, Background, Foreground"
+        )));
+    }
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    Ok(DeleteOpts {
+        dry_run: query_dry_run || body_dry_run,
+        orphan: policy == "Orphan" || body["orphanDependents"] == true,
+        uid: text(&body["preconditions"]["uid"]),
+        resource_version: text(&body["preconditions"]["resourceVersion"]),
+    })
 }
 
 fn notify(shared: &Arc<Shared>) {

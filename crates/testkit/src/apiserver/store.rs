@@ -32,6 +32,18 @@ pub(crate) struct Event {
     pub prev: Option<Arc<Value>>,
 }
 
+/// `DeleteOptions` (body) and query parameters of a DELETE.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeleteOpts {
+    pub dry_run: bool,
+    /// `propagationPolicy: Orphan` (or `orphanDependents: true`).
+    pub orphan: bool,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
 /// Options shared by writes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WriteOpts {
@@ -732,9 +744,38 @@ impl State {
         rt: &ResourceType,
         ns: &str,
         name: &str,
-        dry_run: bool,
+        opts: &DeleteOpts,
     ) -> Result<Value, ApiError> {
         let old = self.get(rt, ns, name)?;
+        if let Some(uid) = &opts.uid
+            && old["metadata"]["uid"].as_str() != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    qualified(&rt.plural, &rt.group),
+                    old["metadata"]["uid"].as_str().unwrap_or("")
+                ),
+            )
+            .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural})));
+        }
+        if let Some(rv) = &opts.resource_version
+            && old["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    qualified(&rt.plural, &rt.group),
+                    old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                ),
+            )
+            .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural})));
+        }
+        let dry_run = opts.dry_run;
         if rt.group.is_empty()
             && rt.plural == "namespaces"
             && matches!(name, "default" | "kube-system" | "kube-public")
@@ -766,8 +807,43 @@ impl State {
             self.finish_namespace(name);
             return Ok(term);
         }
+        if opts.orphan
+            && let Some(uid) = old["metadata"]["uid"].as_str()
+        {
+            self.orphan_dependents(uid);
+        }
         self.delete_key(key)
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Drops the owner reference to `uid` from its dependents (`Orphan` propagation).
+    fn orphan_dependents(&mut self, uid: &str) {
+        let dependents: Vec<(Key, Arc<Value>)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, old) in dependents {
+            let mut v = (*old).clone();
+            if let Some(refs) = v["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| r["uid"] != uid);
+                if refs.is_empty() {
+                    v["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.remove("ownerReferences"));
+                }
+            }
+            self.rv += 1;
+            v["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            let arc = Arc::new(v);
+            self.objects.insert(key.clone(), arc.clone());
+            self.emit(key.0, EventType::Modified, arc, Some(old));
+        }
     }
 
     /// Sets `deletionTimestamp` (and a Terminating phase for namespaces).
