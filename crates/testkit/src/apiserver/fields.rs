@@ -526,3 +526,118 @@ pub(crate) fn display(path: &[String]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::registry::builtins;
+    use serde_json::json;
+
+    fn deployments() -> ResourceType {
+        builtins()
+            .into_iter()
+            .find(|t| t.plural == "deployments")
+            .unwrap()
+    }
+
+    fn path(els: &[&str]) -> Path {
+        els.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn fields_v1_round_trip_with_item_markers() {
+        let rt = deployments();
+        let obj = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "labels": {"a": "1"}, "finalizers": ["f"]},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}
+        });
+        let set = paths_of(&obj, &rt, Part::Main { with_status: false });
+        let encoded = to_fields_v1(&set);
+        assert_eq!(
+            encoded,
+            json!({
+                "f:metadata": {"f:labels": {"f:a": {}}, "f:finalizers": {"v:\"f\"": {}}},
+                "f:spec": {"f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"c\"}": {".": {}, "f:image": {}, "f:name": {}}
+                }}}}
+            })
+        );
+        assert_eq!(from_fields_v1(&encoded), set);
+        assert!(!set.contains(&path(&["f:metadata", "f:name"])));
+    }
+
+    #[test]
+    fn conflicts_only_where_values_differ() {
+        let rt = deployments();
+        let live = json!({"spec": {"replicas": 2, "paused": false}});
+        let config = json!({"spec": {"replicas": 3, "paused": false}});
+        let mine = paths_of(&config, &rt, Part::Main { with_status: false });
+        let theirs = paths_of(&live, &rt, Part::Main { with_status: false });
+        assert_eq!(
+            conflicts(&mine, &theirs, Some(&config), Some(&live)),
+            vec![path(&["f:spec", "f:replicas"])]
+        );
+    }
+
+    #[test]
+    fn removals_spare_fields_others_own_or_still_applied() {
+        let rt = deployments();
+        let main = Part::Main { with_status: false };
+        let old = paths_of(&json!({"spec": {"a": 1, "b": 1, "c": {"d": 1}}}), &rt, main);
+        let new = paths_of(&json!({"spec": {"c": {"e": 1}}}), &rt, main);
+        let others = paths_of(&json!({"spec": {"b": 1}}), &rt, main);
+        let mut gone = removals(&old, &new, &others);
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![path(&["f:spec", "f:a"]), path(&["f:spec", "f:c", "f:d"])]
+        );
+    }
+
+    #[test]
+    fn changed_lists_new_items_and_new_values() {
+        let rt = deployments();
+        let old =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "1"}]}}}});
+        let new = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "image": "2"}, {"name": "b", "image": "1"}]}}}});
+        let set = paths_of(&new, &rt, Part::Main { with_status: false });
+        let c = changed(&set, Some(&old), Some(&new));
+        let base = ["f:spec", "f:template", "f:spec", "f:containers"];
+        let at = |tail: &[&str]| {
+            let mut p = path(&base);
+            p.extend(tail.iter().map(|s| s.to_string()));
+            p
+        };
+        assert!(c.contains(&at(&["k:{\"name\":\"a\"}", "f:image"])));
+        assert!(!c.contains(&at(&["k:{\"name\":\"a\"}"])));
+        assert!(!c.contains(&at(&["k:{\"name\":\"a\"}", "f:name"])));
+        assert!(c.contains(&at(&["k:{\"name\":\"b\"}"])));
+        assert!(c.contains(&at(&["k:{\"name\":\"b\"}", "f:image"])));
+    }
+
+    #[test]
+    fn remove_at_prunes_emptied_maps() {
+        let mut v = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"x": {"y": 1}}});
+        remove_at(&mut v, &path(&["f:spec", "f:x", "f:y"]), &|_| false);
+        assert_eq!(v, json!({"metadata": {"labels": {"a": "1"}}, "spec": {}}));
+        remove_at(&mut v, &path(&["f:metadata", "f:labels", "f:a"]), &|_| {
+            false
+        });
+        assert_eq!(v, json!({"metadata": {}, "spec": {}}));
+    }
+
+    #[test]
+    fn display_matches_the_server_format() {
+        assert_eq!(
+            display(&path(&[
+                "f:spec",
+                "f:containers",
+                "k:{\"name\":\"c\"}",
+                "f:image"
+            ])),
+            ".spec.containers[name=\"c\"].image"
+        );
+    }
+}
