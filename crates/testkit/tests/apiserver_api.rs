@@ -1238,6 +1238,16 @@ async fn validation_of_names_selectors_pods_and_protected_namespaces() {
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert!(s.message.contains("metadata.name"), "{}", s.message);
 
+    let mut bad_label = cm("labelled", json!({}));
+    bad_label["metadata"]["labels"] = json!({"tendril.dev/ok": "fine", "app": "no spaces allowed"});
+    let s = api_err(
+        apply_json(&api, "labelled", "tendril-test", &bad_label)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(s.message.contains("metadata.labels"), "{}", s.message);
+
     let s = api_err(
         api.list(&ListParams::default().fields("data.a=1"))
             .await

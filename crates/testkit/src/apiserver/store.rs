@@ -1297,6 +1297,7 @@ fn validate(
             ));
         }
     }
+    check_labels(new, &mut causes);
     let immutable = |path: &[&str], field: &str, causes: &mut Vec<(String, String)>| {
         let Some(old) = old else { return };
         let get = |v: &Value| {
@@ -1437,6 +1438,81 @@ fn validate(
         Ok(())
     } else {
         Err(ApiError::invalid(&rt.kind, &rt.group, name, &causes))
+    }
+}
+
+/// A label value or the name part of a qualified name: at most 63
+/// characters, alphanumerics with `-`, `_`, `.` inside.
+fn label_value_ok(v: &str, allow_empty: bool) -> bool {
+    if v.is_empty() {
+        return allow_empty;
+    }
+    let b = v.as_bytes();
+    v.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A qualified name (`prefix/name` or `name`), as label and annotation keys are.
+fn qualified_name_ok(k: &str) -> bool {
+    match k.split_once('/') {
+        Some((prefix, name)) => check_name(prefix, false).is_ok() && label_value_ok(name, false),
+        None => label_value_ok(k, false),
+    }
+}
+
+/// Label keys and values, annotation keys and size, as the real server checks them.
+fn check_labels(obj: &Value, causes: &mut Vec<(String, String)>) {
+    if let Some(labels) = obj["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            if !qualified_name_ok(k) {
+                causes.push((
+                    "metadata.labels".into(),
+                    format!(
+                        "Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', \
+                         and must start and end with an alphanumeric character (at most 63 characters, \
+                         with an optional DNS subdomain prefix and '/')"
+                    ),
+                ));
+            }
+            match v.as_str() {
+                Some(text) if label_value_ok(text, true) => {}
+                _ => causes.push((
+                    "metadata.labels".into(),
+                    format!(
+                        "Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric \
+                         characters, '-', '_' or '.', and must start and end with an alphanumeric character \
+                         (at most 63 characters)"
+                    ),
+                )),
+            }
+        }
+    }
+    if let Some(annotations) = obj["metadata"]["annotations"].as_object() {
+        let mut total = 0;
+        for (k, v) in annotations {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            if !qualified_name_ok(k) {
+                causes.push((
+                    "metadata.annotations".into(),
+                    format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.'"),
+                ));
+            }
+            if !v.is_string() {
+                causes.push((
+                    "metadata.annotations".into(),
+                    format!("Invalid value: {v}: must be a string"),
+                ));
+            }
+        }
+        if total > 256 * 1024 {
+            causes.push((
+                "metadata.annotations".into(),
+                format!("Too long: may not be more than 262144 bytes (got {total})"),
+            ));
+        }
     }
 }
 
