@@ -31,6 +31,7 @@ mod fields;
 mod http;
 mod registry;
 mod store;
+mod typed;
 mod util;
 
 use std::io;

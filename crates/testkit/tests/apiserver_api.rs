@@ -1384,3 +1384,18 @@ async fn delete_options_dry_run_preconditions_and_orphans() {
     }
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn wrongly_typed_fields_are_rejected() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("types").await;
+    let ar = ApiResource::erase::<Deployment>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client(), ns.name(), &ar);
+    let mut body = deployment("typed", "typed", "nginx");
+    body["spec"]["replicas"] = json!("2");
+    let obj: DynamicObject = serde_json::from_value(body).unwrap();
+    let s = api_err(api.create(&PostParams::default(), &obj).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+    assert!(s.message.contains("replicas"), "{}", s.message);
+    ns.delete().await;
+}

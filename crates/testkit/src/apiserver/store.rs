@@ -669,6 +669,7 @@ impl State {
             new["metadata"]["creationTimestamp"] = json!(now_rfc3339());
         }
         defaults(self, rt, old.as_deref(), &mut new);
+        super::typed::check_types(rt, &new)?;
         validate(rt, name, old.as_deref(), &new)?;
 
         if entries.is_empty() {
