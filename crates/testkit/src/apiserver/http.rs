@@ -580,7 +580,18 @@ fn list(
     let taken = page.len().min(limit);
     let items: Vec<Value> = page[..taken]
         .iter()
-        .map(|v| shape(present((**v).clone(), rt), meta_only))
+        .map(|v| {
+            let mut item = shape(present((**v).clone(), rt), meta_only);
+            // Lists of built-in kinds carry no apiVersion/kind per item.
+            if !rt.custom
+                && !meta_only
+                && let Some(o) = item.as_object_mut()
+            {
+                o.remove("apiVersion");
+                o.remove("kind");
+            }
+            item
+        })
         .collect();
     let (kind, api_version) = if meta_only {
         (
