@@ -30,6 +30,7 @@
 mod fields;
 mod http;
 mod registry;
+mod schema;
 mod store;
 mod typed;
 mod util;

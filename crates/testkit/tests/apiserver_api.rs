@@ -1399,3 +1399,86 @@ async fn wrongly_typed_fields_are_rejected() {
     assert!(s.message.contains("replicas"), "{}", s.message);
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn custom_resources_are_validated_against_the_crd_schema() {
+    let cluster = e2e::cluster().await;
+    let client = cluster.client();
+    let group = format!("{}.tendril.dev", e2e::unique_name("s"));
+    let name = format!("sprockets.{group}");
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {"group": group, "scope": "Cluster",
+            "names": {"plural": "sprockets", "singular": "sprocket", "kind": "Sprocket"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["teeth"], "properties": {
+                        "teeth": {"type": "integer"},
+                        "finish": {"type": "string", "enum": ["matte", "gloss"]}}}}}}}]}
+    });
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        &name,
+        &PatchParams::apply("tendril-test"),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+    tokio::time::timeout(WAIT, established)
+        .await
+        .expect("established")
+        .unwrap();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&group, "v1", "Sprocket"),
+        "sprockets",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let sprocket = |spec: Value| {
+        json!({"apiVersion": format!("{group}/v1"), "kind": "Sprocket",
+               "metadata": {"name": "s1"}, "spec": spec})
+    };
+    // Serving can lag Established on a real cluster: retry the valid one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ok = api
+            .patch(
+                "s1",
+                &PatchParams::apply("tendril-test"),
+                &Patch::Apply(sprocket(json!({"teeth": 12, "finish": "matte"}))),
+            )
+            .await;
+        match ok {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("valid sprocket rejected: {e}"),
+        }
+    }
+    for (spec, field) in [
+        (json!({"teeth": "twelve"}), "spec.teeth"),
+        (json!({"teeth": 12, "finish": "rusty"}), "spec.finish"),
+        (json!({"finish": "matte"}), "spec.teeth"),
+    ] {
+        let err = api
+            .patch(
+                "s1",
+                &PatchParams::apply("tendril-test"),
+                &Patch::Apply(sprocket(spec)),
+            )
+            .await
+            .unwrap_err();
+        let s = api_err(err);
+        assert_eq!(
+            (s.code, s.reason.as_str()),
+            (422, "Invalid"),
+            "{}",
+            s.message
+        );
+        assert!(s.message.contains(field), "{}", s.message);
+    }
+    crds.delete(&name, &DeleteParams::default()).await.unwrap();
+}

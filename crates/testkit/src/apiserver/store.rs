@@ -670,6 +670,12 @@ impl State {
         }
         defaults(self, rt, old.as_deref(), &mut new);
         super::typed::check_types(rt, &new)?;
+        if let Some(schema) = &rt.schema {
+            let causes = super::schema::check(&new, schema);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&rt.kind, &rt.group, name, &causes));
+            }
+        }
         validate(rt, name, old.as_deref(), &new)?;
 
         if entries.is_empty() {
