@@ -266,6 +266,40 @@ async fn failures_exit_non_zero_and_say_why() {
         run.stderr
     );
 
+    // A namespace that does not exist.
+    let missing = format!("{}-missing", ns.name());
+    let run = tendril(
+        &["apply", "-f", "-", "--kubeconfig", &kc, "-n", &missing],
+        Some(yaml),
+        &[],
+    )
+    .await;
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains(&format!("namespace {missing} does not exist")),
+        "{}",
+        run.stderr
+    );
+
+    // A context the kubeconfig does not have.
+    let run = tendril(
+        &[
+            "apply",
+            "-f",
+            "-",
+            "--kubeconfig",
+            &kc,
+            "--context",
+            "no-such-context",
+        ],
+        Some(yaml),
+        &[],
+    )
+    .await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("no-such-context"), "{}", run.stderr);
+
     // A kubeconfig that does not exist.
     let run = tendril(
         &[

@@ -5,7 +5,7 @@ mod apply_common;
 
 use apply_common::*;
 use serde_json::json;
-use tendril::apply::{Action, ApplyError, Status};
+use tendril::apply::{Action, ApplyError, ApplyEvent, Status};
 use tendril_testkit::e2e;
 
 #[tokio::test]
@@ -205,10 +205,32 @@ async fn a_wave_is_applied_concurrently_and_completely() {
     }
     let mut o = opts();
     o.concurrency = 8;
-    let report = apply(&cluster, ns.name(), &yaml, &o)
-        .await
-        .expect("applies");
+    let (report, events) = apply_with_events(&cluster, ns.name(), &yaml, &o).await;
+    let report = report.expect("applies");
     assert_eq!(report.objects.len(), 40);
+    assert!(
+        matches!(
+            events.first(),
+            Some(ApplyEvent::Planned {
+                objects: 40,
+                waves: 1
+            })
+        ),
+        "{events:?}"
+    );
+    let applied = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ApplyEvent::Applied {
+                    action: Action::Created,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(applied, 40, "one progress event per object");
     assert_eq!(report.count(Action::Created), 40);
     assert_eq!(report.waves, 1);
     let cms = api(&cluster, "v1", "ConfigMap", "configmaps", Some(ns.name()));
@@ -276,4 +298,39 @@ spec:
         .is_none()
     );
     ns.delete().await;
+}
+
+#[tokio::test]
+async fn discovery_cache_is_refreshed_after_a_new_crd_is_established() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("apply-disc").await;
+    let group = format!("{}.tendril.test", unique("d"));
+    let rm = tendril::apply::ResourceManager::new(cluster.client(), ns.name());
+    let sink = |_e: tendril::apply::ApplyEvent| {};
+    let cr = format!("apiVersion: {group}/v1\nkind: Doohickey\nmetadata:\n  name: d1\n");
+    // Not served yet: unknown.
+    let err = rm.apply(manifests(&cr), &opts(), &sink).await.unwrap_err();
+    assert!(matches!(err, ApplyError::UnknownKind { .. }), "{err}");
+    // The CRD alone, through the same manager.
+    let crd = crd_yaml(&group, "Doohickey", "doohickeys", "Namespaced");
+    let mut wait = opts();
+    wait.wait = true; // until Established
+    rm.apply(manifests(&crd), &wait, &sink)
+        .await
+        .expect("crd applies");
+    // Now the custom resource alone resolves through (refreshed) discovery.
+    let report = rm
+        .apply(manifests(&cr), &opts(), &sink)
+        .await
+        .expect("cr applies");
+    assert_eq!(result(&report, "Doohickey", "d1").action, Action::Created);
+    ns.delete().await;
+    delete_cluster_object(
+        &cluster,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        &format!("doohickeys.{group}"),
+    )
+    .await;
 }

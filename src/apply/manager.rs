@@ -165,7 +165,10 @@ impl ResourceManager {
                 });
             }
         };
-        if let Ok(mut cache) = self.discovery.lock() {
+        // "Not served" is not cached: a CRD may be created at any moment.
+        if entry.is_some()
+            && let Ok(mut cache) = self.discovery.lock()
+        {
             cache.insert(api_version.to_string(), entry.clone());
         }
         Ok(entry)
@@ -373,6 +376,11 @@ impl ResourceManager {
                             "not checked on the server: {} is created by this bundle",
                             ids_ref[d]
                         );
+                        progress(ApplyEvent::Applied {
+                            object: ids_ref[i].clone(),
+                            action: Action::Created,
+                            error: None,
+                        });
                         return (
                             i,
                             Applied {
@@ -385,15 +393,25 @@ impl ResourceManager {
                             },
                         );
                     }
-                    let out = self
-                        .apply_one(
-                            &manifests_ref[i].object,
-                            &ids_ref[i],
-                            &resolved_ref[i].ar,
-                            opts,
-                            progress,
-                        )
-                        .await;
+                    let one = self.apply_one(
+                        &manifests_ref[i].object,
+                        &ids_ref[i],
+                        &resolved_ref[i].ar,
+                        opts,
+                        progress,
+                    );
+                    let out = match tokio::time::timeout_at(deadline, one).await {
+                        Ok(out) => out,
+                        Err(_) => Applied::failed(format!(
+                            "no answer from the API server within the timeout ({})",
+                            super::report::humanize(opts.timeout)
+                        )),
+                    };
+                    progress(ApplyEvent::Applied {
+                        object: ids_ref[i].clone(),
+                        action: out.action,
+                        error: out.error.clone(),
+                    });
                     (i, out)
                 })
                 .buffer_unordered(opts.concurrency.max(1))
@@ -401,11 +419,6 @@ impl ResourceManager {
                 .await;
             let mut failed = false;
             for (i, a) in results {
-                progress(ApplyEvent::Applied {
-                    object: ids[i].clone(),
-                    action: a.action,
-                    error: a.error.clone(),
-                });
                 if a.action == Action::Failed {
                     failed = true;
                 }
@@ -421,6 +434,18 @@ impl ResourceManager {
                 r.error = a.error;
                 r.conflicts = a.conflicts;
                 r.note = a.note;
+            }
+            // A CRD applied: its group's cached discovery is stale.
+            for &i in wave {
+                if let Some((g, _)) = &defines[i]
+                    && matches!(
+                        report.objects[i].action,
+                        Action::Created | Action::Configured | Action::Recreated
+                    )
+                    && let Ok(mut cache) = self.discovery.lock()
+                {
+                    cache.retain(|k, _| !k.starts_with(&format!("{g}/")));
+                }
             }
             if failed {
                 mark_skipped(&mut report, &plan.waves[w + 1..]);
@@ -477,7 +502,7 @@ impl ResourceManager {
                     });
                 }
             }
-            // New CRDs are established: later discovery must see them.
+            // New CRDs are established now: drop what discovery cached meanwhile.
             for &i in wave {
                 if let Some((g, _)) = &defines[i]
                     && let Ok(mut cache) = self.discovery.lock()
@@ -670,6 +695,15 @@ impl ResourceManager {
                     s.message
                 ));
             }
+            Err(kube::Error::Api(s))
+                if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces") =>
+            {
+                return Applied::failed(format!(
+                    "namespace {} does not exist: create it or add its Namespace to the bundle ({})",
+                    id.namespace.as_deref().unwrap_or(""),
+                    s.message
+                ));
+            }
             Err(e) => {
                 return Applied::failed(format!("the server rejected it: {}", api_error_text(&e)));
             }
@@ -836,6 +870,16 @@ impl ResourceManager {
                 })
                 .collect(),
         ));
+        if let Ok(l) = last.lock() {
+            for (t, r) in targets.iter().zip(l.iter()) {
+                if let Readiness::InProgress(reason) = r {
+                    progress(ApplyEvent::Progress {
+                        object: t.id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
         let watches = targets.iter().enumerate().map(|(k, t)| {
             let last = last.clone();
             async move {

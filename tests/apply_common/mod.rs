@@ -58,6 +58,20 @@ pub async fn apply(
     rm.apply(manifests(&yaml), opts, &sink).await
 }
 
+/// Like [`apply`], also returning the progress events.
+pub async fn apply_with_events(
+    cluster: &TestCluster,
+    ns: &str,
+    yaml: &str,
+    opts: &ApplyOptions,
+) -> (Result<ApplyReport, ApplyError>, Vec<ApplyEvent>) {
+    let rm = ResourceManager::new(cluster.client(), ns);
+    let events = Events::default();
+    let sink = events.sink();
+    let r = rm.apply(manifests(yaml), opts, &sink).await;
+    (r, events.all())
+}
+
 /// The result for the object of this kind and name.
 pub fn result<'a>(report: &'a ApplyReport, kind: &str, name: &str) -> &'a ObjectResult {
     report

@@ -30,7 +30,9 @@
 mod fields;
 mod http;
 mod registry;
+mod schema;
 mod store;
+mod typed;
 mod util;
 
 use std::io;
@@ -114,7 +116,9 @@ impl ApiServer {
             bookmark_interval: options.bookmark_interval,
             crd_delay: options.crd_establish_delay,
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("test-apiserver-{}", addr.port()))
             .enable_all()
             .build()?;
         let (stop_tx, stop_rx) = oneshot::channel();

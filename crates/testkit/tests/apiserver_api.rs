@@ -454,16 +454,55 @@ async fn generation_follows_spec_and_status_uses_its_subresource() {
             .iter()
             .any(|e| e["manager"] == "test-controller" && e["subresource"] == "status")
     );
-    // A merge patch of status on the main resource is ignored.
-    let d = api
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"readyReplicas": 0}})),
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn main_resource_writes_ignore_status() {
+    // A ClusterIP Service: no controller on a real cluster writes its status.
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("stat").await;
+    let api: Api<Service> = Api::namespaced(cluster.client(), ns.name());
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    apply_json(&api, "svc", "tendril-test", &svc).await.unwrap();
+    let status = json!({"apiVersion": "v1", "kind": "Service",
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}});
+    let v = api
+        .patch_status(
+            "svc",
+            &PatchParams::apply("test-controller"),
+            &Patch::Apply(&status),
         )
         .await
         .unwrap();
-    assert_eq!(d.status.unwrap().ready_replicas, Some(1));
+    let ingress = |s: &Service| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .and_then(|i| i.first())
+            .and_then(|i| i.ip.clone())
+    };
+    assert_eq!(ingress(&v).as_deref(), Some("192.0.2.10"));
+    let patched = api
+        .patch(
+            "svc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.99"}]}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ingress(&patched).as_deref(), Some("192.0.2.10"));
+    let mut with_status = svc.clone();
+    with_status["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.77"}]}});
+    let applied: Service = serde_json::from_value(
+        apply_json(&api, "svc", "tendril-test", &with_status)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ingress(&applied).as_deref(), Some("192.0.2.10"));
     ns.delete().await;
 }
 
@@ -568,14 +607,23 @@ async fn crd_becomes_established_and_serves_its_resources() {
             .any(|c| c.type_ == "NamesAccepted" && c.status == "True")
     );
 
-    let discovery = Discovery::new(client.clone())
-        .filter(&[&group])
-        .run()
-        .await
-        .unwrap();
-    let (ar, caps) = discovery
-        .resolve_gvk(&GroupVersionKind::gvk(&group, "v1", "Widget"))
-        .expect("Widget discovered");
+    // Discovery can lag a moment behind Established on a real cluster.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (ar, caps) = loop {
+        let discovery = Discovery::new(client.clone())
+            .filter(&[&group])
+            .run()
+            .await
+            .unwrap();
+        if let Some(found) = discovery.resolve_gvk(&GroupVersionKind::gvk(&group, "v1", "Widget")) {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Widget never discovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(caps.scope, Scope::Namespaced);
 
     let ns = cluster.namespace("crd").await;
@@ -1174,4 +1222,263 @@ async fn test_server_serves_custom_resources_only_once_established() {
         .patch("a", &PatchParams::apply("t"), &Patch::Apply(&thing))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn validation_of_names_selectors_pods_and_protected_namespaces() {
+    let cluster = e2e::cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("valid").await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns.name());
+    let s = api_err(
+        apply_json(&api, "Bad_Name", "tendril-test", &cm("Bad_Name", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(s.message.contains("metadata.name"), "{}", s.message);
+
+    let mut bad_label = cm("labelled", json!({}));
+    bad_label["metadata"]["labels"] = json!({"tendril.dev/ok": "fine", "app": "no spaces allowed"});
+    let s = api_err(
+        apply_json(&api, "labelled", "tendril-test", &bad_label)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(s.message.contains("metadata.labels"), "{}", s.message);
+
+    let s = api_err(
+        api.list(&ListParams::default().fields("data.a=1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 400);
+    assert!(
+        s.message.contains("field label not supported"),
+        "{}",
+        s.message
+    );
+
+    // RBAC names may contain colons.
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), ns.name());
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "tendril:reader"}, "rules": []});
+    roles
+        .patch(
+            "tendril:reader",
+            &PatchParams::apply("tendril-test"),
+            &Patch::Apply(&role),
+        )
+        .await
+        .unwrap();
+
+    // A Pod's spec is immutable but for images and a few fields.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns.name());
+    let pod = |image: &str, cmd: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"nodeName": "tendril-no-such-node",
+                     "containers": [{"name": "c", "image": image, "command": [cmd]}]}})
+    };
+    apply_json(&pods, "p", "tendril-test", &pod("busybox:1", "sleep"))
+        .await
+        .unwrap();
+    apply_json(&pods, "p", "tendril-test", &pod("busybox:2", "sleep"))
+        .await
+        .unwrap();
+    let s = api_err(
+        apply_json(&pods, "p", "tendril-test", &pod("busybox:2", "true"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message.contains("pod updates may not change fields"),
+        "{}",
+        s.message
+    );
+
+    // The default namespace cannot be deleted (asked as a dry run, to be safe on real clusters).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let s = api_err(
+        namespaces
+            .delete(
+                "default",
+                &DeleteParams {
+                    dry_run: true,
+                    ..DeleteParams::default()
+                },
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 403);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn delete_options_dry_run_preconditions_and_orphans() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("delopts").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let owner = apply_json(&api, "owner", "tendril-test", &cm("owner", json!({})))
+        .await
+        .unwrap();
+
+    // Dry run: answered, nothing deleted.
+    api.delete(
+        "owner",
+        &DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(api.get("owner").await.is_ok());
+
+    // A UID precondition that does not hold: 409 Conflict, nothing deleted.
+    let wrong = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("00000000-0000-0000-0000-000000000000".into()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let s = api_err(api.delete("owner", &wrong).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    assert!(s.message.contains("Precondition"), "{}", s.message);
+    assert!(api.get("owner").await.is_ok());
+
+    // Orphan propagation: the dependent stays and loses its owner reference.
+    let mut child = cm("child", json!({}));
+    child["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+        "name": "owner", "uid": owner["metadata"]["uid"]}]);
+    apply_json(&api, "child", "tendril-test", &child)
+        .await
+        .unwrap();
+    let right = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: owner["metadata"]["uid"].as_str().map(str::to_owned),
+            resource_version: None,
+        }),
+        ..DeleteParams::orphan()
+    };
+    api.delete("owner", &right).await.unwrap();
+    let gone = await_condition(api.clone(), "owner", conditions::is_deleted(""));
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("owner deleted")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = api.get("child").await.expect("the orphan stays");
+        if c.metadata.owner_references.is_none_or(|r| r.is_empty()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "owner reference never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn wrongly_typed_fields_are_rejected() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("types").await;
+    let ar = ApiResource::erase::<Deployment>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client(), ns.name(), &ar);
+    let mut body = deployment("typed", "typed", "nginx");
+    body["spec"]["replicas"] = json!("2");
+    let obj: DynamicObject = serde_json::from_value(body).unwrap();
+    let s = api_err(api.create(&PostParams::default(), &obj).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+    assert!(s.message.contains("replicas"), "{}", s.message);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn custom_resources_are_validated_against_the_crd_schema() {
+    let cluster = e2e::cluster().await;
+    let client = cluster.client();
+    let group = format!("{}.tendril.dev", e2e::unique_name("s"));
+    let name = format!("sprockets.{group}");
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {"group": group, "scope": "Cluster",
+            "names": {"plural": "sprockets", "singular": "sprocket", "kind": "Sprocket"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["teeth"], "properties": {
+                        "teeth": {"type": "integer"},
+                        "finish": {"type": "string", "enum": ["matte", "gloss"]}}}}}}}]}
+    });
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        &name,
+        &PatchParams::apply("tendril-test"),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+    tokio::time::timeout(WAIT, established)
+        .await
+        .expect("established")
+        .unwrap();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&group, "v1", "Sprocket"),
+        "sprockets",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let sprocket = |spec: Value| {
+        json!({"apiVersion": format!("{group}/v1"), "kind": "Sprocket",
+               "metadata": {"name": "s1"}, "spec": spec})
+    };
+    // Serving can lag Established on a real cluster: retry the valid one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ok = api
+            .patch(
+                "s1",
+                &PatchParams::apply("tendril-test"),
+                &Patch::Apply(sprocket(json!({"teeth": 12, "finish": "matte"}))),
+            )
+            .await;
+        match ok {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("valid sprocket rejected: {e}"),
+        }
+    }
+    for (spec, field) in [
+        (json!({"teeth": "twelve"}), "spec.teeth"),
+        (json!({"teeth": 12, "finish": "rusty"}), "spec.finish"),
+        (json!({"finish": "matte"}), "spec.teeth"),
+    ] {
+        let err = api
+            .patch(
+                "s1",
+                &PatchParams::apply("tendril-test"),
+                &Patch::Apply(sprocket(spec)),
+            )
+            .await
+            .unwrap_err();
+        let s = api_err(err);
+        assert_eq!(
+            (s.code, s.reason.as_str()),
+            (422, "Invalid"),
+            "{}",
+            s.message
+        );
+        assert!(s.message.contains(field), "{}", s.message);
+    }
+    crds.delete(&name, &DeleteParams::default()).await.unwrap();
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::registry::{self, ResourceType};
-use super::store::{EventType, PatchKind, State, WriteOpts};
+use super::store::{DeleteOpts, EventType, PatchKind, State, WriteOpts};
 use super::util::{ApiError, Query, Selector};
 
 /// Response body type.
@@ -289,7 +289,7 @@ fn resource(
         }
         (&Method::GET, Some(n)) => {
             let obj = shared.lock().get(&rt, ns_str, n)?;
-            Ok(json_response(200, &present((*obj).clone())))
+            Ok(object_response(200, &obj, &rt, meta_only))
         }
         (&Method::POST, None) => {
             let body = decode_body(ctx)?;
@@ -305,8 +305,26 @@ fn resource(
         }
         (&Method::PATCH, Some(n)) => {
             let ct = ctx.content_type.split(';').next().unwrap_or("").trim();
+            let apply =
+                ct == "application/apply-patch+yaml" || ct == "application/apply-patch+cbor";
+            // A re-apply of the very configuration this manager applied last,
+            // to an object nobody changed since, changes nothing: answer
+            // without decoding or merging again.
+            let body_hash = {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hasher::write(&mut h, &ctx.body);
+                std::hash::Hasher::finish(&h)
+            };
+            if apply && q.get("fieldManager").is_some_and(|m| !m.is_empty()) {
+                let hit = shared
+                    .lock()
+                    .memo_hit(&rt, ns_str, n, &opts.manager, status, body_hash);
+                if let Some(live) = hit {
+                    return Ok(object_response(200, &live, &rt, meta_only));
+                }
+            }
             let body = decode_body(ctx)?;
-            if ct == "application/apply-patch+yaml" || ct == "application/apply-patch+cbor" {
+            if apply {
                 if q.get("fieldManager").is_none_or(str::is_empty) {
                     return Err(ApiError::invalid(
                         "PatchOptions",
@@ -322,6 +340,9 @@ fn resource(
                 let mut st = shared.lock();
                 let existed = st.get(&rt, ns_str, n).is_ok();
                 let out = st.apply(&rt, ns_str, n, body, status, &opts)?;
+                if !dry_run {
+                    st.memo_store(&rt, ns_str, n, &opts.manager, status, body_hash, &out);
+                }
                 drop(st);
                 notify(shared);
                 return Ok(json_response(
@@ -361,20 +382,25 @@ fn resource(
             Ok(json_response(200, &present(out)))
         }
         (&Method::DELETE, Some(n)) if !status => {
-            let out = shared.lock().delete(&rt, ns_str, n, dry_run)?;
+            let dopts = delete_options(ctx, dry_run)?;
+            let out = shared.lock().delete(&rt, ns_str, n, &dopts)?;
             notify(shared);
             Ok(json_response(200, &present(out)))
         }
         (&Method::DELETE, None) => {
             let labels = Selector::parse(q.get("labelSelector"), false)?;
             let fields = Selector::parse(q.get("fieldSelector"), true)?;
+            fields.check_fields(&rt.group, &rt.plural, rt.custom)?;
+            let mut dopts = delete_options(ctx, dry_run)?;
+            dopts.uid = None;
+            dopts.resource_version = None;
             let mut st = shared.lock();
             let victims = st.list(&rt, ns, &labels, &fields);
             let mut items = Vec::new();
             for v in victims {
                 let vns = v["metadata"]["namespace"].as_str().unwrap_or("");
                 let vname = v["metadata"]["name"].as_str().unwrap_or("");
-                if let Ok(gone) = st.delete(&rt, vns, vname, dry_run) {
+                if let Ok(gone) = st.delete(&rt, vns, vname, &dopts) {
                     items.push(present(gone));
                 }
             }
@@ -398,6 +424,42 @@ fn resource(
     }
 }
 
+/// `DeleteOptions` from the body (what kube-rs sends) and the query.
+fn delete_options(ctx: &Ctx, query_dry_run: bool) -> Result<DeleteOpts, ApiError> {
+    let body: Value = if ctx.body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&ctx.body).map_err(|e| {
+            ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        })?
+    };
+    let body_dry_run = match &body["dryRun"] {
+        Value::Null => false,
+        Value::Array(a) if a.iter().all(|v| v == "All") => !a.is_empty(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dry run value {other}: only \"All\" is supported"
+            )));
+        }
+    };
+    let policy = body["propagationPolicy"]
+        .as_str()
+        .or(ctx.query.get("propagationPolicy"))
+        .unwrap_or("");
+    if !matches!(policy, "" | "Orphan" | "Background" | "Foreground") {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy {policy:?} is not one of Orphan, Background, Foreground"
+        )));
+    }
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    Ok(DeleteOpts {
+        dry_run: query_dry_run || body_dry_run,
+        orphan: policy == "Orphan" || body["orphanDependents"] == true,
+        uid: text(&body["preconditions"]["uid"]),
+        resource_version: text(&body["preconditions"]["resourceVersion"]),
+    })
+}
+
 fn notify(shared: &Arc<Shared>) {
     let (rv, pending) = {
         let mut st = shared.lock();
@@ -419,6 +481,15 @@ fn notify(shared: &Arc<Shared>) {
             false
         }
     });
+}
+
+/// A response with one stored object, cloned only when it must change.
+fn object_response(code: u16, obj: &Value, rt: &ResourceType, meta_only: bool) -> Response<Body> {
+    if rt.custom || meta_only {
+        json_response(code, &shape(present(obj.clone(), rt), meta_only))
+    } else {
+        json_response(code, obj)
+    }
 }
 
 /// An object as served at `rt`'s version (custom resources are stored once
@@ -467,6 +538,7 @@ fn list(
 ) -> Result<Response<Body>, ApiError> {
     let labels = Selector::parse(q.get("labelSelector"), false)?;
     let fields = Selector::parse(q.get("fieldSelector"), true)?;
+    fields.check_fields(&rt.group, &rt.plural, rt.custom)?;
     let st = shared.lock();
     if q.get("resourceVersionMatch") == Some("Exact")
         && let Some(rv) = q.get("resourceVersion").and_then(|r| r.parse::<u64>().ok())
@@ -508,7 +580,18 @@ fn list(
     let taken = page.len().min(limit);
     let items: Vec<Value> = page[..taken]
         .iter()
-        .map(|v| shape(present((**v).clone(), rt), meta_only))
+        .map(|v| {
+            let mut item = shape(present((**v).clone(), rt), meta_only);
+            // Lists of built-in kinds carry no apiVersion/kind per item.
+            if !rt.custom
+                && !meta_only
+                && let Some(o) = item.as_object_mut()
+            {
+                o.remove("apiVersion");
+                o.remove("kind");
+            }
+            item
+        })
         .collect();
     let (kind, api_version) = if meta_only {
         (
@@ -624,11 +707,13 @@ fn start_watch(
         .and_then(|t| t.parse::<u64>().ok())
         .filter(|t| *t > 0)
         .unwrap_or(1800);
+    let fields = Selector::parse(q.get("fieldSelector"), true)?;
+    fields.check_fields(&rt.group, &rt.plural, rt.custom)?;
     let spec = WatchSpec {
         rt: rt.clone(),
         ns: ns.map(str::to_owned),
         labels: Selector::parse(q.get("labelSelector"), false)?,
-        fields: Selector::parse(q.get("fieldSelector"), true)?,
+        fields,
         start,
         initial,
         bookmarks,

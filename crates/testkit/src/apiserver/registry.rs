@@ -28,6 +28,8 @@ pub(crate) struct ResourceType {
     pub status: bool,
     /// Served from a CRD (lists are atomic unless declared otherwise).
     pub custom: bool,
+    /// The version's `openAPIV3Schema`, for custom resources that have one.
+    pub schema: Option<std::sync::Arc<Value>>,
 }
 
 impl ResourceType {
@@ -365,6 +367,7 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
             namespaced: n,
             status: st,
             custom: false,
+            schema: None,
         })
         .collect()
 }
@@ -401,6 +404,9 @@ pub(crate) fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 namespaced,
                 status: v["subresources"]["status"].is_object(),
                 custom: true,
+                schema: v["schema"]["openAPIV3Schema"]
+                    .is_object()
+                    .then(|| std::sync::Arc::new(v["schema"]["openAPIV3Schema"].clone())),
             })
         })
         .collect()

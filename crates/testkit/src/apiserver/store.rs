@@ -1,7 +1,7 @@
 //! The in-memory object store: objects, resource versions, managed fields,
 //! the event log watches read from, and the write rules of the real server.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -32,6 +32,18 @@ pub(crate) struct Event {
     pub prev: Option<Arc<Value>>,
 }
 
+/// `DeleteOptions` (body) and query parameters of a DELETE.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeleteOpts {
+    pub dry_run: bool,
+    /// `propagationPolicy: Orphan` (or `orphanDependents: true`).
+    pub orphan: bool,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
 /// Options shared by writes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WriteOpts {
@@ -49,6 +61,8 @@ struct Entry {
     time: String,
     subresource: String,
     fields: FieldSet,
+    /// The `fieldsV1` this entry was read from, while `fields` is unchanged.
+    raw: Option<Value>,
 }
 
 impl Entry {
@@ -69,6 +83,7 @@ fn parse_entries(obj: &Value) -> Vec<Entry> {
             time: e["time"].as_str().unwrap_or("").into(),
             subresource: e["subresource"].as_str().unwrap_or("").into(),
             fields: fields::from_fields_v1(&e["fieldsV1"]),
+            raw: Some(e["fieldsV1"].clone()),
         })
         .collect()
 }
@@ -84,7 +99,7 @@ fn entries_json(entries: &[Entry]) -> Value {
                     "apiVersion": e.api_version,
                     "time": e.time,
                     "fieldsType": "FieldsV1",
-                    "fieldsV1": fields::to_fields_v1(&e.fields),
+                    "fieldsV1": e.raw.clone().unwrap_or_else(|| fields::to_fields_v1(&e.fields)),
                 });
                 if !e.subresource.is_empty() {
                     v["subresource"] = json!(e.subresource);
@@ -112,6 +127,9 @@ pub(crate) struct State {
     /// wait here for the HTTP layer to run [`State::crd_changed`] later.
     pub crd_delay: bool,
     pub pending_crds: Vec<String>,
+    /// Last successful apply per (object, manager, status): the resulting
+    /// resourceVersion and a hash of the request body.
+    apply_memo: HashMap<(Key, String, bool), (String, u64)>,
 }
 
 impl State {
@@ -126,6 +144,7 @@ impl State {
             seed,
             crd_delay: false,
             pending_crds: Vec::new(),
+            apply_memo: HashMap::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -522,84 +541,70 @@ impl State {
             .position(|e| e.same_slot(&opts.manager, "Apply", subresource));
 
         // Conflicts: fields this apply sets to a different value that another manager owns.
-        let mut conflicts: Vec<(String, String, Vec<String>)> = Vec::new();
+        let mut conflicts: Vec<(usize, Vec<fields::Path>)> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if Some(i) == mine || e.manager == opts.manager || e.subresource != subresource {
                 continue;
             }
-            let mut hit = Vec::new();
-            for p in new_set.intersection(&e.fields) {
-                let item = p
-                    .last()
-                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"));
-                if !item && fields::get_at(&config, p) != fields::get_at(&live, p) {
-                    hit.push(p.clone());
-                }
-            }
+            let hit = fields::conflicts(&new_set, &e.fields, Some(&config), Some(&live));
             if !hit.is_empty() {
-                conflicts.push((
-                    e.manager.clone(),
-                    e.api_version.clone(),
-                    hit.iter().map(|p| fields::display(p)).collect(),
-                ));
+                conflicts.push((i, hit));
             }
         }
         if !conflicts.is_empty() && !opts.force {
-            return Err(conflict_error(rt, name, &conflicts));
+            let list: Vec<(String, String, Vec<String>)> = conflicts
+                .iter()
+                .map(|(i, hit)| {
+                    (
+                        entries[*i].manager.clone(),
+                        entries[*i].api_version.clone(),
+                        hit.iter().map(|p| fields::display(p)).collect(),
+                    )
+                })
+                .collect();
+            return Err(conflict_error(rt, name, &list));
         }
-        if opts.force {
-            for (i, e) in entries.iter_mut().enumerate() {
-                if Some(i) != mine && e.manager != opts.manager && e.subresource == subresource {
-                    let before: FieldSet = e.fields.clone();
-                    e.fields = before
-                        .into_iter()
-                        .filter(|p| {
-                            !new_set.contains(p)
-                                || p.last()
-                                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"))
-                                || fields::get_at(&config, p) == fields::get_at(&live, p)
-                        })
-                        .collect();
-                }
+        for (i, hit) in &conflicts {
+            // Forced: the fields change hands.
+            let e = &mut entries[*i];
+            for p in hit {
+                e.fields.remove(p);
             }
+            e.raw = None;
         }
 
         // Fields this manager applied before and no longer applies.
         let old_set = mine.map(|i| entries[i].fields.clone()).unwrap_or_default();
-        let others: FieldSet = entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != mine)
-            .flat_map(|(_, e)| e.fields.iter().cloned())
-            .collect();
-        let owned_below = |set: &FieldSet, p: &[String]| {
-            let start: Vec<String> = p.to_vec();
-            set.range(start..)
-                .take_while(|q| fields::is_prefix(p, q))
-                .next()
-                .is_some()
-        };
-        let keep = |p: &[String]| others.contains(p) || new_set.contains(p);
-        for p in old_set.difference(&new_set) {
-            if owned_below(&new_set, p) || owned_below(&others, p) {
-                continue;
+        let mut others = FieldSet::default();
+        for (i, e) in entries.iter().enumerate() {
+            if Some(i) != mine {
+                others.union(&e.fields);
             }
-            fields::remove_at(&mut live, p, &keep);
+        }
+        let keep = |p: &[String]| others.contains(p) || new_set.contains(p);
+        for p in fields::removals(&old_set, &new_set, &others) {
+            fields::remove_at(&mut live, &p, &keep);
         }
         fields::merge(&mut live, &config, rt);
 
-        let now = now_rfc3339();
-        let entry = Entry {
-            manager: opts.manager.clone(),
-            operation: "Apply".into(),
-            api_version,
-            time: now,
-            subresource: subresource.into(),
-            fields: new_set,
-        };
         match mine {
-            Some(i) => entries[i] = entry,
-            None => entries.push(entry),
+            Some(i) if entries[i].fields == new_set && entries[i].api_version == api_version => {}
+            Some(i) => {
+                let e = &mut entries[i];
+                e.fields = new_set;
+                e.api_version = api_version;
+                e.time = now_rfc3339();
+                e.raw = None;
+            }
+            None => entries.push(Entry {
+                manager: opts.manager.clone(),
+                operation: "Apply".into(),
+                api_version,
+                time: now_rfc3339(),
+                subresource: subresource.into(),
+                fields: new_set,
+                raw: None,
+            }),
         }
         entries
             .retain(|e| !e.fields.is_empty() || e.same_slot(&opts.manager, "Apply", subresource));
@@ -624,7 +629,7 @@ impl State {
         name: &str,
         old: Option<Arc<Value>>,
         mut new: Value,
-        mut entries: Vec<Entry>,
+        entries: Vec<Entry>,
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
         if !new["metadata"].is_object() {
@@ -664,20 +669,15 @@ impl State {
             new["metadata"]["creationTimestamp"] = json!(now_rfc3339());
         }
         defaults(self, rt, old.as_deref(), &mut new);
-        validate(rt, name, old.as_deref(), &new)?;
-
-        // managedFields: keep the old time stamp of entries whose fields did not change.
-        let old_entries = old.as_deref().map(parse_entries).unwrap_or_default();
-        for e in &mut entries {
-            if let Some(prev) = old_entries
-                .iter()
-                .find(|p| p.same_slot(&e.manager, &e.operation, &e.subresource))
-                && prev.fields == e.fields
-                && prev.api_version == e.api_version
-            {
-                e.time = prev.time.clone();
+        super::typed::check_types(rt, &new)?;
+        if let Some(schema) = &rt.schema {
+            let causes = super::schema::check(&new, schema);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&rt.kind, &rt.group, name, &causes));
             }
         }
+        validate(rt, name, old.as_deref(), &new)?;
+
         if entries.is_empty() {
             new["metadata"]
                 .as_object_mut()
@@ -696,11 +696,7 @@ impl State {
                 None => 1,
                 Some(o) => {
                     let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
-                    if spec_of(o, rt) != spec_of(&new, rt) {
-                        g + 1
-                    } else {
-                        g
-                    }
+                    if !same_spec(o, &new, rt) { g + 1 } else { g }
                 }
             };
             new["metadata"]["generation"] = json!(generation);
@@ -755,9 +751,49 @@ impl State {
         rt: &ResourceType,
         ns: &str,
         name: &str,
-        dry_run: bool,
+        opts: &DeleteOpts,
     ) -> Result<Value, ApiError> {
         let old = self.get(rt, ns, name)?;
+        if let Some(uid) = &opts.uid
+            && old["metadata"]["uid"].as_str() != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    qualified(&rt.plural, &rt.group),
+                    old["metadata"]["uid"].as_str().unwrap_or("")
+                ),
+            )
+            .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural})));
+        }
+        if let Some(rv) = &opts.resource_version
+            && old["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    qualified(&rt.plural, &rt.group),
+                    old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                ),
+            )
+            .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural})));
+        }
+        let dry_run = opts.dry_run;
+        if rt.group.is_empty()
+            && rt.plural == "namespaces"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .with_details(json!({"name": name, "kind": "namespaces"})));
+        }
         if dry_run {
             return Ok((*old).clone());
         }
@@ -778,8 +814,43 @@ impl State {
             self.finish_namespace(name);
             return Ok(term);
         }
+        if opts.orphan
+            && let Some(uid) = old["metadata"]["uid"].as_str()
+        {
+            self.orphan_dependents(uid);
+        }
         self.delete_key(key)
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Drops the owner reference to `uid` from its dependents (`Orphan` propagation).
+    fn orphan_dependents(&mut self, uid: &str) {
+        let dependents: Vec<(Key, Arc<Value>)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, old) in dependents {
+            let mut v = (*old).clone();
+            if let Some(refs) = v["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| r["uid"] != uid);
+                if refs.is_empty() {
+                    v["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.remove("ownerReferences"));
+                }
+            }
+            self.rv += 1;
+            v["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            let arc = Arc::new(v);
+            self.objects.insert(key.clone(), arc.clone());
+            self.emit(key.0, EventType::Modified, arc, Some(old));
+        }
     }
 
     /// Sets `deletionTimestamp` (and a Terminating phase for namespaces).
@@ -947,6 +1018,50 @@ impl State {
             .collect()
     }
 
+    /// The live object when `manager`'s last apply to it had this body hash
+    /// and nothing changed the object since (so this apply is a no-op).
+    pub fn memo_hit(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        status: bool,
+        hash: u64,
+    ) -> Option<Arc<Value>> {
+        let key = (rt.group_resource(), ns.to_owned(), name.to_owned());
+        let live = self.objects.get(&key)?;
+        let (rv, h) = self.apply_memo.get(&(key, manager.to_owned(), status))?;
+        (*h == hash && live["metadata"]["resourceVersion"].as_str() == Some(rv.as_str()))
+            .then(|| live.clone())
+    }
+
+    /// Records a successful apply for [`State::memo_hit`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn memo_store(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        status: bool,
+        hash: u64,
+        result: &Value,
+    ) {
+        let key = (rt.group_resource(), ns.to_owned(), name.to_owned());
+        let live_rv = self
+            .objects
+            .get(&key)
+            .and_then(|o| o["metadata"]["resourceVersion"].as_str().map(str::to_owned));
+        // Only when the stored object is the one this apply produced.
+        if let Some(rv) = live_rv
+            && result["metadata"]["resourceVersion"].as_str() == Some(rv.as_str())
+        {
+            self.apply_memo
+                .insert((key, manager.to_owned(), status), (rv, hash));
+        }
+    }
+
     /// Whether `ns` exists (for tests of namespace deletion inside this crate).
     #[allow(dead_code)]
     pub fn has_namespace(&self, ns: &str) -> bool {
@@ -986,17 +1101,18 @@ fn set_or_remove(obj: &mut Value, key: &str, v: Option<Value>) {
     }
 }
 
-/// Everything but metadata (and status, for kinds with a status
-/// subresource): what bumps `metadata.generation`.
-fn spec_of(v: &Value, rt: &ResourceType) -> Value {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("metadata");
-        if rt.status {
-            o.remove("status");
-        }
-    }
-    v
+/// Whether everything but metadata (and status, for kinds with a status
+/// subresource) is equal: what decides a new `metadata.generation`.
+fn same_spec(a: &Value, b: &Value, rt: &ResourceType) -> bool {
+    let skip = |k: &str| k == "metadata" || (rt.status && k == "status");
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let count = |m: &Map<String, Value>| m.keys().filter(|k| !skip(k)).count();
+    count(a) == count(b)
+        && a.iter()
+            .filter(|(k, _)| !skip(k))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 /// Ownership after a non-apply write: changed fields go to `manager`'s
@@ -1013,27 +1129,13 @@ fn own_update(
 ) {
     let subresource = if part == Part::Status { "status" } else { "" };
     let new_paths = fields::paths_of(new, rt, part);
-    let changed: FieldSet = new_paths
-        .iter()
-        .filter(|p| match old {
-            None => true,
-            Some(o) => {
-                let item = p
-                    .last()
-                    .is_some_and(|l| l.starts_with("k:") || l.starts_with("v:"));
-                let before = fields::get_at(o, p);
-                if item {
-                    before.is_none()
-                } else {
-                    before != fields::get_at(new, p)
-                }
-            }
-        })
-        .cloned()
-        .collect();
+    let changed = fields::changed(&new_paths, old, Some(new));
     for e in entries.iter_mut() {
-        e.fields
-            .retain(|p| !changed.contains(p) && fields::get_at(new, p).is_some());
+        let a = e.fields.subtract(&changed);
+        let b = e.fields.retain_present(new);
+        if a || b {
+            e.raw = None;
+        }
     }
     if !changed.is_empty() {
         match entries
@@ -1041,9 +1143,10 @@ fn own_update(
             .find(|e| e.same_slot(manager, "Update", subresource))
         {
             Some(e) => {
-                e.fields.extend(changed);
+                e.fields.union(&changed);
                 e.time = now.to_owned();
                 e.api_version = new["apiVersion"].as_str().unwrap_or("").into();
+                e.raw = None;
             }
             None => entries.push(Entry {
                 manager: manager.into(),
@@ -1055,6 +1158,7 @@ fn own_update(
                 time: now.into(),
                 subresource: subresource.into(),
                 fields: changed,
+                raw: None,
             }),
         }
     }
@@ -1180,6 +1284,27 @@ fn validate(
     new: &Value,
 ) -> Result<(), ApiError> {
     let mut causes: Vec<(String, String)> = Vec::new();
+    if old.is_none() {
+        // Names: DNS labels for namespaces and services, DNS subdomains otherwise.
+        let label = rt.group.is_empty() && matches!(rt.plural.as_str(), "namespaces" | "services");
+        let checked = if rt.group == "rbac.authorization.k8s.io" {
+            // RBAC names are path segments (`system:aggregate-to-admin` is fine).
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+                Err("may not be '.' or '..' and may not contain '/' or '%'".to_owned())
+            } else {
+                Ok(())
+            }
+        } else {
+            check_name(name, label)
+        };
+        if let Err(why) = checked {
+            causes.push((
+                "metadata.name".into(),
+                format!("Invalid value: \"{name}\": {why}"),
+            ));
+        }
+    }
+    check_labels(new, &mut causes);
     let immutable = |path: &[&str], field: &str, causes: &mut Vec<(String, String)>| {
         let Some(old) = old else { return };
         let get = |v: &Value| {
@@ -1247,6 +1372,44 @@ fn validate(
                 }
             }
         }
+        ("", "pods") => {
+            if let Some(o) = old {
+                // Only images, activeDeadlineSeconds, tolerations (additions) and
+                // terminationGracePeriodSeconds may change in a Pod's spec.
+                let strip = |v: &Value| {
+                    let mut spec = v["spec"].clone();
+                    for list in ["containers", "initContainers"] {
+                        if let Some(cs) = spec[list].as_array_mut() {
+                            for c in cs {
+                                if let Some(c) = c.as_object_mut() {
+                                    c.remove("image");
+                                }
+                            }
+                        }
+                    }
+                    if let Some(m) = spec.as_object_mut() {
+                        for k in [
+                            "activeDeadlineSeconds",
+                            "tolerations",
+                            "terminationGracePeriodSeconds",
+                        ] {
+                            m.remove(k);
+                        }
+                    }
+                    spec
+                };
+                if strip(o) != strip(new) {
+                    causes.push((
+                        "spec".into(),
+                        "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, \
+                         `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` \
+                         (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` \
+                         (allow it to be set to 1 if it was previously negative)"
+                            .into(),
+                    ));
+                }
+            }
+        }
         ("batch", "jobs") => {
             immutable(&["spec", "template"], "spec.template", &mut causes);
             immutable(&["spec", "selector"], "spec.selector", &mut causes);
@@ -1283,6 +1446,112 @@ fn validate(
     } else {
         Err(ApiError::invalid(&rt.kind, &rt.group, name, &causes))
     }
+}
+
+/// A label value or the name part of a qualified name: at most 63
+/// characters, alphanumerics with `-`, `_`, `.` inside.
+fn label_value_ok(v: &str, allow_empty: bool) -> bool {
+    if v.is_empty() {
+        return allow_empty;
+    }
+    let b = v.as_bytes();
+    v.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A qualified name (`prefix/name` or `name`), as label and annotation keys are.
+fn qualified_name_ok(k: &str) -> bool {
+    match k.split_once('/') {
+        Some((prefix, name)) => check_name(prefix, false).is_ok() && label_value_ok(name, false),
+        None => label_value_ok(k, false),
+    }
+}
+
+/// Label keys and values, annotation keys and size, as the real server checks them.
+fn check_labels(obj: &Value, causes: &mut Vec<(String, String)>) {
+    if let Some(labels) = obj["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            if !qualified_name_ok(k) {
+                causes.push((
+                    "metadata.labels".into(),
+                    format!(
+                        "Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', \
+                         and must start and end with an alphanumeric character (at most 63 characters, \
+                         with an optional DNS subdomain prefix and '/')"
+                    ),
+                ));
+            }
+            match v.as_str() {
+                Some(text) if label_value_ok(text, true) => {}
+                _ => causes.push((
+                    "metadata.labels".into(),
+                    format!(
+                        "Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric \
+                         characters, '-', '_' or '.', and must start and end with an alphanumeric character \
+                         (at most 63 characters)"
+                    ),
+                )),
+            }
+        }
+    }
+    if let Some(annotations) = obj["metadata"]["annotations"].as_object() {
+        let mut total = 0;
+        for (k, v) in annotations {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            if !qualified_name_ok(k) {
+                causes.push((
+                    "metadata.annotations".into(),
+                    format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.'"),
+                ));
+            }
+            if !v.is_string() {
+                causes.push((
+                    "metadata.annotations".into(),
+                    format!("Invalid value: {v}: must be a string"),
+                ));
+            }
+        }
+        if total > 256 * 1024 {
+            causes.push((
+                "metadata.annotations".into(),
+                format!("Too long: may not be more than 262144 bytes (got {total})"),
+            ));
+        }
+    }
+}
+
+/// RFC 1123 label (63 chars, no dots) or subdomain (253 chars) names.
+fn check_name(name: &str, label: bool) -> Result<(), String> {
+    let max = if label { 63 } else { 253 };
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.'));
+    let ends = name
+        .chars()
+        .next()
+        .zip(name.chars().last())
+        .is_some_and(|(a, b)| a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric());
+    let parts_ok = label
+        || name
+            .split('.')
+            .all(|p| !p.is_empty() && !p.starts_with('-') && !p.ends_with('-'));
+    if !name.is_empty() && name.len() <= max && ok_chars && ends && parts_ok {
+        return Ok(());
+    }
+    Err(if label {
+        format!(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', \
+             and must start and end with an alphanumeric character (at most {max} characters)"
+        )
+    } else {
+        format!(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+             and must start and end with an alphanumeric character (at most {max} characters)"
+        )
+    })
 }
 
 /// Which non-apply patch a PATCH request carries.

@@ -272,6 +272,60 @@ impl Selector {
         Ok(Selector { reqs, field })
     }
 
+    /// Checks that a field selector only uses fields the real server can
+    /// select on for this resource (`metadata.name`, `metadata.namespace`
+    /// and a per-kind list); others are `400 BadRequest` there too.
+    pub fn check_fields(&self, group: &str, plural: &str, custom: bool) -> Result<(), ApiError> {
+        let extra: &[&str] = match (group, plural) {
+            ("", "pods") => &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
+            ("", "events") => &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            ("", "secrets") => &["type"],
+            ("", "namespaces") => &["status.phase"],
+            ("", "nodes") => &["spec.unschedulable"],
+            ("", "replicationcontrollers") => &["status.replicas"],
+            ("apps", "replicasets") => &["status.replicas"],
+            ("batch", "jobs") => &["status.successful"],
+            _ => &[],
+        };
+        let _ = custom;
+        for r in &self.reqs {
+            let key = match r {
+                Req::Eq(k, _) | Req::Ne(k, _) | Req::In(k, _) | Req::NotIn(k, _) => k,
+                Req::Exists(k) | Req::NotExists(k) => k,
+            };
+            if key != "metadata.name"
+                && key != "metadata.namespace"
+                && !extra.contains(&key.as_str())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {key}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|r| {
             let get = |k: &str| -> Option<String> {
