@@ -81,6 +81,13 @@ async fn a_job_runs_end_to_end_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("runner.yaml");
     std::fs::write(&cfg, "terraform: {workdir: infra, backend: {local: {path: state.tfstate}}}\nartifacts: {store: local, dir: artifacts}\n").unwrap();
+    // a real configuration: the child `tendril plan` runs real terraform on it
+    std::fs::create_dir(dir.path().join("infra")).unwrap();
+    std::fs::write(
+        dir.path().join("infra/main.tf"),
+        "variable \"project_name\" {}\nresource \"terraform_data\" \"x\" { input = var.project_name }\noutput \"name\" { value = terraform_data.x.output }\n",
+    )
+    .unwrap();
     let url = t.url();
     let out = tokio::task::spawn_blocking(move || {
         worker(&url, TOKEN)
@@ -97,11 +104,12 @@ async fn a_job_runs_end_to_end_through_the_binary() {
     let st = t.statuses();
     assert_eq!(st.first().unwrap().status, "PROCESSING");
     let last = st.last().unwrap();
-    assert!(
-        matches!(last.status.as_str(), "SUCCESS" | "FAILED"),
-        "{last:?}"
-    );
     let logs = t.log_text("cli-job-1");
+    assert_eq!(last.status, "SUCCESS", "{last:?}\n{logs}");
+    assert!(
+        dir.path().join("artifacts/cli-job-1/plan.tfplan").is_file(),
+        "the PLAN job stored no artifact:\n{logs}"
+    );
     assert!(
         logs.contains("started `tendril plan --job <job file> --output json`"),
         "{logs}"
@@ -181,7 +189,17 @@ async fn the_postgres_mode_runs_a_job_and_goes_offline() {
         .await
         .unwrap()
         .get(0);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("runner.yaml");
+    std::fs::write(&cfg, "terraform: {workdir: infra, backend: {local: {path: state.tfstate}}}\nartifacts: {store: local, dir: artifacts}\n").unwrap();
+    std::fs::create_dir(dir.path().join("infra")).unwrap();
+    std::fs::write(
+        dir.path().join("infra/main.tf"),
+        "resource \"terraform_data\" \"x\" { input = \"pg\" }\n",
+    )
+    .unwrap();
     let u = url.clone();
+    let cfg_path = cfg.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
             .args([
@@ -191,6 +209,8 @@ async fn the_postgres_mode_runs_a_job_and_goes_offline() {
                 "--worker-id",
                 "cli-pg",
                 "--once",
+                "--runner-config",
+                &cfg_path,
             ])
             .args(["--claim-interval", "100ms", "--log-flush-interval", "100ms"])
             .env_remove("TRELLIS_URL")
@@ -214,11 +234,12 @@ async fn the_postgres_mode_runs_a_job_and_goes_offline() {
         .await
         .unwrap();
     let status: String = row.get(0);
-    assert!(matches!(status.as_str(), "SUCCESS" | "FAILED"), "{status}");
+    let logs: String = row.get(4);
+    assert_eq!(status, "SUCCESS", "{logs}");
+    assert!(dir.path().join(format!("artifacts/{job}/plan.tfplan")).is_file());
     assert_eq!(row.get::<_, String>(1), "cli-pg");
     assert_eq!(row.get::<_, String>(2), "OFFLINE");
     assert!(row.get::<_, bool>(3));
-    let logs: String = row.get(4);
     assert!(
         logs.contains("started `tendril plan --job <job file> --output json`"),
         "{logs}"
