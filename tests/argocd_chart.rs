@@ -921,6 +921,19 @@ fn admin_password_needs_its_mtime() {
         src = e.source();
     }
     assert!(chain.contains("argocdServerAdminPasswordMtime"), "{chain}");
+    // The caller may pass the time as an input instead.
+    let opts = options("configs:\n  secret:\n    argocdServerAdminPassword: \"$2a$10$hash\"\n")
+        .with_input(
+            "admin_password_mtime",
+            Secret::new("2026-02-02T00:00:00Z".to_string()),
+        );
+    let ms = chart().render(&opts).expect("render with the mtime input");
+    let secret = find(&ms, "Secret", "argocd-secret");
+    assert_eq!(
+        secret["data"]["admin.passwordMtime"],
+        b64("2026-02-02T00:00:00Z")
+    );
+    assert_eq!(secret["data"]["admin.password"], b64("$2a$10$hash"));
 }
 
 #[test]
