@@ -860,3 +860,15 @@ fn kube_version_constraint_of_chart_yaml_is_enforced() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kubeVersion"));
 }
+
+#[test]
+fn unknown_component_is_a_template_error() {
+    let c = chart(
+        "",
+        &[("templates/a.yaml", "a: 1\nb: {{ <nope x={1}/> }}\n")],
+    );
+    let e = render_err(&c);
+    assert!(matches!(e, ChartError::Template { .. }), "{e}");
+    let shown = e.to_string();
+    assert!(shown.contains("nope"), "{shown}");
+}

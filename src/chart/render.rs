@@ -163,13 +163,9 @@ fn compile(chart: &Chart) -> Result<tera::Tera, ChartError> {
         .filter(|t| t.path != "templates/NOTES.txt")
         .map(|t| (t.path.as_str(), t.text.as_str()));
     if let Err(e) = tera.add_raw_templates(all) {
-        // Tell which file: try them one by one for the report's file name.
-        let first = chart
-            .templates
-            .first()
-            .map(|t| t.path.as_str())
-            .unwrap_or("templates/");
-        return Err(template_error(&e, first));
+        // Syntax errors name their file; errors across files (an unknown
+        // component, a circular include) name the templates directory.
+        return Err(template_error(&e, "templates/"));
     }
     Ok(tera)
 }
