@@ -277,19 +277,61 @@ fn check_kube_version(chart: &Chart, opts: &RenderOptions) -> Result<(), ChartEr
     }
 }
 
+/// A parsed document: its file, the object, and whether it came from `crds/`.
+type Doc = (String, serde_json::Value, bool);
+
+fn parse_files<'a>(
+    files: impl Iterator<Item = (&'a String, &'a String)>,
+    from_crds: bool,
+) -> Result<Vec<Doc>, ChartError> {
+    let mut docs = Vec::new();
+    for (path, text) in files {
+        for obj in manifest::parse_documents(text, path)? {
+            docs.push((path.clone(), obj, from_crds));
+        }
+    }
+    Ok(docs)
+}
+
+/// Joins a parsing thread; a panic in it is resumed here.
+fn join(
+    handle: std::thread::ScopedJoinHandle<'_, Result<Vec<Doc>, ChartError>>,
+) -> Result<Vec<Doc>, ChartError> {
+    match handle.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
     check_kube_version(chart, opts)?;
-    let mut docs: Vec<(String, serde_json::Value, bool)> = Vec::new();
-    for crd in &chart.crds {
-        for obj in manifest::parse_documents(&crd.text, &crd.path)? {
-            docs.push((crd.path.clone(), obj, true));
-        }
-    }
-    for (path, text) in render_raw(chart, opts)? {
-        for obj in manifest::parse_documents(&text, &path)? {
-            docs.push((path.clone(), obj, false));
-        }
-    }
+    // YAML parsing is the largest cost after compiling the templates, so it is
+    // spread over two threads: the CRDs (plain files) are parsed while the
+    // templates compile and render, and the rendered text is parsed in two
+    // halves. The result does not depend on the threads: documents are joined
+    // back in file order.
+    let docs: Vec<Doc> = std::thread::scope(|s| {
+        let crds = s.spawn(|| parse_files(chart.crds.iter().map(|c| (&c.path, &c.text)), true));
+        let rendered = render_raw(chart, opts).and_then(|mut raw| {
+            let total: usize = raw.iter().map(|(_, t)| t.len()).sum();
+            let mut acc = 0;
+            let split = raw
+                .iter()
+                .position(|(_, t)| {
+                    acc += t.len();
+                    acc * 2 >= total
+                })
+                .map_or(raw.len(), |i| i + 1);
+            let second = raw.split_off(split);
+            let later = s.spawn(move || parse_files(second.iter().map(|(p, t)| (p, t)), false));
+            let mut docs = parse_files(raw.iter().map(|(p, t)| (p, t)), false)?;
+            docs.extend(join(later)?);
+            Ok(docs)
+        });
+        let mut docs = join(crds)?;
+        docs.extend(rendered?);
+        Ok::<_, ChartError>(docs)
+    })?;
 
     // Kinds the chart itself declares cluster-scoped (its CRDs).
     let mut cluster_kinds: HashSet<String> = HashSet::new();
