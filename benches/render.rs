@@ -39,6 +39,20 @@ fn bench(c: &mut Criterion) {
     group.bench_function("render_again_compiled", |b| {
         b.iter(|| black_box(chart.render(&opts()).expect("render")))
     });
+    group.bench_function("templates_only_compiled", |b| {
+        b.iter(|| black_box(chart.render_raw(&opts()).expect("render")))
+    });
+    group.bench_function("compile_and_templates", |b| {
+        b.iter_batched(
+            || Chart::embedded(CHART).expect("embedded chart"),
+            |fresh| black_box(fresh.render_raw(&opts()).expect("render")),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let manifests = chart.render(&opts()).expect("render");
+    group.bench_function("print_yaml", |b| {
+        b.iter(|| black_box(manifests_to_yaml(&manifests)))
+    });
     group.finish();
 }
 

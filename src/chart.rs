@@ -163,7 +163,7 @@ pub struct Chart {
     pub templates: Vec<ChartFile>,
     /// `crds/**` YAML files, sorted by path.
     pub crds: Vec<ChartFile>,
-    compiled: std::sync::OnceLock<tera::Tera>,
+    compiled: std::sync::OnceLock<render::Compiled>,
 }
 
 impl Chart {

@@ -921,6 +921,19 @@ fn admin_password_needs_its_mtime() {
         src = e.source();
     }
     assert!(chain.contains("argocdServerAdminPasswordMtime"), "{chain}");
+    // The caller may pass the time as an input instead.
+    let opts = options("configs:\n  secret:\n    argocdServerAdminPassword: \"$2a$10$hash\"\n")
+        .with_input(
+            "admin_password_mtime",
+            Secret::new("2026-02-02T00:00:00Z".to_string()),
+        );
+    let ms = chart().render(&opts).expect("render with the mtime input");
+    let secret = find(&ms, "Secret", "argocd-secret");
+    assert_eq!(
+        secret["data"]["admin.passwordMtime"],
+        b64("2026-02-02T00:00:00Z")
+    );
+    assert_eq!(secret["data"]["admin.password"], b64("$2a$10$hash"));
 }
 
 #[test]
@@ -1122,4 +1135,40 @@ fn external_redis_credentials_go_to_argocd_redis() {
         assert_eq!(r["key"], key);
         assert_eq!(r["optional"], false, "{var}");
     }
+}
+
+#[test]
+fn metrics_services_and_service_monitors() {
+    let values = "controller:\n  metrics:\n    enabled: true\n    serviceMonitor: {enabled: true}\n\
+                  server:\n  metrics: {enabled: true, serviceMonitor: {enabled: true, interval: 15s}}\n\
+                  applicationSet:\n  metrics: {enabled: true}\n";
+    // Without the Prometheus Operator API the ServiceMonitors are left out.
+    let ms = render(values);
+    assert!(has(&ms, "Service", "argocd-application-controller-metrics"));
+    assert!(has(&ms, "Service", "argocd-server-metrics"));
+    assert!(!ms.iter().any(|m| m.kind == "ServiceMonitor"));
+    // ApplicationSet metrics open its NetworkPolicy for scraping.
+    let np = find(&ms, "NetworkPolicy", "argocd-applicationset-controller");
+    assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "metrics");
+    let svc = find(&ms, "Service", "argocd-server-metrics");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8083);
+    assert_eq!(
+        svc["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-server-metrics"
+    );
+
+    let mut caps = tendril::chart::Capabilities::default();
+    caps.api_versions
+        .push("monitoring.coreos.com/v1".to_string());
+    let ms = chart()
+        .render(&options(values).with_capabilities(caps))
+        .expect("render");
+    let sm = find(&ms, "ServiceMonitor", "argocd-server");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
+    // The monitor selects exactly the metrics Service's labels.
+    let svc_labels = &find(&ms, "Service", "argocd-server-metrics")["metadata"]["labels"];
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&svc_labels[k], v, "{k}");
+    }
+    assert!(has(&ms, "ServiceMonitor", "argocd-application-controller"));
 }

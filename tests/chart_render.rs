@@ -860,3 +860,73 @@ fn kube_version_constraint_of_chart_yaml_is_enforced() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kubeVersion"));
 }
+
+#[test]
+fn unknown_component_is_a_template_error() {
+    let c = chart(
+        "",
+        &[("templates/a.yaml", "a: 1\nb: {{ <nope x={1}/> }}\n")],
+    );
+    let e = render_err(&c);
+    assert!(matches!(e, ChartError::Template { .. }), "{e}");
+    let shown = e.to_string();
+    assert!(shown.contains("nope"), "{shown}");
+}
+
+fn many_templates(extra: (&'static str, &'static str)) -> Chart {
+    let cm = |n: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ <name n=\"{n}\"/> }}}}\n")
+    };
+    let files: Vec<(String, String)> = vec![
+        (
+            "templates/_helpers.tera".into(),
+            "{% component name(n, @release) %}{{ release.name }}-{{ n }}{% endcomponent name %}"
+                .into(),
+        ),
+        ("templates/a.yaml".into(), cm("a")),
+        ("templates/b.yaml".into(), cm("b")),
+        ("templates/c.yaml".into(), cm("c")),
+        ("templates/d.yaml".into(), cm("d")),
+        (extra.0.into(), extra.1.into()),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    chart("", &refs)
+}
+
+#[test]
+fn many_templates_compile_split_and_render_in_path_order() {
+    let c = many_templates((
+        "templates/e.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ <name n=\"e\"/> }}\n",
+    ));
+    let names: Vec<String> = c
+        .render(&opts())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["rel-a", "rel-b", "rel-c", "rel-d", "rel-e"]);
+}
+
+#[test]
+fn many_templates_syntax_error_still_names_file_and_line() {
+    let c = many_templates(("templates/e.yaml", "a: 1\nb: {% if %}\n"));
+    let (file, line, _) = template_error(&c);
+    assert_eq!((file.as_str(), line), ("templates/e.yaml", 2));
+}
+
+#[test]
+fn many_templates_include_across_the_compile_split() {
+    // e.yaml includes a.yaml, which may sit in the other compiled half.
+    let c = many_templates(("templates/e.yaml", "{% include \"templates/a.yaml\" %}"));
+    let names: Vec<String> = c
+        .render(&opts())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["rel-a", "rel-b", "rel-c", "rel-d", "rel-a"]);
+}

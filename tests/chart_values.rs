@@ -8,7 +8,8 @@ use tendril::chart::{ChartError, Values, coalesce, merge_into};
 fn set(exprs: &[&str]) -> Value {
     let mut v = Values::new();
     for e in exprs {
-        v.set(e, false).unwrap_or_else(|err| panic!("--set {e}: {err}"));
+        v.set(e, false)
+            .unwrap_or_else(|err| panic!("--set {e}: {err}"));
     }
     v.into_json()
 }
@@ -55,7 +56,10 @@ fn backslash_makes_dots_commas_and_equals_literal() {
         set(&[r"nodeSelector.kubernetes\.io/role=master"]),
         json!({"nodeSelector": {"kubernetes.io/role": "master"}})
     );
-    assert_eq!(set(&[r"name=value1\,value2"]), json!({"name": "value1,value2"}));
+    assert_eq!(
+        set(&[r"name=value1\,value2"]),
+        json!({"name": "value1,value2"})
+    );
     assert_eq!(set(&[r"a\=b=c"]), json!({"a=b": "c"}));
     assert_eq!(set(&[r"path=C:\\dir"]), json!({"path": r"C:\dir"}));
     // `=` inside a value needs no escape.
@@ -168,7 +172,8 @@ fn values_files_merge_maps_and_replace_lists() {
 #[test]
 fn set_applies_onto_values_from_files() {
     let mut v = Values::new();
-    v.merge_yaml("l:\n- a\n- b\n- c\nm:\n  k: v\n", "f.yaml").unwrap();
+    v.merge_yaml("l:\n- a\n- b\n- c\nm:\n  k: v\n", "f.yaml")
+        .unwrap();
     v.set("l[1]=B,m.j=w", false).unwrap();
     assert_eq!(
         v.as_json(),
@@ -237,7 +242,10 @@ fn coalesce_null_for_a_key_without_default_is_kept() {
 fn coalesce_type_mismatch_user_wins() {
     let defaults = json!({"a": {"b": 1}, "s": "x"});
     let user = json!({"a": "flat", "s": {"m": 1}});
-    assert_eq!(coalesce(user, &defaults), json!({"a": "flat", "s": {"m": 1}}));
+    assert_eq!(
+        coalesce(user, &defaults),
+        json!({"a": "flat", "s": {"m": 1}})
+    );
 }
 
 #[test]

@@ -400,3 +400,27 @@ pub(crate) fn from_files(files: Vec<(String, Vec<u8>)>, origin: &str) -> Result<
         compiled: std::sync::OnceLock::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(len: usize, limit: u64) -> std::io::Result<usize> {
+        let data = vec![7u8; len];
+        let mut r = Capped {
+            inner: data.as_slice(),
+            remaining: limit,
+            limit,
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out)
+    }
+
+    #[test]
+    fn the_stream_cap_stops_a_decompressed_stream_over_the_limit() {
+        assert_eq!(read_all(1000, 1000).unwrap(), 1000);
+        assert_eq!(read_all(999, 1000).unwrap(), 999);
+        let err = read_all(3000, 1000).unwrap_err();
+        assert!(err.to_string().contains("more than 1000 bytes"), "{err}");
+    }
+}

@@ -146,10 +146,13 @@ pub(crate) fn parse_documents(text: &str, file: &str) -> Result<Vec<Value>, Char
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ChartError::Manifest {
-        file: file.to_string(),
-        reason: format!("the rendered output is not valid YAML: {e}"),
-    })?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, super::values::yaml_options()).map_err(
+            |e| ChartError::Manifest {
+                file: file.to_string(),
+                reason: format!("the rendered output is not valid YAML: {e}"),
+            },
+        )?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 

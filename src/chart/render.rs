@@ -1,11 +1,11 @@
 //! Rendering a chart with Tera.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::json;
 
 use super::manifest::{self, Manifest};
-use super::{Chart, ChartError, Values};
+use super::{Chart, ChartError, ChartFile, Values};
 use crate::Secret;
 
 /// The Kubernetes version templates see when the caller gives none.
@@ -152,29 +152,104 @@ fn template_error(err: &tera::Error, fallback_file: &str) -> ChartError {
     }
 }
 
-fn compile(chart: &Chart) -> Result<tera::Tera, ChartError> {
+/// A chart's compiled templates. Compiling is the largest single cost of a
+/// render, so the manifest templates are split in two halves compiled on two
+/// threads into two Tera instances; every helper (`_` file) goes into both so
+/// components resolve everywhere. `owner` tells which instance holds a template.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    instances: Vec<tera::Tera>,
+    owner: HashMap<String, usize>,
+}
+
+fn new_tera() -> tera::Tera {
     let mut tera = tera::Tera::new();
     tera.autoescape_on(Vec::<&'static str>::new());
     super::filters::register(&mut tera);
-    // Add all templates at once: helpers define components the others use.
-    let all = chart
-        .templates
-        .iter()
-        .filter(|t| t.path != "templates/NOTES.txt")
-        .map(|t| (t.path.as_str(), t.text.as_str()));
-    if let Err(e) = tera.add_raw_templates(all) {
-        // Tell which file: try them one by one for the report's file name.
-        let first = chart
-            .templates
-            .first()
-            .map(|t| t.path.as_str())
-            .unwrap_or("templates/");
-        return Err(template_error(&e, first));
-    }
+    tera
+}
+
+fn compile_set<'a>(files: impl Iterator<Item = &'a ChartFile>) -> Result<tera::Tera, tera::Error> {
+    let mut tera = new_tera();
+    tera.add_raw_templates(files.map(|t| (t.path.as_str(), t.text.as_str())))?;
     Ok(tera)
 }
 
-fn compiled(chart: &Chart) -> Result<&tera::Tera, ChartError> {
+/// Compiles every template (but NOTES.txt) into one instance.
+fn compile_single(chart: &Chart) -> Result<Compiled, ChartError> {
+    let all = chart
+        .templates
+        .iter()
+        .filter(|t| t.path != "templates/NOTES.txt");
+    // Syntax errors name their file; errors across files (an unknown
+    // component, a circular include) name the templates directory.
+    let tera = compile_set(all).map_err(|e| template_error(&e, "templates/"))?;
+    let owner = chart
+        .templates
+        .iter()
+        .map(|t| (t.path.clone(), 0))
+        .collect();
+    Ok(Compiled {
+        instances: vec![tera],
+        owner,
+    })
+}
+
+fn compile(chart: &Chart) -> Result<Compiled, ChartError> {
+    let helpers: Vec<&ChartFile> = chart
+        .templates
+        .iter()
+        .filter(|t| is_helper(&t.path))
+        .collect();
+    let manifests: Vec<&ChartFile> = chart
+        .templates
+        .iter()
+        .filter(|t| is_rendered(&t.path))
+        .collect();
+    if manifests.len() < 4 {
+        return compile_single(chart);
+    }
+    let total: usize = manifests.iter().map(|t| t.text.len()).sum();
+    let mut acc = 0;
+    let split = manifests
+        .iter()
+        .position(|t| {
+            acc += t.text.len();
+            acc * 2 >= total
+        })
+        .map_or(manifests.len(), |i| i + 1);
+    let (first, second) = manifests.split_at(split);
+    let (a, b) = std::thread::scope(|s| {
+        let later = s.spawn(|| compile_set(helpers.iter().chain(second.iter()).copied()));
+        let a = compile_set(helpers.iter().chain(first.iter()).copied());
+        let b = match later.join() {
+            Ok(b) => b,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (a, b)
+    });
+    match (a, b) {
+        (Ok(a), Ok(b)) => {
+            let mut owner = HashMap::new();
+            for t in first {
+                owner.insert(t.path.clone(), 0);
+            }
+            for t in second {
+                owner.insert(t.path.clone(), 1);
+            }
+            Ok(Compiled {
+                instances: vec![a, b],
+                owner,
+            })
+        }
+        // A half may fail only because it lacks a template the other half
+        // holds (an include across halves), or for a real error: compile
+        // everything together, which either works or reports the real error.
+        _ => compile_single(chart),
+    }
+}
+
+fn compiled(chart: &Chart) -> Result<&Compiled, ChartError> {
     if let Some(t) = chart.compiled.get() {
         return Ok(t);
     }
@@ -240,10 +315,12 @@ pub(crate) fn render_raw(
     chart: &Chart,
     opts: &RenderOptions,
 ) -> Result<Vec<(String, String)>, ChartError> {
-    let tera = compiled(chart)?;
+    let compiled = compiled(chart)?;
     let mut ctx = context(chart, opts);
     let mut out = Vec::new();
     for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
+        let index = compiled.owner.get(&t.path).copied().unwrap_or(0);
+        let tera = &compiled.instances[index];
         ctx.insert(
             "template",
             &json!({ "name": t.path, "base_path": "templates" }),
@@ -281,19 +358,61 @@ fn check_kube_version(chart: &Chart, opts: &RenderOptions) -> Result<(), ChartEr
     }
 }
 
+/// A parsed document: its file, the object, and whether it came from `crds/`.
+type Doc = (String, serde_json::Value, bool);
+
+fn parse_files<'a>(
+    files: impl Iterator<Item = (&'a String, &'a String)>,
+    from_crds: bool,
+) -> Result<Vec<Doc>, ChartError> {
+    let mut docs = Vec::new();
+    for (path, text) in files {
+        for obj in manifest::parse_documents(text, path)? {
+            docs.push((path.clone(), obj, from_crds));
+        }
+    }
+    Ok(docs)
+}
+
+/// Joins a parsing thread; a panic in it is resumed here.
+fn join(
+    handle: std::thread::ScopedJoinHandle<'_, Result<Vec<Doc>, ChartError>>,
+) -> Result<Vec<Doc>, ChartError> {
+    match handle.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
     check_kube_version(chart, opts)?;
-    let mut docs: Vec<(String, serde_json::Value, bool)> = Vec::new();
-    for crd in &chart.crds {
-        for obj in manifest::parse_documents(&crd.text, &crd.path)? {
-            docs.push((crd.path.clone(), obj, true));
-        }
-    }
-    for (path, text) in render_raw(chart, opts)? {
-        for obj in manifest::parse_documents(&text, &path)? {
-            docs.push((path.clone(), obj, false));
-        }
-    }
+    // YAML parsing is the largest cost after compiling the templates, so it is
+    // spread over two threads: the CRDs (plain files) are parsed while the
+    // templates compile and render, and the rendered text is parsed in two
+    // halves. The result does not depend on the threads: documents are joined
+    // back in file order.
+    let docs: Vec<Doc> = std::thread::scope(|s| {
+        let crds = s.spawn(|| parse_files(chart.crds.iter().map(|c| (&c.path, &c.text)), true));
+        let rendered = render_raw(chart, opts).and_then(|mut raw| {
+            let total: usize = raw.iter().map(|(_, t)| t.len()).sum();
+            let mut acc = 0;
+            let split = raw
+                .iter()
+                .position(|(_, t)| {
+                    acc += t.len();
+                    acc * 2 >= total
+                })
+                .map_or(raw.len(), |i| i + 1);
+            let second = raw.split_off(split);
+            let later = s.spawn(move || parse_files(second.iter().map(|(p, t)| (p, t)), false));
+            let mut docs = parse_files(raw.iter().map(|(p, t)| (p, t)), false)?;
+            docs.extend(join(later)?);
+            Ok(docs)
+        });
+        let mut docs = join(crds)?;
+        docs.extend(rendered?);
+        Ok::<_, ChartError>(docs)
+    })?;
 
     // Kinds the chart itself declares cluster-scoped (its CRDs).
     let mut cluster_kinds: HashSet<String> = HashSet::new();

@@ -109,11 +109,20 @@ pub(crate) fn kind_name(v: &Value) -> &'static str {
     }
 }
 
+/// Parser options: comments are not captured (nothing here reads them).
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.emit_comments = false;
+    o
+}
+
 /// Parses YAML text into JSON; errors name `file`.
 pub(crate) fn parse_yaml(text: &str, file: &str) -> Result<Value, ChartError> {
-    serde_saphyr::from_str::<Value>(text).map_err(|e| ChartError::Yaml {
-        file: file.to_string(),
-        message: e.to_string(),
+    serde_saphyr::from_str_with_options::<Value>(text, yaml_options()).map_err(|e| {
+        ChartError::Yaml {
+            file: file.to_string(),
+            message: e.to_string(),
+        }
     })
 }
 
