@@ -236,7 +236,11 @@ async fn the_postgres_mode_runs_a_job_and_goes_offline() {
     let status: String = row.get(0);
     let logs: String = row.get(4);
     assert_eq!(status, "SUCCESS", "{logs}");
-    assert!(dir.path().join(format!("artifacts/{job}/plan.tfplan")).is_file());
+    assert!(
+        dir.path()
+            .join(format!("artifacts/{job}/plan.tfplan"))
+            .is_file()
+    );
     assert_eq!(row.get::<_, String>(1), "cli-pg");
     assert_eq!(row.get::<_, String>(2), "OFFLINE");
     assert!(row.get::<_, bool>(3));
