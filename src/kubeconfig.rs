@@ -129,6 +129,26 @@ pub enum KubeconfigError {
     },
 }
 
+/// The endpoint and CA of a cluster, or an error naming the output to set.
+pub(crate) fn endpoint_and_ca(
+    facts: &ClusterFacts,
+) -> Result<(&crate::facts::Endpoint, &crate::facts::CaBundle), KubeconfigError> {
+    let missing = |what: &'static str, key: &str| KubeconfigError::MissingFact {
+        cluster: facts.name.clone(),
+        what,
+        hint: format!("set {}", facts.source_of(key)),
+    };
+    let endpoint = facts
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| missing("API server endpoint", keys::CLUSTER_ENDPOINT))?;
+    let ca = facts
+        .ca
+        .as_ref()
+        .ok_or_else(|| missing("CA certificate", keys::CLUSTER_CA))?;
+    Ok((endpoint, ca))
+}
+
 /// Builds a kube-rs client for the cluster in `facts` whose requests carry a
 /// bearer token from `tokens`. Tokens are cached and replaced two minutes
 /// before they expire. Nothing is sent over the network here; call
@@ -140,22 +160,7 @@ pub fn client_for_cluster(
     facts: &ClusterFacts,
     tokens: impl TokenSource + 'static,
 ) -> Result<kube::Client, KubeconfigError> {
-    let endpoint = facts
-        .endpoint
-        .as_ref()
-        .ok_or_else(|| KubeconfigError::MissingFact {
-            cluster: facts.name.clone(),
-            what: "API server endpoint",
-            hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
-        })?;
-    let ca = facts
-        .ca
-        .as_ref()
-        .ok_or_else(|| KubeconfigError::MissingFact {
-            cluster: facts.name.clone(),
-            what: "CA certificate",
-            hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
-        })?;
+    let (endpoint, ca) = endpoint_and_ca(facts)?;
     let bad_endpoint = |reason: String| KubeconfigError::BadFact {
         source_name: facts.source_of(keys::CLUSTER_ENDPOINT),
         reason,

@@ -8,9 +8,9 @@ use kube::config::{
     NamedCluster, NamedContext,
 };
 
-use super::KubeconfigError;
+use super::{KubeconfigError, endpoint_and_ca};
 use crate::Secret;
-use crate::facts::{ClusterFacts, keys};
+use crate::facts::ClusterFacts;
 
 /// How the kubeconfig's user authenticates.
 #[derive(Debug, Clone)]
@@ -33,22 +33,7 @@ pub fn kubeconfig_for_cluster(
     context: &str,
     auth: &UserAuth,
 ) -> Result<Kubeconfig, KubeconfigError> {
-    let endpoint = facts
-        .endpoint
-        .as_ref()
-        .ok_or_else(|| KubeconfigError::MissingFact {
-            cluster: facts.name.clone(),
-            what: "API server endpoint",
-            hint: format!("set {}", facts.source_of(keys::CLUSTER_ENDPOINT)),
-        })?;
-    let ca = facts
-        .ca
-        .as_ref()
-        .ok_or_else(|| KubeconfigError::MissingFact {
-            cluster: facts.name.clone(),
-            what: "CA certificate",
-            hint: format!("set {}", facts.source_of(keys::CLUSTER_CA)),
-        })?;
+    let (endpoint, ca) = endpoint_and_ca(facts)?;
     let cluster = Cluster {
         server: Some(endpoint.to_string()),
         certificate_authority_data: Some(ca.base64()),

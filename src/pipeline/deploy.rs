@@ -304,7 +304,16 @@ pub async fn run_deploy(
     let mut phases = Phases::new(&phase_sink);
     let mut report = DeployReport::new(job, opts.dry_run);
     let mut facts = None;
-    let result = run_phases(job, opts, progress, cancel, &mut phases, &mut report, &mut facts).await;
+    let result = run_phases(
+        job,
+        opts,
+        progress,
+        cancel,
+        &mut phases,
+        &mut report,
+        &mut facts,
+    )
+    .await;
     match result {
         Ok(()) => report.status = JobStatus::Success,
         Err(e) => {
@@ -331,7 +340,10 @@ pub async fn run_deploy(
 fn is_cancelled(e: &PhaseError) -> bool {
     match e.source.downcast_ref::<PlanError>() {
         Some(p) => p.is_cancelled(),
-        None => matches!(e.source.downcast_ref::<DeployError>(), Some(DeployError::Cancelled)),
+        None => matches!(
+            e.source.downcast_ref::<DeployError>(),
+            Some(DeployError::Cancelled)
+        ),
     }
 }
 
@@ -389,15 +401,13 @@ async fn run_phases(
     // 2. the plan artifact
     let artifact: Artifact = phases
         .run(Phase::Artifact, async {
-            let plan_job = job.job.plan_job_id.as_ref().ok_or_else(|| {
-                PlanError::Job {
-                    phase: tf_steps::Phase::Artifact,
-                    source: JobError::Invalid {
-                        field: "job.plan_job_id".into(),
-                        problem: "is missing".into(),
-                        fix: "name the PLAN job whose artifact to apply".into(),
-                    },
-                }
+            let plan_job = job.job.plan_job_id.as_ref().ok_or_else(|| PlanError::Job {
+                phase: tf_steps::Phase::Artifact,
+                source: JobError::Invalid {
+                    field: "job.plan_job_id".into(),
+                    problem: "is missing".into(),
+                    fix: "name the PLAN job whose artifact to apply".into(),
+                },
             })?;
             let store = tf_steps::artifact_store(job, &creds.child_env).map_err(|source| {
                 PlanError::Artifact {
@@ -484,9 +494,9 @@ async fn run_phases(
     // 6. outputs → facts
     let (outputs, facts) = phases
         .run(Phase::Outputs, async {
-            let outputs = tf.output(cancel).await.map_err(|source| DeployError::Facts(
-                format!("terraform output failed: {source}"),
-            ))?;
+            let outputs = tf.output(cancel).await.map_err(|source| {
+                DeployError::Facts(format!("terraform output failed: {source}"))
+            })?;
             let facts = facts_from(job, &outputs)?;
             Ok::<_, DeployError>((outputs, facts))
         })
@@ -515,7 +525,10 @@ async fn run_phases(
 
     // 7. the kube client
     let client = phases
-        .run(Phase::KubeClient, kube_client(job, opts, &creds, &facts, progress))
+        .run(
+            Phase::KubeClient,
+            kube_client(job, opts, &creds, &facts, progress),
+        )
         .await?;
 
     // 8. Argo CD
@@ -531,7 +544,9 @@ async fn run_phases(
                             dry_run: opts.dry_run,
                             field_manager: opts.field_manager.clone(),
                             lb_wait: opts.lb_wait,
-                            now: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                            now: jiff::Timestamp::now()
+                                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                                .to_string(),
                         },
                         &apply_sink,
                     )
@@ -599,10 +614,15 @@ async fn run_phases(
         .run(Phase::AppOfApps, async {
             let manifests = appofapps::render(&facts, &aoa)?;
             if let Some(dir) = &opts.output_dir {
-                write_file(dir, "app-of-apps.yaml", manifests_to_yaml(&manifests).as_bytes())?;
+                write_file(
+                    dir,
+                    "app-of-apps.yaml",
+                    manifests_to_yaml(&manifests).as_bytes(),
+                )?;
             }
             if let Some(client) = &client {
-                let manager = crate::apply::ResourceManager::new(client.clone(), aoa.namespace.clone());
+                let manager =
+                    crate::apply::ResourceManager::new(client.clone(), aoa.namespace.clone());
                 let apply_opts = crate::apply::ApplyOptions {
                     field_manager: opts.field_manager.clone(),
                     dry_run: opts.dry_run,
@@ -763,7 +783,12 @@ fn token_args(facts: &InfraFacts) -> Vec<String> {
     let c = &facts.cluster;
     match c.provider {
         CloudProvider::Aws => {
-            let mut args = vec!["token".into(), "eks".into(), "--cluster".into(), c.name.clone()];
+            let mut args = vec![
+                "token".into(),
+                "eks".into(),
+                "--cluster".into(),
+                c.name.clone(),
+            ];
             if let Some(r) = &c.region {
                 args.extend(["--region".into(), r.clone()]);
             }
@@ -777,10 +802,13 @@ fn token_args(facts: &InfraFacts) -> Vec<String> {
 fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, PhaseError> {
     let a = &job.tendril.argocd;
     let admin_password = match &a.admin_password {
-        Some(v) => Some(v.resolve("tendril.argocd.admin_password").map_err(|e| PhaseError {
-            phase: Phase::ArgoCd,
-            source: Box::new(e),
-        })?),
+        Some(v) => Some(
+            v.resolve("tendril.argocd.admin_password")
+                .map_err(|e| PhaseError {
+                    phase: Phase::ArgoCd,
+                    source: Box::new(e),
+                })?,
+        ),
         None => None,
     };
     Ok(ArgoCdSpec {
@@ -813,7 +841,9 @@ fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, PhaseEr
         Some(c) => {
             let secret = match (&c.token, &c.password) {
                 (Some(t), _) => t.resolve("tendril.apps.credentials.token").map_err(err)?,
-                (None, Some(p)) => p.resolve("tendril.apps.credentials.password").map_err(err)?,
+                (None, Some(p)) => p
+                    .resolve("tendril.apps.credentials.password")
+                    .map_err(err)?,
                 (None, None) => {
                     return Err(err(JobError::Invalid {
                         field: "tendril.apps.credentials".into(),
