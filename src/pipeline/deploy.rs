@@ -146,6 +146,47 @@ pub struct ArgoCdSummary {
     pub objects: BTreeMap<&'static str, usize>,
 }
 
+/// One object that failed or did not become ready, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectDiagnostic {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// The manifest it came from.
+    pub source: String,
+    /// `failed` or `not_ready`.
+    pub state: &'static str,
+    /// Why.
+    pub reason: String,
+    /// What the cluster said (conditions, events, pod states).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl ObjectDiagnostic {
+    fn from_report(report: &crate::apply::ApplyReport) -> Vec<ObjectDiagnostic> {
+        use crate::apply::{Action, Status};
+        report
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let (state, reason) = match (&o.status, o.action, &o.error) {
+                    (Status::Failed(r), _, _) => ("failed", r.clone()),
+                    (_, Action::Failed, e) => ("failed", e.clone().unwrap_or_default()),
+                    (Status::NotReady(r), _, _) => ("not_ready", r.clone()),
+                    _ => return None,
+                };
+                Some(ObjectDiagnostic {
+                    object: o.object.to_string(),
+                    source: o.source.clone(),
+                    state,
+                    reason,
+                    details: o.diagnostics.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// The report of a DEPLOY job (JSON with `--output json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployReport {
@@ -181,6 +222,10 @@ pub struct DeployReport {
     pub timings: Vec<PhaseTiming>,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// When applying or waiting failed: every object that failed or was not
+    /// ready, with its reason and what the cluster said about it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<ObjectDiagnostic>,
     /// The object the Trellis worker API stores (see `docs/report.md`).
     pub execution_metadata: Value,
 }
@@ -202,6 +247,7 @@ impl DeployReport {
             facts: None,
             timings: Vec::new(),
             warnings: Vec::new(),
+            diagnostics: Vec::new(),
             execution_metadata: json!({}),
         }
     }
@@ -304,7 +350,16 @@ pub async fn run_deploy(
     let mut phases = Phases::new(&phase_sink);
     let mut report = DeployReport::new(job, opts.dry_run);
     let mut facts = None;
-    let result = run_phases(job, opts, progress, cancel, &mut phases, &mut report, &mut facts).await;
+    let result = run_phases(
+        job,
+        opts,
+        progress,
+        cancel,
+        &mut phases,
+        &mut report,
+        &mut facts,
+    )
+    .await;
     match result {
         Ok(()) => report.status = JobStatus::Success,
         Err(e) => {
@@ -316,6 +371,9 @@ pub async fn run_deploy(
             };
             report.failed_phase = Some(e.phase);
             report.error = Some(error_text(&e));
+            if let Some(r) = apply_report_of(&e) {
+                report.diagnostics = ObjectDiagnostic::from_report(r);
+            }
         }
     }
     report.timings = phases.into_timings();
@@ -328,10 +386,55 @@ pub async fn run_deploy(
     report
 }
 
+/// The apply engine's per-object report inside a phase error, if any.
+fn apply_report_of(e: &PhaseError) -> Option<&crate::apply::ApplyReport> {
+    match e.source.downcast_ref::<DeployError>()? {
+        DeployError::ArgoCd(argocd::ArgoCdError::Apply(a)) | DeployError::Apply(a) => a.report(),
+        _ => None,
+    }
+}
+
+/// Replaces, anywhere in `v`, a string equal to a sensitive output's value
+/// (or to a string inside it) with `[redacted]`.
+fn redact_sensitive(v: &mut Value, sensitive: &[String]) {
+    match v {
+        Value::String(s) if sensitive.iter().any(|x| x == s) => {
+            *s = "[redacted]".to_string();
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|i| redact_sensitive(i, sensitive)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|i| redact_sensitive(i, sensitive)),
+        _ => {}
+    }
+}
+
+/// The string values of the sensitive outputs (nested strings too).
+fn sensitive_strings(outputs: &Outputs) -> Vec<String> {
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if !s.is_empty() => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            Value::Object(map) => map.values().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for o in outputs.0.values().filter(|o| o.is_sensitive()) {
+        collect(o.expose(), &mut out);
+    }
+    out
+}
+
 fn is_cancelled(e: &PhaseError) -> bool {
     match e.source.downcast_ref::<PlanError>() {
         Some(p) => p.is_cancelled(),
-        None => matches!(e.source.downcast_ref::<DeployError>(), Some(DeployError::Cancelled)),
+        None => matches!(
+            e.source.downcast_ref::<DeployError>(),
+            Some(DeployError::Cancelled)
+        ),
     }
 }
 
@@ -389,15 +492,13 @@ async fn run_phases(
     // 2. the plan artifact
     let artifact: Artifact = phases
         .run(Phase::Artifact, async {
-            let plan_job = job.job.plan_job_id.as_ref().ok_or_else(|| {
-                PlanError::Job {
-                    phase: tf_steps::Phase::Artifact,
-                    source: JobError::Invalid {
-                        field: "job.plan_job_id".into(),
-                        problem: "is missing".into(),
-                        fix: "name the PLAN job whose artifact to apply".into(),
-                    },
-                }
+            let plan_job = job.job.plan_job_id.as_ref().ok_or_else(|| PlanError::Job {
+                phase: tf_steps::Phase::Artifact,
+                source: JobError::Invalid {
+                    field: "job.plan_job_id".into(),
+                    problem: "is missing".into(),
+                    fix: "name the PLAN job whose artifact to apply".into(),
+                },
             })?;
             let store = tf_steps::artifact_store(job, &creds.child_env).map_err(|source| {
                 PlanError::Artifact {
@@ -484,9 +585,9 @@ async fn run_phases(
     // 6. outputs → facts
     let (outputs, facts) = phases
         .run(Phase::Outputs, async {
-            let outputs = tf.output(cancel).await.map_err(|source| DeployError::Facts(
-                format!("terraform output failed: {source}"),
-            ))?;
+            let outputs = tf.output(cancel).await.map_err(|source| {
+                DeployError::Facts(format!("terraform output failed: {source}"))
+            })?;
             let facts = facts_from(job, &outputs)?;
             Ok::<_, DeployError>((outputs, facts))
         })
@@ -511,11 +612,32 @@ async fn run_phases(
         provider: facts.cluster.provider.as_str().to_string(),
     });
     report.facts = serde_json::to_value(&facts).ok();
-    *facts_out = Some(facts.clone());
+    if !opts.include_sensitive_outputs {
+        let sensitive = sensitive_strings(&outputs);
+        if let Some(f) = report.facts.as_mut() {
+            redact_sensitive(f, &sensitive);
+        }
+        // the report's own copy of the facts (metadata) must not carry them either
+        let mut shown = facts.clone();
+        for d in &mut shown.databases {
+            if d.credentials_secret
+                .as_ref()
+                .is_some_and(|c| sensitive.contains(c))
+            {
+                d.credentials_secret = Some("[redacted]".to_string());
+            }
+        }
+        *facts_out = Some(shown);
+    } else {
+        *facts_out = Some(facts.clone());
+    }
 
     // 7. the kube client
     let client = phases
-        .run(Phase::KubeClient, kube_client(job, opts, &creds, &facts, progress))
+        .run(
+            Phase::KubeClient,
+            kube_client(job, opts, &creds, &facts, progress),
+        )
         .await?;
 
     // 8. Argo CD
@@ -531,7 +653,9 @@ async fn run_phases(
                             dry_run: opts.dry_run,
                             field_manager: opts.field_manager.clone(),
                             lb_wait: opts.lb_wait,
-                            now: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                            now: jiff::Timestamp::now()
+                                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                                .to_string(),
                         },
                         &apply_sink,
                     )
@@ -599,10 +723,15 @@ async fn run_phases(
         .run(Phase::AppOfApps, async {
             let manifests = appofapps::render(&facts, &aoa)?;
             if let Some(dir) = &opts.output_dir {
-                write_file(dir, "app-of-apps.yaml", manifests_to_yaml(&manifests).as_bytes())?;
+                write_file(
+                    dir,
+                    "app-of-apps.yaml",
+                    manifests_to_yaml(&manifests).as_bytes(),
+                )?;
             }
             if let Some(client) = &client {
-                let manager = crate::apply::ResourceManager::new(client.clone(), aoa.namespace.clone());
+                let manager =
+                    crate::apply::ResourceManager::new(client.clone(), aoa.namespace.clone());
                 let apply_opts = crate::apply::ApplyOptions {
                     field_manager: opts.field_manager.clone(),
                     dry_run: opts.dry_run,
@@ -763,7 +892,12 @@ fn token_args(facts: &InfraFacts) -> Vec<String> {
     let c = &facts.cluster;
     match c.provider {
         CloudProvider::Aws => {
-            let mut args = vec!["token".into(), "eks".into(), "--cluster".into(), c.name.clone()];
+            let mut args = vec![
+                "token".into(),
+                "eks".into(),
+                "--cluster".into(),
+                c.name.clone(),
+            ];
             if let Some(r) = &c.region {
                 args.extend(["--region".into(), r.clone()]);
             }
@@ -777,10 +911,13 @@ fn token_args(facts: &InfraFacts) -> Vec<String> {
 fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, PhaseError> {
     let a = &job.tendril.argocd;
     let admin_password = match &a.admin_password {
-        Some(v) => Some(v.resolve("tendril.argocd.admin_password").map_err(|e| PhaseError {
-            phase: Phase::ArgoCd,
-            source: Box::new(e),
-        })?),
+        Some(v) => Some(
+            v.resolve("tendril.argocd.admin_password")
+                .map_err(|e| PhaseError {
+                    phase: Phase::ArgoCd,
+                    source: Box::new(e),
+                })?,
+        ),
         None => None,
     };
     Ok(ArgoCdSpec {
@@ -813,7 +950,9 @@ fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, PhaseEr
         Some(c) => {
             let secret = match (&c.token, &c.password) {
                 (Some(t), _) => t.resolve("tendril.apps.credentials.token").map_err(err)?,
-                (None, Some(p)) => p.resolve("tendril.apps.credentials.password").map_err(err)?,
+                (None, Some(p)) => p
+                    .resolve("tendril.apps.credentials.password")
+                    .map_err(err)?,
                 (None, None) => {
                     return Err(err(JobError::Invalid {
                         field: "tendril.apps.credentials".into(),
