@@ -57,6 +57,9 @@ pub const PHASES: &[Phase] = &[
     Phase::Report,
 ];
 
+/// What the written `argocd.yaml` carries instead of the Redis password.
+const REDACTED_PLACEHOLDER: &str = "[redacted]";
+
 /// Largest plan file a DEPLOY job accepts.
 pub const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -663,7 +666,7 @@ async fn run_phases(
                     if let Some(dir) = &opts.output_dir {
                         let manifests = argocd::render(
                             &argocd_spec,
-                            &Secret::new("[redacted]".to_string()),
+                            &Secret::new(REDACTED_PLACEHOLDER.to_string()),
                             None,
                         )?;
                         write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
@@ -671,7 +674,12 @@ async fn run_phases(
                     Ok::<_, DeployError>(Some(installed))
                 }
                 None => {
-                    let manifests = argocd::render(&argocd_spec, &argocd::random_password(), None)?;
+                    // placeholders, as with a cluster: no password is written to disk
+                    let manifests = argocd::render(
+                        &argocd_spec,
+                        &Secret::new(REDACTED_PLACEHOLDER.to_string()),
+                        None,
+                    )?;
                     if let Some(dir) = &opts.output_dir {
                         write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
                     }
