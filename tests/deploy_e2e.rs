@@ -709,3 +709,87 @@ async fn admin_password_from_the_initial_secret_or_not_retrievable() {
     }
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_job_secret_stops_the_job_before_terraform() {
+    if !terraform_available() {
+        return;
+    }
+    let world = World::new("eks", "argocd");
+    world.plan().await;
+    let job = world.deploy_job(&json!({"argocd": {"namespace": "argocd",
+        "admin_password": {"env": "TENDRIL_TEST_SURELY_UNSET_ADMIN_PASSWORD"}}}));
+    let opts = DeployOptions {
+        dry_run: true,
+        ..DeployOptions::default()
+    };
+    let (report, _) = run(&job, &opts).await;
+    assert_eq!(report.status, JobStatus::Failed);
+    assert_eq!(report.failed_phase, Some(Phase::Credentials));
+    let error = report.error.as_deref().unwrap();
+    assert!(error.contains("tendril.argocd.admin_password"), "{error}");
+    assert!(
+        error.contains("TENDRIL_TEST_SURELY_UNSET_ADMIN_PASSWORD"),
+        "{error}"
+    );
+    assert!(!world.state_file().exists(), "terraform never ran");
+}
+
+/// Not a test: measures the demo job against the in-repo API server with
+/// pods made ready at once, through the real binary (so its peak memory is
+/// tendril's alone). Run it in a release build:
+///
+/// ```text
+/// cargo test --release --test deploy_e2e -- --ignored --nocapture measure_demo_against_test_server
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test; run with --ignored --nocapture in a release build"]
+async fn measure_demo_against_test_server() {
+    if !terraform_available() {
+        return;
+    }
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("deploy-bench").await;
+    let world = World::new("eks", ns.name());
+    let controllers = fake_controllers(&cluster, ns.name());
+    for round in ["first install", "re-deploy"] {
+        world.plan().await;
+        let job_path = world.dir.path().join("deploy.json");
+        drop(world.deploy_job(&json!({"argocd": {"namespace": ns.name(), "timeout": "120s"}})));
+        let kubeconfig = cluster.kubeconfig_path().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("/usr/bin/time")
+                .arg("-v")
+                .arg(env!("CARGO_BIN_EXE_tendril"))
+                .args(["deploy", "--output", "json", "--job"])
+                .arg(&job_path)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rss = stderr
+            .lines()
+            .find(|l| l.contains("Maximum resident set size"))
+            .unwrap_or("");
+        let wall = stderr
+            .lines()
+            .find(|l| l.contains("Elapsed (wall clock)"))
+            .unwrap_or("");
+        eprintln!(
+            "== {round}: timings_ms {}",
+            report["execution_metadata"]["timings_ms"]
+        );
+        eprintln!("== {round}: argocd objects {}", report["argocd"]["objects"]);
+        eprintln!("== {round}: {}; {}", rss.trim(), wall.trim());
+    }
+    if let Some(c) = controllers {
+        c.abort();
+    }
+    ns.delete().await;
+}

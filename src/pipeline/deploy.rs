@@ -314,6 +314,9 @@ pub enum DeployError {
     /// The job cannot be run as given.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Cloud credentials could not be assumed.
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::CloudError),
     /// Facts could not be read from the outputs.
     #[error("{0}")]
     Facts(String),
@@ -487,9 +490,15 @@ async fn run_phases(
     let tf_sink = |e: TerraformEvent| progress(DeployEvent::Terraform(e));
     let apply_sink = |e: ApplyEvent| progress(DeployEvent::Apply(e));
 
-    // 1. credentials
-    let creds: JobCredentials = phases
-        .run(Phase::Credentials, credentials::assume(job))
+    // 1. credentials: the job's own secrets first (so a missing one stops
+    // the job before terraform changes anything), then the cloud identity
+    let (creds, argocd_spec, aoa): (JobCredentials, ArgoCdSpec, AppOfApps) = phases
+        .run(Phase::Credentials, async {
+            let argocd_spec = argocd_spec(job)?;
+            let aoa = app_of_apps_spec(job, &argocd_spec.namespace)?;
+            let creds = credentials::assume(job).await?;
+            Ok::<_, DeployError>((creds, argocd_spec, aoa))
+        })
         .await?;
 
     // 2. the plan artifact
@@ -644,7 +653,6 @@ async fn run_phases(
         .await?;
 
     // 8. Argo CD
-    let argocd_spec = argocd_spec(job)?;
     let argocd_result = phases
         .run(Phase::ArgoCd, async {
             match &client {
@@ -726,7 +734,6 @@ async fn run_phases(
     }
 
     // 9. the App of Apps
-    let aoa = app_of_apps_spec(job, &argocd_spec.namespace)?;
     phases
         .run(Phase::AppOfApps, async {
             let manifests = appofapps::render(&facts, &aoa)?;
@@ -916,16 +923,10 @@ fn token_args(facts: &InfraFacts) -> Vec<String> {
     }
 }
 
-fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, PhaseError> {
+fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, JobError> {
     let a = &job.tendril.argocd;
     let admin_password = match &a.admin_password {
-        Some(v) => Some(
-            v.resolve("tendril.argocd.admin_password")
-                .map_err(|e| PhaseError {
-                    phase: Phase::ArgoCd,
-                    source: Box::new(e),
-                })?,
-        ),
+        Some(v) => Some(v.resolve("tendril.argocd.admin_password")?),
         None => None,
     };
     Ok(ArgoCdSpec {
@@ -937,11 +938,7 @@ fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, PhaseError> {
     })
 }
 
-fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, PhaseError> {
-    let err = |e: JobError| PhaseError {
-        phase: Phase::AppOfApps,
-        source: Box::new(e),
-    };
+fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, JobError> {
     let apps = &job.tendril.apps;
     let repos = job.job.vine_config().ok().and_then(|v| v.repositories);
     let repo_url = apps
@@ -957,16 +954,14 @@ fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, PhaseEr
     let credentials = match &apps.credentials {
         Some(c) => {
             let secret = match (&c.token, &c.password) {
-                (Some(t), _) => t.resolve("tendril.apps.credentials.token").map_err(err)?,
-                (None, Some(p)) => p
-                    .resolve("tendril.apps.credentials.password")
-                    .map_err(err)?,
+                (Some(t), _) => t.resolve("tendril.apps.credentials.token")?,
+                (None, Some(p)) => p.resolve("tendril.apps.credentials.password")?,
                 (None, None) => {
-                    return Err(err(JobError::Invalid {
+                    return Err(JobError::Invalid {
                         field: "tendril.apps.credentials".into(),
                         problem: "has neither password nor token".into(),
                         fix: "give `token` (or `password`) for the apps repository".into(),
-                    }));
+                    });
                 }
             };
             Some(RepoCredentials {
