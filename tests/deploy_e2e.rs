@@ -735,6 +735,36 @@ async fn a_missing_job_secret_stops_the_job_before_terraform() {
     assert!(!world.state_file().exists(), "terraform never ran");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_with_a_cluster_changes_nothing_in_it() {
+    if !terraform_available() {
+        return;
+    }
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("deploy-dry").await;
+    let world = World::new("eks", ns.name());
+    world.plan().await;
+    let job = world.deploy_job(&json!({"argocd": {"namespace": ns.name(), "timeout": "120s"}}));
+    let mut opts = options(&cluster);
+    opts.dry_run = true;
+    opts.output_dir = Some(world.out_dir());
+    let (report, _) = run(&job, &opts).await;
+    assert_eq!(report.status, JobStatus::Success, "{:?}", report.error);
+    assert!(report.dry_run);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
+    assert!(
+        deployments
+            .get_opt("argocd-server")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let secrets: Api<KubeSecret> = Api::namespaced(cluster.client(), ns.name());
+    assert!(secrets.get_opt("argocd-redis").await.unwrap().is_none());
+    assert!(world.out_dir().join("app-of-apps.yaml").is_file());
+    ns.delete().await;
+}
+
 /// Not a test: measures the demo job against the in-repo API server with
 /// pods made ready at once, through the real binary (so its peak memory is
 /// tendril's alone). Run it in a release build:

@@ -758,9 +758,28 @@ async fn run_phases(
                     },
                     ..Default::default()
                 };
-                manager
-                    .apply(argocd::to_apply(manifests), &apply_opts, &apply_sink)
-                    .await?;
+                let mut manifests = manifests;
+                // A server dry run of Argo CD stores no CRDs, so on a cluster
+                // without Argo CD the server cannot dry-run the Applications:
+                // those are only rendered then.
+                if opts.dry_run && !serves_applications(client, &aoa.namespace).await {
+                    let before = manifests.len();
+                    manifests.retain(|m| {
+                        !m.object
+                            .get("apiVersion")
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| v.starts_with("argoproj.io/"))
+                    });
+                    progress(DeployEvent::Note(format!(
+                        "dry run: the cluster does not serve Argo CD's kinds yet (its CRDs were only dry-run applied); {} Argo CD objects of the App of Apps were rendered, not sent",
+                        before - manifests.len()
+                    )));
+                }
+                if !manifests.is_empty() {
+                    manager
+                        .apply(argocd::to_apply(manifests), &apply_opts, &apply_sink)
+                        .await?;
+                }
             }
             Ok::<_, DeployError>(())
         })
@@ -779,6 +798,17 @@ async fn run_phases(
         })
         .await?;
     Ok(())
+}
+
+/// Whether the cluster serves Argo CD's Application kind (its CRD is installed).
+async fn serves_applications(client: &kube::Client, namespace: &str) -> bool {
+    let gvk = kube::core::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+    let resource = kube::core::ApiResource::from_gvk_with_plural(&gvk, "applications");
+    let api: kube::Api<kube::core::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), namespace, &resource);
+    api.list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .is_ok()
 }
 
 fn action_counts(report: &crate::apply::ApplyReport) -> BTreeMap<&'static str, usize> {
