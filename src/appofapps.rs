@@ -196,9 +196,11 @@ pub fn values(facts: &InfraFacts, spec: &AppOfApps) -> Result<Value, AppOfAppsEr
         }
         components.insert(name.clone(), component_values(name, settings)?);
     }
-    let credentials = spec.apps.credentials.as_ref().map(|c| {
-        json!({"username": c.username, "password": c.password.expose()})
-    });
+    let credentials = spec
+        .apps
+        .credentials
+        .as_ref()
+        .map(|c| json!({"username": c.username, "password": c.password.expose()}));
     Ok(json!({
         "argocdNamespace": spec.namespace,
         "facts": facts_values(facts),

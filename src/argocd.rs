@@ -140,7 +140,10 @@ pub struct Installed {
 }
 
 /// Reads the Redis password and the admin hash an earlier install left.
-pub async fn read_existing(client: &kube::Client, namespace: &str) -> Result<Existing, ArgoCdError> {
+pub async fn read_existing(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Existing, ArgoCdError> {
     let secrets: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
     let read = |what: &str, source| ArgoCdError::Read {
         what: what.to_string(),
@@ -155,7 +158,10 @@ pub async fn read_existing(client: &kube::Client, namespace: &str) -> Result<Exi
         .get_opt(ARGOCD_SECRET)
         .await
         .map_err(|e| read("Secret argocd-secret", e))?;
-    let redis_password = redis.as_ref().and_then(|s| secret_key(s, "auth")).map(Secret::new);
+    let redis_password = redis
+        .as_ref()
+        .and_then(|s| secret_key(s, "auth"))
+        .map(Secret::new);
     let admin = argocd.as_ref().and_then(|s| {
         Some(AdminHash {
             hash: Secret::new(secret_key(s, "admin.password")?),
@@ -170,7 +176,9 @@ pub async fn read_existing(client: &kube::Client, namespace: &str) -> Result<Exi
 
 fn secret_key(secret: &KubeSecret, key: &str) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok().filter(|s| !s.is_empty())
+    String::from_utf8(bytes.0.clone())
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// A fresh random Redis password (32 alphanumeric characters).
@@ -279,10 +287,12 @@ pub async fn admin_password(
             namespace: namespace.to_string(),
             source,
         })?;
-    Ok(match initial.as_ref().and_then(|s| secret_key(s, "password")) {
-        Some(p) => AdminPassword::Known(Secret::new(p)),
-        None => AdminPassword::NotRetrievable,
-    })
+    Ok(
+        match initial.as_ref().and_then(|s| secret_key(s, "password")) {
+            Some(p) => AdminPassword::Known(Secret::new(p)),
+            None => AdminPassword::NotRetrievable,
+        },
+    )
 }
 
 fn lookup<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -319,11 +329,15 @@ pub fn url_source(user: &Value, merged: &Value) -> UrlSource {
     if let Some(d) = user_domain.filter(|d| !d.is_empty()) {
         return UrlSource::Domain(d.to_string());
     }
-    if lookup(merged, &["server", "service", "type"]).and_then(Value::as_str) == Some("LoadBalancer") {
+    if lookup(merged, &["server", "service", "type"]).and_then(Value::as_str)
+        == Some("LoadBalancer")
+    {
         let insecure = matches!(
             lookup(merged, &["configs", "params", "server.insecure"]),
             Some(Value::Bool(true))
-        ) || lookup(merged, &["configs", "params", "server.insecure"]).and_then(Value::as_str) == Some("true");
+        ) || lookup(merged, &["configs", "params", "server.insecure"])
+            .and_then(Value::as_str)
+            == Some("true");
         return UrlSource::LoadBalancer {
             scheme: if insecure { "http" } else { "https" },
         };
@@ -384,7 +398,13 @@ pub async fn url(
 }
 
 fn load_balancer_address(svc: &Service) -> Option<String> {
-    let ingress = svc.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?;
+    let ingress = svc
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?;
     ingress
         .iter()
         .find_map(|i| i.hostname.clone().or_else(|| i.ip.clone()))
@@ -411,7 +431,10 @@ pub async fn install(
     progress: &(dyn Fn(ApplyEvent) + Send + Sync),
 ) -> Result<Installed, ArgoCdError> {
     let existing = read_existing(client, &spec.namespace).await?;
-    let redis = existing.redis_password.clone().unwrap_or_else(random_password);
+    let redis = existing
+        .redis_password
+        .clone()
+        .unwrap_or_else(random_password);
     let admin = match &spec.admin_password {
         Some(p) => Some(admin_hash(p, existing.admin.as_ref(), &opts.now)?),
         None => None,
@@ -457,13 +480,25 @@ mod tests {
     #[test]
     fn url_prefers_ingress_then_domain_then_load_balancer() {
         let merged_default = json!({"global": {"domain": "argocd.example.com"}, "server": {"ingress": {"enabled": false}, "service": {"type": "ClusterIP"}}});
-        assert_eq!(url_source(&json!({}), &merged_default), UrlSource::InCluster);
+        assert_eq!(
+            url_source(&json!({}), &merged_default),
+            UrlSource::InCluster
+        );
         let ingress = json!({"global": {"domain": "cd.acme.io"}, "server": {"ingress": {"enabled": true, "hostname": ""}}});
-        assert_eq!(url_source(&json!({}), &ingress), UrlSource::Domain("cd.acme.io".into()));
+        assert_eq!(
+            url_source(&json!({}), &ingress),
+            UrlSource::Domain("cd.acme.io".into())
+        );
         let user = json!({"global": {"domain": "cd.shop.io"}});
-        assert_eq!(url_source(&user, &merged_default), UrlSource::Domain("cd.shop.io".into()));
+        assert_eq!(
+            url_source(&user, &merged_default),
+            UrlSource::Domain("cd.shop.io".into())
+        );
         let lb = json!({"server": {"service": {"type": "LoadBalancer"}}, "configs": {"params": {"server.insecure": true}}});
-        assert_eq!(url_source(&json!({}), &lb), UrlSource::LoadBalancer { scheme: "http" });
+        assert_eq!(
+            url_source(&json!({}), &lb),
+            UrlSource::LoadBalancer { scheme: "http" }
+        );
     }
 
     #[test]

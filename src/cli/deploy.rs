@@ -56,17 +56,20 @@ fn detail(progress: &Progress, event: &DeployEvent) {
             Event::ApplyStart { address, action } => {
                 progress.detail(&format!("{address}: {action}…"))
             }
-            Event::ApplyComplete { address, action, .. } => {
-                progress.line(&format!("      {address}: {action} complete"))
-            }
-            Event::ApplyErrored { address, action, .. } => {
-                progress.line(&format!("      {address}: {action} FAILED"))
-            }
+            Event::ApplyComplete {
+                address, action, ..
+            } => progress.line(&format!("      {address}: {action} complete")),
+            Event::ApplyErrored {
+                address, action, ..
+            } => progress.line(&format!("      {address}: {action} FAILED")),
             Event::Diagnostic(d) => progress.line(&format!(
                 "      {}: {}{}",
                 d.severity,
                 d.summary,
-                d.address.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
+                d.address
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
             )),
             _ => {}
         },
@@ -74,7 +77,11 @@ fn detail(progress: &Progress, event: &DeployEvent) {
             ApplyEvent::Planned { objects, waves } => {
                 progress.detail(&format!("{objects} objects in {waves} waves"))
             }
-            ApplyEvent::Applied { object, action, error } => match error {
+            ApplyEvent::Applied {
+                object,
+                action,
+                error,
+            } => match error {
                 Some(err) => progress.line(&format!("      {object}: {} ({err})", action.as_str())),
                 None => progress.detail(&format!("{object} {}", action.as_str())),
             },

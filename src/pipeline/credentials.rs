@@ -128,7 +128,10 @@ pub async fn assume(job: &JobFile) -> Result<JobCredentials, CloudError> {
             let mut child_env: ChildEnv = vec![
                 ("ARM_TENANT_ID".into(), Secret::new(tenant_id.clone())),
                 ("ARM_CLIENT_ID".into(), Secret::new(client_id.clone())),
-                ("ARM_SUBSCRIPTION_ID".into(), Secret::new(subscription_id.clone())),
+                (
+                    "ARM_SUBSCRIPTION_ID".into(),
+                    Secret::new(subscription_id.clone()),
+                ),
             ];
             let credential = if let Some(file) = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE") {
                 let file = PathBuf::from(file);
