@@ -57,6 +57,9 @@ pub const PHASES: &[Phase] = &[
     Phase::Report,
 ];
 
+/// What the written `argocd.yaml` carries instead of the Redis password.
+const REDACTED_PLACEHOLDER: &str = "[redacted]";
+
 /// Largest plan file a DEPLOY job accepts.
 pub const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -146,6 +149,47 @@ pub struct ArgoCdSummary {
     pub objects: BTreeMap<&'static str, usize>,
 }
 
+/// One object that failed or did not become ready, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectDiagnostic {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// The manifest it came from.
+    pub source: String,
+    /// `failed` or `not_ready`.
+    pub state: &'static str,
+    /// Why.
+    pub reason: String,
+    /// What the cluster said (conditions, events, pod states).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl ObjectDiagnostic {
+    fn from_report(report: &crate::apply::ApplyReport) -> Vec<ObjectDiagnostic> {
+        use crate::apply::{Action, Status};
+        report
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let (state, reason) = match (&o.status, o.action, &o.error) {
+                    (Status::Failed(r), _, _) => ("failed", r.clone()),
+                    (_, Action::Failed, e) => ("failed", e.clone().unwrap_or_default()),
+                    (Status::NotReady(r), _, _) => ("not_ready", r.clone()),
+                    _ => return None,
+                };
+                Some(ObjectDiagnostic {
+                    object: o.object.to_string(),
+                    source: o.source.clone(),
+                    state,
+                    reason,
+                    details: o.diagnostics.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// The report of a DEPLOY job (JSON with `--output json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployReport {
@@ -181,6 +225,10 @@ pub struct DeployReport {
     pub timings: Vec<PhaseTiming>,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// When applying or waiting failed: every object that failed or was not
+    /// ready, with its reason and what the cluster said about it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<ObjectDiagnostic>,
     /// The object the Trellis worker API stores (see `docs/report.md`).
     pub execution_metadata: Value,
 }
@@ -202,6 +250,7 @@ impl DeployReport {
             facts: None,
             timings: Vec::new(),
             warnings: Vec::new(),
+            diagnostics: Vec::new(),
             execution_metadata: json!({}),
         }
     }
@@ -265,6 +314,9 @@ pub enum DeployError {
     /// The job cannot be run as given.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Cloud credentials could not be assumed.
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::CloudError),
     /// Facts could not be read from the outputs.
     #[error("{0}")]
     Facts(String),
@@ -325,6 +377,9 @@ pub async fn run_deploy(
             };
             report.failed_phase = Some(e.phase);
             report.error = Some(error_text(&e));
+            if let Some(r) = apply_report_of(&e) {
+                report.diagnostics = ObjectDiagnostic::from_report(r);
+            }
         }
     }
     report.timings = phases.into_timings();
@@ -335,6 +390,48 @@ pub async fn run_deploy(
         report.warnings.push(e.to_string());
     }
     report
+}
+
+/// The apply engine's per-object report inside a phase error, if any.
+fn apply_report_of(e: &PhaseError) -> Option<&crate::apply::ApplyReport> {
+    match e.source.downcast_ref::<DeployError>()? {
+        DeployError::ArgoCd(argocd::ArgoCdError::Apply(a)) | DeployError::Apply(a) => a.report(),
+        _ => None,
+    }
+}
+
+/// Replaces, anywhere in `v`, a string equal to a sensitive output's value
+/// (or to a string inside it) with `[redacted]`.
+fn redact_sensitive(v: &mut Value, sensitive: &[String]) {
+    match v {
+        Value::String(s) if sensitive.iter().any(|x| x == s) => {
+            *s = "[redacted]".to_string();
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|i| redact_sensitive(i, sensitive)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|i| redact_sensitive(i, sensitive)),
+        _ => {}
+    }
+}
+
+/// The string values of the sensitive outputs (nested strings too).
+fn sensitive_strings(outputs: &Outputs) -> Vec<String> {
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if !s.is_empty() => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            Value::Object(map) => map.values().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for o in outputs.0.values().filter(|o| o.is_sensitive()) {
+        collect(o.expose(), &mut out);
+    }
+    out
 }
 
 fn is_cancelled(e: &PhaseError) -> bool {
@@ -393,9 +490,15 @@ async fn run_phases(
     let tf_sink = |e: TerraformEvent| progress(DeployEvent::Terraform(e));
     let apply_sink = |e: ApplyEvent| progress(DeployEvent::Apply(e));
 
-    // 1. credentials
-    let creds: JobCredentials = phases
-        .run(Phase::Credentials, credentials::assume(job))
+    // 1. credentials: the job's own secrets first (so a missing one stops
+    // the job before terraform changes anything), then the cloud identity
+    let (creds, argocd_spec, aoa): (JobCredentials, ArgoCdSpec, AppOfApps) = phases
+        .run(Phase::Credentials, async {
+            let argocd_spec = argocd_spec(job)?;
+            let aoa = app_of_apps_spec(job, &argocd_spec.namespace)?;
+            let creds = credentials::assume(job).await?;
+            Ok::<_, DeployError>((creds, argocd_spec, aoa))
+        })
         .await?;
 
     // 2. the plan artifact
@@ -521,7 +624,25 @@ async fn run_phases(
         provider: facts.cluster.provider.as_str().to_string(),
     });
     report.facts = serde_json::to_value(&facts).ok();
-    *facts_out = Some(facts.clone());
+    if !opts.include_sensitive_outputs {
+        let sensitive = sensitive_strings(&outputs);
+        if let Some(f) = report.facts.as_mut() {
+            redact_sensitive(f, &sensitive);
+        }
+        // the report's own copy of the facts (metadata) must not carry them either
+        let mut shown = facts.clone();
+        for d in &mut shown.databases {
+            if d.credentials_secret
+                .as_ref()
+                .is_some_and(|c| sensitive.contains(c))
+            {
+                d.credentials_secret = Some("[redacted]".to_string());
+            }
+        }
+        *facts_out = Some(shown);
+    } else {
+        *facts_out = Some(facts.clone());
+    }
 
     // 7. the kube client
     let client = phases
@@ -532,7 +653,6 @@ async fn run_phases(
         .await?;
 
     // 8. Argo CD
-    let argocd_spec = argocd_spec(job)?;
     let argocd_result = phases
         .run(Phase::ArgoCd, async {
             match &client {
@@ -554,7 +674,7 @@ async fn run_phases(
                     if let Some(dir) = &opts.output_dir {
                         let manifests = argocd::render(
                             &argocd_spec,
-                            &Secret::new("[redacted]".to_string()),
+                            &Secret::new(REDACTED_PLACEHOLDER.to_string()),
                             None,
                         )?;
                         write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
@@ -562,7 +682,12 @@ async fn run_phases(
                     Ok::<_, DeployError>(Some(installed))
                 }
                 None => {
-                    let manifests = argocd::render(&argocd_spec, &argocd::random_password(), None)?;
+                    // placeholders, as with a cluster: no password is written to disk
+                    let manifests = argocd::render(
+                        &argocd_spec,
+                        &Secret::new(REDACTED_PLACEHOLDER.to_string()),
+                        None,
+                    )?;
                     if let Some(dir) = &opts.output_dir {
                         write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
                     }
@@ -609,7 +734,6 @@ async fn run_phases(
     }
 
     // 9. the App of Apps
-    let aoa = app_of_apps_spec(job, &argocd_spec.namespace)?;
     phases
         .run(Phase::AppOfApps, async {
             let manifests = appofapps::render(&facts, &aoa)?;
@@ -634,9 +758,28 @@ async fn run_phases(
                     },
                     ..Default::default()
                 };
-                manager
-                    .apply(argocd::to_apply(manifests), &apply_opts, &apply_sink)
-                    .await?;
+                let mut manifests = manifests;
+                // A server dry run of Argo CD stores no CRDs, so on a cluster
+                // without Argo CD the server cannot dry-run the Applications:
+                // those are only rendered then.
+                if opts.dry_run && !serves_applications(client, &aoa.namespace).await {
+                    let before = manifests.len();
+                    manifests.retain(|m| {
+                        !m.object
+                            .get("apiVersion")
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| v.starts_with("argoproj.io/"))
+                    });
+                    progress(DeployEvent::Note(format!(
+                        "dry run: the cluster does not serve Argo CD's kinds yet (its CRDs were only dry-run applied); {} Argo CD objects of the App of Apps were rendered, not sent",
+                        before - manifests.len()
+                    )));
+                }
+                if !manifests.is_empty() {
+                    manager
+                        .apply(argocd::to_apply(manifests), &apply_opts, &apply_sink)
+                        .await?;
+                }
             }
             Ok::<_, DeployError>(())
         })
@@ -655,6 +798,17 @@ async fn run_phases(
         })
         .await?;
     Ok(())
+}
+
+/// Whether the cluster serves Argo CD's Application kind (its CRD is installed).
+async fn serves_applications(client: &kube::Client, namespace: &str) -> bool {
+    let gvk = kube::core::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+    let resource = kube::core::ApiResource::from_gvk_with_plural(&gvk, "applications");
+    let api: kube::Api<kube::core::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), namespace, &resource);
+    api.list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .is_ok()
 }
 
 fn action_counts(report: &crate::apply::ApplyReport) -> BTreeMap<&'static str, usize> {
@@ -799,16 +953,10 @@ fn token_args(facts: &InfraFacts) -> Vec<String> {
     }
 }
 
-fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, PhaseError> {
+fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, JobError> {
     let a = &job.tendril.argocd;
     let admin_password = match &a.admin_password {
-        Some(v) => Some(
-            v.resolve("tendril.argocd.admin_password")
-                .map_err(|e| PhaseError {
-                    phase: Phase::ArgoCd,
-                    source: Box::new(e),
-                })?,
-        ),
+        Some(v) => Some(v.resolve("tendril.argocd.admin_password")?),
         None => None,
     };
     Ok(ArgoCdSpec {
@@ -820,11 +968,7 @@ fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, PhaseError> {
     })
 }
 
-fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, PhaseError> {
-    let err = |e: JobError| PhaseError {
-        phase: Phase::AppOfApps,
-        source: Box::new(e),
-    };
+fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, JobError> {
     let apps = &job.tendril.apps;
     let repos = job.job.vine_config().ok().and_then(|v| v.repositories);
     let repo_url = apps
@@ -840,16 +984,14 @@ fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, PhaseEr
     let credentials = match &apps.credentials {
         Some(c) => {
             let secret = match (&c.token, &c.password) {
-                (Some(t), _) => t.resolve("tendril.apps.credentials.token").map_err(err)?,
-                (None, Some(p)) => p
-                    .resolve("tendril.apps.credentials.password")
-                    .map_err(err)?,
+                (Some(t), _) => t.resolve("tendril.apps.credentials.token")?,
+                (None, Some(p)) => p.resolve("tendril.apps.credentials.password")?,
                 (None, None) => {
-                    return Err(err(JobError::Invalid {
+                    return Err(JobError::Invalid {
                         field: "tendril.apps.credentials".into(),
                         problem: "has neither password nor token".into(),
                         fix: "give `token` (or `password`) for the apps repository".into(),
-                    }));
+                    });
                 }
             };
             Some(RepoCredentials {
