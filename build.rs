@@ -3,6 +3,12 @@
 //! `embedded_charts.rs` that `src/chart/embedded.rs` includes. The packing code
 //! is the library's own `src/chart/pack.rs`, so `tendril chart package` on the
 //! same directory gives the same bytes.
+//!
+//! Next to each archive it writes the chart's plain YAML (`values.yaml` and the
+//! files under `crds/`, which no template touches) already parsed, as JSON:
+//! parsing that YAML is most of the cost of loading the chart, and it does not
+//! depend on anything a render is given. When a file does not parse here,
+//! nothing is precomputed for the chart and loading it reports the error.
 
 #[allow(dead_code)]
 #[path = "src/chart/pack.rs"]
@@ -10,6 +16,56 @@ mod pack;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+/// Parses YAML the way the library does (`chart::values::yaml_options`).
+fn parse_yaml_documents(text: &str) -> Option<Vec<Value>> {
+    let mut options = serde_saphyr::Options::default();
+    options.emit_comments = false;
+    serde_saphyr::from_multiple_with_options::<Value>(text, options).ok()
+}
+
+/// `{"values": {...}, "crds": [{"path": "crds/x.yaml", "docs": [...]}]}` for the
+/// chart's files, or `None` when one of them does not parse (or `values.yaml`
+/// is not a mapping): the library then parses them itself and says what is wrong.
+fn preparse(files: &[(String, Vec<u8>)]) -> Option<Value> {
+    let mut values = Value::Object(Map::new());
+    let mut crds = Vec::new();
+    for (path, data) in files {
+        let is_crd = path.starts_with("crds/")
+            && (path.ends_with(".yaml") || path.ends_with(".yml") || path.ends_with(".json"));
+        if path != "values.yaml" && !is_crd {
+            continue;
+        }
+        let text = std::str::from_utf8(data).ok()?;
+        if path == "values.yaml" {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let mut docs = parse_yaml_documents(text)?;
+            if docs.len() != 1 {
+                return None;
+            }
+            match docs.pop()? {
+                Value::Null => {}
+                v @ Value::Object(_) => values = v,
+                _ => return None,
+            }
+        } else {
+            let docs: Vec<Value> = if text.trim().is_empty() {
+                Vec::new()
+            } else {
+                parse_yaml_documents(text)?
+                    .into_iter()
+                    .filter(|d| !d.is_null())
+                    .collect()
+            };
+            crds.push(json!({ "path": path, "docs": docs }));
+        }
+    }
+    Some(json!({ "values": values, "crds": crds }))
+}
 
 fn main() {
     println!("cargo:rerun-if-changed=templates");
@@ -32,17 +88,29 @@ fn main() {
     charts.sort();
     let mut table = String::from(
         "/// Charts packed at build time: (directory name under `templates/`, `.tgz` bytes).\n\
-         pub static CHARTS: &[(&str, &[u8])] = &[\n",
+         /// and, when precomputed, its `values.yaml` and `crds/` parsed, as JSON.\n\
+         pub static CHARTS: &[(&str, &[u8], Option<&str>)] = &[\n",
     );
     for (name, path) in &charts {
+        let files = pack::collect_dir(path)
+            .unwrap_or_else(|e| panic!("cannot read the chart {}: {e}", path.display()));
         let bytes = pack::pack_dir(path)
             .unwrap_or_else(|e| panic!("cannot pack the chart {}: {e}", path.display()));
         let file = out_dir.join(format!("{name}.tgz"));
         std::fs::write(&file, bytes)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
+        let preparsed = match preparse(&files) {
+            Some(value) => {
+                let file = out_dir.join(format!("{name}.parsed.json"));
+                std::fs::write(&file, value.to_string())
+                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
+                format!("Some(include_str!(concat!(env!(\"OUT_DIR\"), \"/{name}.parsed.json\")))")
+            }
+            None => "None".to_string(),
+        };
         let _ = writeln!(
             table,
-            "    ({name:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.tgz\"))),"
+            "    ({name:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.tgz\")), {preparsed}),"
         );
     }
     table.push_str("];\n");

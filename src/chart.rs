@@ -163,6 +163,9 @@ pub struct Chart {
     pub templates: Vec<ChartFile>,
     /// `crds/**` YAML files, sorted by path.
     pub crds: Vec<ChartFile>,
+    /// The `crds/` files parsed: (path, documents), once parsed (or
+    /// precomputed at build time for an embedded chart).
+    crd_documents: std::sync::OnceLock<Vec<(String, Vec<serde_json::Value>)>>,
     compiled: std::sync::OnceLock<render::Compiled>,
 }
 
@@ -176,13 +179,13 @@ impl Chart {
     /// Loads a chart from the bytes of a `.tgz` archive, in memory, within `limits`.
     /// `origin` names the archive in messages.
     pub fn from_archive(bytes: &[u8], origin: &str, limits: &Limits) -> Result<Chart, ChartError> {
-        load::load_archive(bytes, origin, limits)
+        load::from_files(load::unpack_archive(bytes, origin, limits)?, origin, None)
     }
 
     /// Builds a chart from files already in memory (paths relative to the
     /// chart root). `origin` names the chart in messages.
     pub fn from_files(files: Vec<(String, Vec<u8>)>, origin: &str) -> Result<Chart, ChartError> {
-        load::from_files(files, origin)
+        load::from_files(files, origin, None)
     }
 
     /// Loads a chart that was packed into the binary at build time from
@@ -192,7 +195,12 @@ impl Chart {
             name: name.to_string(),
             available: embedded::names().collect::<Vec<_>>().join(", "),
         })?;
-        load::load_archive(bytes, &format!("embedded:{name}"), &Limits::default())
+        let origin = format!("embedded:{name}");
+        let preparsed = embedded::preparsed(name)
+            .map(|json| load::Preparsed::from_json(json, &origin))
+            .transpose()?;
+        let files = load::unpack_archive(bytes, &origin, &Limits::default())?;
+        load::from_files(files, &origin, preparsed)
     }
 
     /// The `.tgz` bytes of an embedded chart, if one has this name.

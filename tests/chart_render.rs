@@ -930,3 +930,44 @@ fn many_templates_include_across_the_compile_split() {
         .collect();
     assert_eq!(names, ["rel-a", "rel-b", "rel-c", "rel-d", "rel-a"]);
 }
+
+#[test]
+fn of_two_failing_templates_the_earlier_file_is_reported_every_time() {
+    // The templates render on two threads, a.yaml and e.yaml in different
+    // halves; the error must not depend on which thread finishes first, nor
+    // on whether the templates were compiled by an earlier render.
+    let mut files = vec![
+        ("templates/a.yaml", "{{ fail(message=\"first\") }}"),
+        (
+            "templates/b.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n",
+        ),
+        (
+            "templates/c.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+        ),
+        (
+            "templates/d.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d\n",
+        ),
+        ("templates/e.yaml", "{{ fail(message=\"second\") }}"),
+    ];
+    let c = chart("", &files);
+    for attempt in 0..3 {
+        let (file, _, message) = template_error(&c);
+        assert_eq!(file, "templates/a.yaml", "attempt {attempt}: {message}");
+        assert!(message.contains("first"), "attempt {attempt}: {message}");
+    }
+    // Output that is not YAML counts the same way as a template error.
+    files[0] = ("templates/a.yaml", "a: [1, 2\n");
+    let c = chart("", &files);
+    for _ in 0..2 {
+        match render_err(&c) {
+            ChartError::Manifest { file, reason } => {
+                assert_eq!(file, "templates/a.yaml", "{reason}");
+                assert!(reason.contains("not valid YAML"), "{reason}");
+            }
+            other => panic!("expected a manifest error, got {other}"),
+        }
+    }
+}

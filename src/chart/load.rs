@@ -41,7 +41,8 @@ pub(crate) fn load_path(path: &Path, limits: &Limits) -> Result<Chart, ChartErro
         path: path.to_path_buf(),
         source,
     })?;
-    load_archive(&bytes, &path.display().to_string(), limits)
+    let origin = path.display().to_string();
+    from_files(unpack_archive(&bytes, &origin, limits)?, &origin, None)
 }
 
 /// Loads a chart directory.
@@ -50,7 +51,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Chart, ChartError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    from_files(files, &dir.display().to_string())
+    from_files(files, &dir.display().to_string(), None)
 }
 
 /// Stops reading once more than `remaining` bytes came out of the decompressor.
@@ -132,12 +133,13 @@ fn archive_err(archive: &str, reason: String) -> ChartError {
     }
 }
 
-/// Loads a `.tgz` from memory within `limits`.
-pub(crate) fn load_archive(
+/// Unpacks a `.tgz` in memory within `limits`: the chart's files, paths
+/// relative to the chart root.
+pub(crate) fn unpack_archive(
     bytes: &[u8],
     origin: &str,
     limits: &Limits,
-) -> Result<Chart, ChartError> {
+) -> Result<Vec<(String, Vec<u8>)>, ChartError> {
     let capped = Capped {
         inner: flate2::read::GzDecoder::new(bytes),
         remaining: limits.max_total_bytes,
@@ -288,7 +290,7 @@ pub(crate) fn load_archive(
         })?;
         files.insert(rel, data);
     }
-    from_files(files.into_iter().collect(), origin)
+    Ok(files.into_iter().collect())
 }
 
 fn entry_kind_name(kind: tar::EntryType) -> &'static str {
@@ -344,8 +346,41 @@ fn utf8(origin: &str, path: &str, data: Vec<u8>) -> Result<String, ChartError> {
     String::from_utf8(data).map_err(|_| invalid(origin, format!("{path} is not UTF-8 text")))
 }
 
-/// Builds a chart from its files (paths relative to the chart root).
-pub(crate) fn from_files(files: Vec<(String, Vec<u8>)>, origin: &str) -> Result<Chart, ChartError> {
+/// `values.yaml` and the `crds/` files of a chart, parsed ahead of time (for
+/// the embedded charts, by build.rs): loading takes them instead of parsing
+/// the YAML again.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Preparsed {
+    values: serde_json::Value,
+    crds: Vec<PreparsedFile>,
+}
+
+/// One parsed `crds/` file.
+#[derive(Debug, serde::Deserialize)]
+struct PreparsedFile {
+    path: String,
+    docs: Vec<serde_json::Value>,
+}
+
+impl Preparsed {
+    /// Reads the JSON that build.rs wrote.
+    pub(crate) fn from_json(text: &str, origin: &str) -> Result<Preparsed, ChartError> {
+        serde_json::from_str(text).map_err(|e| {
+            invalid(
+                origin,
+                format!("the chart's precomputed YAML is unreadable ({e}); rebuild tendril"),
+            )
+        })
+    }
+}
+
+/// Builds a chart from its files (paths relative to the chart root). With
+/// `preparsed`, `values.yaml` and `crds/` are taken from it, not parsed.
+pub(crate) fn from_files(
+    files: Vec<(String, Vec<u8>)>,
+    origin: &str,
+    preparsed: Option<Preparsed>,
+) -> Result<Chart, ChartError> {
     let mut metadata: Option<ChartMetadata> = None;
     let mut default_values = serde_json::Value::Object(serde_json::Map::new());
     let mut templates = Vec::new();
@@ -361,7 +396,10 @@ pub(crate) fn from_files(files: Vec<(String, Vec<u8>)>, origin: &str) -> Result<
             metadata = Some(meta);
         } else if path == "values.yaml" {
             let text = utf8(origin, &path, data)?;
-            default_values = super::values::parse_values(&text, &format!("{origin}/values.yaml"))?;
+            if preparsed.is_none() {
+                default_values =
+                    super::values::parse_values(&text, &format!("{origin}/values.yaml"))?;
+            }
         } else if path.starts_with("templates/") {
             let text = utf8(origin, &path, data)?;
             templates.push(ChartFile { path, text });
@@ -391,12 +429,31 @@ pub(crate) fn from_files(files: Vec<(String, Vec<u8>)>, origin: &str) -> Result<
     }
     templates.sort_by(|a, b| a.path.cmp(&b.path));
     crds.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut crd_documents = std::sync::OnceLock::new();
+    if let Some(pre) = preparsed {
+        default_values = pre.values;
+        let parsed: Vec<(String, Vec<serde_json::Value>)> =
+            pre.crds.into_iter().map(|f| (f.path, f.docs)).collect();
+        if parsed
+            .iter()
+            .map(|(p, _)| p)
+            .ne(crds.iter().map(|c| &c.path))
+        {
+            return Err(invalid(
+                origin,
+                "the chart's precomputed CRDs do not match its crds/ files; rebuild tendril"
+                    .to_string(),
+            ));
+        }
+        crd_documents = std::sync::OnceLock::from(parsed);
+    }
     Ok(Chart {
         origin: origin.to_string(),
         metadata,
         default_values,
         templates,
         crds,
+        crd_documents,
         compiled: std::sync::OnceLock::new(),
     })
 }
@@ -414,6 +471,40 @@ mod tests {
         };
         let mut out = Vec::new();
         r.read_to_end(&mut out)
+    }
+
+    #[test]
+    fn embedded_charts_take_their_yaml_precomputed_and_it_matches_the_archive() {
+        use crate::Secret;
+        use crate::chart::{Chart, RenderOptions, manifests_to_yaml};
+        for name in Chart::embedded_names() {
+            let fast = Chart::embedded(name).unwrap();
+            assert!(
+                fast.crd_documents.get().is_some(),
+                "{name}: build.rs precomputed nothing"
+            );
+            let archive = Chart::embedded_archive(name).unwrap();
+            let parsed = Chart::from_archive(archive, name, &Limits::default()).unwrap();
+            assert!(parsed.crd_documents.get().is_none());
+            assert_eq!(fast.default_values, parsed.default_values, "{name}");
+            assert_eq!(fast.crds, parsed.crds, "{name}");
+        }
+        // Rendering from the precomputed YAML and from the archive's text
+        // gives the same output, and the CRDs parsed on the way are the same.
+        let fast = Chart::embedded("argocd").unwrap();
+        let parsed = Chart::from_archive(
+            Chart::embedded_archive("argocd").unwrap(),
+            "argocd",
+            &Limits::default(),
+        )
+        .unwrap();
+        let opts = RenderOptions::new("r", "ns")
+            .with_input("redis_password", Secret::new("pw".to_string()));
+        let a = manifests_to_yaml(&fast.render(&opts).unwrap());
+        let b = manifests_to_yaml(&parsed.render(&opts).unwrap());
+        assert_eq!(a, b);
+        assert_eq!(fast.crd_documents.get().map(Vec::len), Some(3));
+        assert_eq!(fast.crd_documents.get(), parsed.crd_documents.get());
     }
 
     #[test]

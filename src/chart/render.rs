@@ -361,58 +361,224 @@ fn check_kube_version(chart: &Chart, opts: &RenderOptions) -> Result<(), ChartEr
 /// A parsed document: its file, the object, and whether it came from `crds/`.
 type Doc = (String, serde_json::Value, bool);
 
-fn parse_files<'a>(
-    files: impl Iterator<Item = (&'a String, &'a String)>,
-    from_crds: bool,
-) -> Result<Vec<Doc>, ChartError> {
-    let mut docs = Vec::new();
-    for (path, text) in files {
-        for obj in manifest::parse_documents(text, path)? {
-            docs.push((path.clone(), obj, from_crds));
-        }
+/// The chart's `crds/` files parsed, (path, documents) in path order: parsed
+/// on first use, or precomputed at build time for an embedded chart.
+fn crd_documents(chart: &Chart) -> Result<&[(String, Vec<serde_json::Value>)], ChartError> {
+    if let Some(docs) = chart.crd_documents.get() {
+        return Ok(docs);
     }
-    Ok(docs)
+    let mut parsed = Vec::with_capacity(chart.crds.len());
+    for crd in &chart.crds {
+        parsed.push((
+            crd.path.clone(),
+            manifest::parse_documents(&crd.text, &crd.path)?,
+        ));
+    }
+    Ok(chart.crd_documents.get_or_init(|| parsed))
 }
 
-/// Joins a parsing thread; a panic in it is resumed here.
-fn join(
-    handle: std::thread::ScopedJoinHandle<'_, Result<Vec<Doc>, ChartError>>,
-) -> Result<Vec<Doc>, ChartError> {
+/// The templates rendered as manifests, with their index in
+/// `chart.templates` (which is in path order).
+fn manifest_templates(chart: &Chart) -> Vec<(usize, &ChartFile)> {
+    chart
+        .templates
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| is_rendered(&t.path))
+        .collect()
+}
+
+/// What one thread of a render produced: per template, its index in
+/// `chart.templates`, its path and its documents.
+type Rendered = Vec<(usize, String, Vec<serde_json::Value>)>;
+
+/// Renders `templates` with `tera` and parses each output.
+fn render_and_parse(
+    tera: &tera::Tera,
+    templates: &[(usize, &ChartFile)],
+    ctx: &tera::Context,
+) -> Result<Rendered, ChartError> {
+    let mut ctx = ctx.clone();
+    let mut out = Vec::with_capacity(templates.len());
+    for (index, t) in templates {
+        ctx.insert(
+            "template",
+            &json!({ "name": t.path, "base_path": "templates" }),
+        );
+        let text = tera
+            .render(&t.path, &ctx)
+            .map_err(|e| template_error(&e, &t.path))?;
+        out.push((
+            *index,
+            t.path.clone(),
+            manifest::parse_documents(&text, &t.path)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Joins a render thread; a panic in it is resumed here.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     match handle.join() {
         Ok(result) => result,
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 
+/// Renders and parses every manifest template, the work split over two
+/// threads: each takes half of the templates (by size) through compile,
+/// render and parse on its own, so neither waits for the other. The result
+/// does not depend on the threads: documents come back in file order, and of
+/// two errors the one from the earlier file is reported.
+fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, ChartError> {
+    let templates = manifest_templates(chart);
+    if let Some(compiled) = chart.compiled.get() {
+        return render_compiled(compiled, &templates, ctx);
+    }
+    let helpers: Vec<&ChartFile> = chart
+        .templates
+        .iter()
+        .filter(|t| is_helper(&t.path))
+        .collect();
+    let (first, second) = templates.split_at(half_by_size(&templates));
+    let (a, b) = std::thread::scope(|s| {
+        let later = s.spawn(|| {
+            let tera = compile_set(
+                helpers
+                    .iter()
+                    .copied()
+                    .chain(second.iter().map(|(_, t)| *t)),
+            );
+            tera.map(|tera| {
+                let rendered = render_and_parse(&tera, second, ctx);
+                (tera, rendered)
+            })
+        });
+        let tera = compile_set(helpers.iter().copied().chain(first.iter().map(|(_, t)| *t)));
+        let a = tera.map(|tera| {
+            let rendered = render_and_parse(&tera, first, ctx);
+            (tera, rendered)
+        });
+        (a, join(later))
+    });
+    match (a, b) {
+        (Ok((tera_a, rendered_a)), Ok((tera_b, rendered_b))) => {
+            let mut owner = HashMap::new();
+            for (_, t) in first {
+                owner.insert(t.path.clone(), 0);
+            }
+            for (_, t) in second {
+                owner.insert(t.path.clone(), 1);
+            }
+            let _ = chart.compiled.set(Compiled {
+                instances: vec![tera_a, tera_b],
+                owner,
+            });
+            let mut docs = rendered_a?;
+            docs.extend(rendered_b?);
+            Ok(docs)
+        }
+        // A half may fail to compile only because it lacks a template the
+        // other half holds (an include across halves), or for a real error:
+        // compile everything together, which either works or reports it.
+        _ => {
+            let compiled = compiled(chart)?;
+            render_compiled(compiled, &templates, ctx)
+        }
+    }
+}
+
+/// Renders and parses with templates compiled before, one thread per
+/// compiled instance.
+fn render_compiled(
+    compiled: &Compiled,
+    templates: &[(usize, &ChartFile)],
+    ctx: &tera::Context,
+) -> Result<Rendered, ChartError> {
+    let owned_by = |i: usize| -> Vec<(usize, &ChartFile)> {
+        templates
+            .iter()
+            .filter(|(_, t)| compiled.owner.get(&t.path).copied().unwrap_or(0) == i)
+            .copied()
+            .collect()
+    };
+    let parts: Vec<Result<Rendered, ChartError>> = std::thread::scope(|s| {
+        let later: Vec<_> = (1..compiled.instances.len())
+            .map(|i| {
+                let mine = owned_by(i);
+                let tera = &compiled.instances[i];
+                s.spawn(move || render_and_parse(tera, &mine, ctx))
+            })
+            .collect();
+        let mut parts = vec![render_and_parse(&compiled.instances[0], &owned_by(0), ctx)];
+        parts.extend(later.into_iter().map(join));
+        parts
+    });
+    let mut docs = Vec::new();
+    let mut first_error: Option<(usize, ChartError)> = None;
+    for part in parts {
+        match part {
+            Ok(rendered) => docs.extend(rendered),
+            Err(e) => {
+                // The error of the earliest failing file wins, as if rendered in order.
+                let at = error_position(&e, templates);
+                if first_error.as_ref().is_none_or(|(pos, _)| at < *pos) {
+                    first_error = Some((at, e));
+                }
+            }
+        }
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
+    }
+    docs.sort_by_key(|(index, ..)| *index);
+    Ok(docs)
+}
+
+/// Where in `templates` the file an error names sits (last when unknown).
+fn error_position(error: &ChartError, templates: &[(usize, &ChartFile)]) -> usize {
+    let file = match error {
+        ChartError::Template { file, .. } | ChartError::Manifest { file, .. } => file.as_str(),
+        _ => "",
+    };
+    templates
+        .iter()
+        .position(|(_, t)| t.path == file)
+        .unwrap_or(templates.len())
+}
+
+/// The index that splits `templates` into two halves of about the same text size.
+fn half_by_size(templates: &[(usize, &ChartFile)]) -> usize {
+    let total: usize = templates.iter().map(|(_, t)| t.text.len()).sum();
+    let mut acc = 0;
+    templates
+        .iter()
+        .position(|(_, t)| {
+            acc += t.text.len();
+            acc * 2 >= total
+        })
+        .map_or(templates.len(), |i| i + 1)
+}
+
 pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
     check_kube_version(chart, opts)?;
-    // YAML parsing is the largest cost after compiling the templates, so it is
-    // spread over two threads: the CRDs (plain files) are parsed while the
-    // templates compile and render, and the rendered text is parsed in two
-    // halves. The result does not depend on the threads: documents are joined
-    // back in file order.
-    let docs: Vec<Doc> = std::thread::scope(|s| {
-        let crds = s.spawn(|| parse_files(chart.crds.iter().map(|c| (&c.path, &c.text)), true));
-        let rendered = render_raw(chart, opts).and_then(|mut raw| {
-            let total: usize = raw.iter().map(|(_, t)| t.len()).sum();
-            let mut acc = 0;
-            let split = raw
-                .iter()
-                .position(|(_, t)| {
-                    acc += t.len();
-                    acc * 2 >= total
-                })
-                .map_or(raw.len(), |i| i + 1);
-            let second = raw.split_off(split);
-            let later = s.spawn(move || parse_files(second.iter().map(|(p, t)| (p, t)), false));
-            let mut docs = parse_files(raw.iter().map(|(p, t)| (p, t)), false)?;
-            docs.extend(join(later)?);
-            Ok(docs)
-        });
-        let mut docs = join(crds)?;
-        docs.extend(rendered?);
-        Ok::<_, ChartError>(docs)
-    })?;
+    let ctx = context(chart, opts);
+    // The CRDs are plain files: unless they were parsed before (or at build
+    // time), they are parsed on a thread of their own while the templates render.
+    let (crds, rendered) = std::thread::scope(|s| {
+        let crds = s.spawn(|| crd_documents(chart));
+        let rendered = render_documents(chart, &ctx);
+        (join(crds), rendered)
+    });
+    let crds = crds?;
+    let rendered = rendered?;
+    let mut docs: Vec<Doc> = Vec::new();
+    for (path, objects) in crds {
+        docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
+    }
+    for (_, path, objects) in rendered {
+        docs.extend(objects.into_iter().map(|o| (path.clone(), o, false)));
+    }
 
     // Kinds the chart itself declares cluster-scoped (its CRDs).
     let mut cluster_kinds: HashSet<String> = HashSet::new();
