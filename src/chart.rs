@@ -22,6 +22,7 @@
 //! ```
 
 mod embedded;
+mod events;
 mod filters;
 mod load;
 mod manifest;
