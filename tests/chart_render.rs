@@ -971,3 +971,31 @@ fn of_two_failing_templates_the_earlier_file_is_reported_every_time() {
         }
     }
 }
+
+#[test]
+fn a_long_manifest_list_prints_the_same_as_one_by_one() {
+    let templates: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            (
+                format!("templates/cm{i:02}.yaml"),
+                format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm{i}\ndata:\n  n: \"{i}\"\n  text: |\n    line {i}\n"
+                ),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = templates
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let manifests = chart("", &refs).render(&opts()).unwrap();
+    assert_eq!(manifests.len(), 40);
+    let together = manifests_to_yaml(&manifests);
+    let one_by_one: String = manifests
+        .iter()
+        .map(|m| manifests_to_yaml(std::slice::from_ref(m)))
+        .collect();
+    assert_eq!(together, one_by_one);
+    assert_eq!(together.matches("\n---\n").count() + 1, 40);
+    assert!(together.starts_with("---\n# Source: templates/cm00.yaml\n"));
+}
