@@ -273,37 +273,48 @@ impl serde::Serialize for Ordered<'_> {
 /// and a `# Source:` comment naming its chart file. Top-level keys come as
 /// `apiVersion`, `kind`, `metadata`, then the rest sorted; nested keys sorted.
 ///
-/// A long list is printed in two halves on two threads; the text is the same.
+/// A long list is printed on two threads, each taking the next manifest
+/// still to print; the text is the same.
 pub fn manifests_to_yaml(manifests: &[Manifest]) -> String {
     if manifests.len() < 16 {
-        return print_documents(manifests);
+        return manifests.iter().map(print_document).collect();
     }
-    let (first, second) = manifests.split_at(manifests.len() / 2);
-    std::thread::scope(|s| {
-        let later = s.spawn(|| print_documents(second));
-        let mut out = print_documents(first);
-        match later.join() {
-            Ok(rest) => out.push_str(&rest),
-            Err(panic) => std::panic::resume_unwind(panic),
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let printed: Vec<std::sync::OnceLock<String>> = manifests
+        .iter()
+        .map(|_| std::sync::OnceLock::new())
+        .collect();
+    let print_until_done = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (Some(m), Some(slot)) = (manifests.get(i), printed.get(i)) else {
+                return;
+            };
+            let _ = slot.set(print_document(m));
         }
-        out
-    })
+    };
+    std::thread::scope(|s| {
+        let helper = s.spawn(print_until_done);
+        print_until_done();
+        if let Err(panic) = helper.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    printed.into_iter().filter_map(|p| p.into_inner()).collect()
 }
 
-fn print_documents(manifests: &[Manifest]) -> String {
-    let mut out = String::new();
-    for m in manifests {
-        out.push_str("---\n# Source: ");
-        out.push_str(&m.source);
+/// One manifest as a YAML document with its `---` and `# Source:` lines.
+fn print_document(m: &Manifest) -> String {
+    let mut out = String::from("---\n# Source: ");
+    out.push_str(&m.source);
+    out.push('\n');
+    match serde_saphyr::to_string(&Ordered(&m.object)) {
+        Ok(text) => out.push_str(&text),
+        // A serde_json::Value always serialises; keep the output whole anyway.
+        Err(e) => out.push_str(&format!("# cannot print this object: {e}\n")),
+    }
+    if !out.ends_with('\n') {
         out.push('\n');
-        match serde_saphyr::to_string(&Ordered(&m.object)) {
-            Ok(text) => out.push_str(&text),
-            // A serde_json::Value always serialises; keep the output whole anyway.
-            Err(e) => out.push_str(&format!("# cannot print this object: {e}\n")),
-        }
-        if !out.ends_with('\n') {
-            out.push('\n');
-        }
     }
     out
 }

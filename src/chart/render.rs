@@ -388,33 +388,140 @@ fn manifest_templates(chart: &Chart) -> Vec<(usize, &ChartFile)> {
         .collect()
 }
 
-/// What one thread of a render produced: per template, its index in
-/// `chart.templates`, its path and its documents.
+/// What a render produced: per template, its index in `chart.templates`, its
+/// path and its documents, in template order.
 type Rendered = Vec<(usize, String, Vec<serde_json::Value>)>;
 
-/// Renders `templates` with `tera` and parses each output.
-fn render_and_parse(
-    tera: &tera::Tera,
-    templates: &[(usize, &ChartFile)],
-    ctx: &tera::Context,
-) -> Result<Rendered, ChartError> {
-    let mut ctx = ctx.clone();
-    let mut out = Vec::with_capacity(templates.len());
-    for (index, t) in templates {
-        ctx.insert(
-            "template",
-            &json!({ "name": t.path, "base_path": "templates" }),
-        );
-        let text = tera
-            .render(&t.path, &ctx)
-            .map_err(|e| template_error(&e, &t.path))?;
-        out.push((
-            *index,
-            t.path.clone(),
-            manifest::parse_documents(&text, &t.path)?,
-        ));
+/// The work shared by the threads of a render. Each thread renders the
+/// templates of its compiled instance and queues the text; every thread then
+/// parses queued text until none is left and no thread is still rendering. So
+/// a thread that finishes rendering early parses what the others rendered,
+/// and the threads finish together.
+struct Pipeline {
+    state: std::sync::Mutex<PipelineState>,
+    queued: std::sync::Condvar,
+}
+
+struct PipelineState {
+    /// Rendered text waiting to be parsed: (index, path, text).
+    waiting: std::collections::VecDeque<(usize, String, String)>,
+    /// Threads that have not finished rendering.
+    rendering: usize,
+    /// Parsed templates.
+    done: Rendered,
+    /// Errors, with the index of the template they belong to.
+    errors: Vec<(usize, ChartError)>,
+}
+
+/// Counts a thread out of the renderers when dropped, even by a panic, so no
+/// thread waits for text that will never come.
+struct Renderer<'a>(&'a Pipeline);
+
+impl Drop for Renderer<'_> {
+    fn drop(&mut self) {
+        self.0.lock().rendering -= 1;
+        self.0.queued.notify_all();
     }
-    Ok(out)
+}
+
+impl Pipeline {
+    /// A pipeline that `renderers` threads will render into.
+    fn new(renderers: usize) -> Self {
+        Pipeline {
+            state: std::sync::Mutex::new(PipelineState {
+                waiting: std::collections::VecDeque::new(),
+                rendering: renderers,
+                done: Vec::new(),
+                errors: Vec::new(),
+            }),
+            queued: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PipelineState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Renders `templates` with `tera` (or nothing when it failed to
+    /// compile), queueing each text; stops at the first error.
+    fn render(
+        &self,
+        tera: Option<&tera::Tera>,
+        templates: &[(usize, &ChartFile)],
+        ctx: &tera::Context,
+    ) {
+        let _counted = Renderer(self);
+        let Some(tera) = tera else { return };
+        let mut ctx = ctx.clone();
+        for (index, t) in templates {
+            ctx.insert(
+                "template",
+                &json!({ "name": t.path, "base_path": "templates" }),
+            );
+            match tera.render(&t.path, &ctx) {
+                Ok(text) => {
+                    self.lock()
+                        .waiting
+                        .push_back((*index, t.path.clone(), text));
+                    self.queued.notify_one();
+                }
+                Err(e) => {
+                    self.lock()
+                        .errors
+                        .push((*index, template_error(&e, &t.path)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses queued text until there is none and nothing is being rendered.
+    fn parse(&self) {
+        loop {
+            let next = {
+                let mut state = self.lock();
+                loop {
+                    if let Some(item) = state.waiting.pop_front() {
+                        break Some(item);
+                    }
+                    if state.rendering == 0 {
+                        break None;
+                    }
+                    state = self
+                        .queued
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            let Some((index, path, text)) = next else {
+                return;
+            };
+            let parsed = manifest::parse_documents(&text, &path);
+            let mut state = self.lock();
+            match parsed {
+                Ok(docs) => state.done.push((index, path, docs)),
+                Err(e) => state.errors.push((index, e)),
+            }
+        }
+    }
+
+    /// The parsed templates in order, or the error of the earliest template
+    /// that failed. Each thread renders its templates in order up to its
+    /// first error, so which error that is does not depend on timing.
+    fn finish(self) -> Result<Rendered, ChartError> {
+        let state = self
+            .state
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, e)) = state.errors.into_iter().min_by_key(|(index, _)| *index) {
+            return Err(e);
+        }
+        let mut done = state.done;
+        done.sort_by_key(|(index, ..)| *index);
+        Ok(done)
+    }
 }
 
 /// Joins a render thread; a panic in it is resumed here.
@@ -425,11 +532,11 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     }
 }
 
-/// Renders and parses every manifest template, the work split over two
-/// threads: each takes half of the templates (by size) through compile,
-/// render and parse on its own, so neither waits for the other. The result
-/// does not depend on the threads: documents come back in file order, and of
-/// two errors the one from the earlier file is reported.
+/// Renders and parses every manifest template on two threads. Compiling is
+/// split: each thread compiles the helpers and half of the templates (by
+/// size), then renders that half; parsing is shared (see [`Pipeline`]). The
+/// result does not depend on the threads: documents come back in file order,
+/// and of two errors the one from the earlier file is reported.
 fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, ChartError> {
     let templates = manifest_templates(chart);
     if let Some(compiled) = chart.compiled.get() {
@@ -441,28 +548,19 @@ fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, Char
         .filter(|t| is_helper(&t.path))
         .collect();
     let (first, second) = templates.split_at(half_by_size(&templates));
+    let pipeline = Pipeline::new(2);
+    let compile_render_parse = |half: &[(usize, &ChartFile)]| {
+        let tera = compile_set(helpers.iter().copied().chain(half.iter().map(|(_, t)| *t)));
+        pipeline.render(tera.as_ref().ok(), half, ctx);
+        pipeline.parse();
+        tera
+    };
     let (a, b) = std::thread::scope(|s| {
-        let later = s.spawn(|| {
-            let tera = compile_set(
-                helpers
-                    .iter()
-                    .copied()
-                    .chain(second.iter().map(|(_, t)| *t)),
-            );
-            tera.map(|tera| {
-                let rendered = render_and_parse(&tera, second, ctx);
-                (tera, rendered)
-            })
-        });
-        let tera = compile_set(helpers.iter().copied().chain(first.iter().map(|(_, t)| *t)));
-        let a = tera.map(|tera| {
-            let rendered = render_and_parse(&tera, first, ctx);
-            (tera, rendered)
-        });
-        (a, join(later))
+        let later = s.spawn(|| compile_render_parse(second));
+        (compile_render_parse(first), join(later))
     });
     match (a, b) {
-        (Ok((tera_a, rendered_a)), Ok((tera_b, rendered_b))) => {
+        (Ok(tera_a), Ok(tera_b)) => {
             let mut owner = HashMap::new();
             for (_, t) in first {
                 owner.insert(t.path.clone(), 0);
@@ -474,9 +572,7 @@ fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, Char
                 instances: vec![tera_a, tera_b],
                 owner,
             });
-            let mut docs = rendered_a?;
-            docs.extend(rendered_b?);
-            Ok(docs)
+            pipeline.finish()
         }
         // A half may fail to compile only because it lacks a template the
         // other half holds (an include across halves), or for a real error:
@@ -488,8 +584,8 @@ fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, Char
     }
 }
 
-/// Renders and parses with templates compiled before, one thread per
-/// compiled instance.
+/// Renders and parses with templates compiled before: one rendering thread
+/// per compiled instance, and a second thread to parse when there is only one.
 fn render_compiled(
     compiled: &Compiled,
     templates: &[(usize, &ChartFile)],
@@ -502,49 +598,25 @@ fn render_compiled(
             .copied()
             .collect()
     };
-    let parts: Vec<Result<Rendered, ChartError>> = std::thread::scope(|s| {
-        let later: Vec<_> = (1..compiled.instances.len())
-            .map(|i| {
-                let mine = owned_by(i);
-                let tera = &compiled.instances[i];
-                s.spawn(move || render_and_parse(tera, &mine, ctx))
-            })
-            .collect();
-        let mut parts = vec![render_and_parse(&compiled.instances[0], &owned_by(0), ctx)];
-        parts.extend(later.into_iter().map(join));
-        parts
-    });
-    let mut docs = Vec::new();
-    let mut first_error: Option<(usize, ChartError)> = None;
-    for part in parts {
-        match part {
-            Ok(rendered) => docs.extend(rendered),
-            Err(e) => {
-                // The error of the earliest failing file wins, as if rendered in order.
-                let at = error_position(&e, templates);
-                if first_error.as_ref().is_none_or(|(pos, _)| at < *pos) {
-                    first_error = Some((at, e));
-                }
-            }
+    let pipeline = Pipeline::new(compiled.instances.len());
+    std::thread::scope(|s| {
+        let pipeline = &pipeline;
+        let mut helpers = Vec::new();
+        for (i, tera) in compiled.instances.iter().enumerate().skip(1) {
+            let mine = owned_by(i);
+            helpers.push(s.spawn(move || {
+                pipeline.render(Some(tera), &mine, ctx);
+                pipeline.parse();
+            }));
         }
-    }
-    if let Some((_, e)) = first_error {
-        return Err(e);
-    }
-    docs.sort_by_key(|(index, ..)| *index);
-    Ok(docs)
-}
-
-/// Where in `templates` the file an error names sits (last when unknown).
-fn error_position(error: &ChartError, templates: &[(usize, &ChartFile)]) -> usize {
-    let file = match error {
-        ChartError::Template { file, .. } | ChartError::Manifest { file, .. } => file.as_str(),
-        _ => "",
-    };
-    templates
-        .iter()
-        .position(|(_, t)| t.path == file)
-        .unwrap_or(templates.len())
+        if helpers.is_empty() {
+            helpers.push(s.spawn(|| pipeline.parse()));
+        }
+        pipeline.render(compiled.instances.first(), &owned_by(0), ctx);
+        pipeline.parse();
+        helpers.into_iter().for_each(join);
+    });
+    pipeline.finish()
 }
 
 /// The index that splits `templates` into two halves of about the same text size.
