@@ -635,20 +635,23 @@ fn half_by_size(templates: &[(usize, &ChartFile)]) -> usize {
 pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
     check_kube_version(chart, opts)?;
     let ctx = context(chart, opts);
-    // The CRDs are plain files: unless they were parsed before (or at build
-    // time), they are parsed on a thread of their own while the templates render.
+    // The CRDs are plain files: on a thread of their own while the templates
+    // render, they are parsed (unless they were before, or at build time) and
+    // copied into this render's documents.
+    let crd_docs = || -> Result<Vec<Doc>, ChartError> {
+        let mut docs = Vec::new();
+        for (path, objects) in crd_documents(chart)? {
+            docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
+        }
+        Ok(docs)
+    };
     let (crds, rendered) = std::thread::scope(|s| {
-        let crds = s.spawn(|| crd_documents(chart));
+        let crds = s.spawn(crd_docs);
         let rendered = render_documents(chart, &ctx);
         (join(crds), rendered)
     });
-    let crds = crds?;
-    let rendered = rendered?;
-    let mut docs: Vec<Doc> = Vec::new();
-    for (path, objects) in crds {
-        docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
-    }
-    for (_, path, objects) in rendered {
+    let mut docs = crds?;
+    for (_, path, objects) in rendered? {
         docs.extend(objects.into_iter().map(|o| (path.clone(), o, false)));
     }
 
