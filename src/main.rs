@@ -6,6 +6,14 @@
 
 mod cli;
 
+/// mimalloc instead of the system allocator: a render allocates and frees
+/// hundreds of thousands of small values on two threads, and glibc's malloc
+/// spent a sixth of the instructions of `tendril render` (see docs/chart.md,
+/// "Speed"). The library leaves the choice of allocator to its users.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::process::ExitCode;
 
