@@ -31,10 +31,11 @@ cmd=("$TENDRIL_BIN" render --redis-password bench-password "${extra[@]}")
 
 times=()
 for _ in $(seq "$runs"); do
-  start=$(date +%s%N)
+  # $EPOCHREALTIME is a bash builtin: no `date` process inside the measurement.
+  start=${EPOCHREALTIME/./}
   "${cmd[@]}" > /dev/null
-  end=$(date +%s%N)
-  times+=($(( (end - start) / 1000 )))
+  end=${EPOCHREALTIME/./}
+  times+=($(( end - start )))
 done
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 median_us=$(printf '%s\n' "$sorted" | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}')
@@ -50,6 +51,13 @@ printf 'runs:          %s\n' "$runs"
 printf 'median:        %d.%03d ms\n' $((median_us / 1000)) $((median_us % 1000))
 printf 'min / max:     %d.%03d ms / %d.%03d ms\n' $((min_us / 1000)) $((min_us % 1000)) $((max_us / 1000)) $((max_us % 1000))
 printf 'peak RSS:      %s KiB\n' "$rss_kb"
+
+# CPU time (both threads) and page faults: steadier than wall time on a shared
+# machine. `perf stat` needs Debian's linux-perf; skipped without it.
+if command -v perf > /dev/null; then
+  perf stat -r "$runs" -e task-clock,page-faults "${cmd[@]}" 2>&1 > /dev/null \
+    | awk '/task-clock|page-faults|elapsed/ {print "perf stat:     " $0}' | sed 's/  */ /g'
+fi
 
 if command -v hyperfine > /dev/null; then
   hyperfine --warmup 5 --runs "$runs" --shell=none --output=null "${cmd[*]}"
