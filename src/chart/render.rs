@@ -152,10 +152,11 @@ fn template_error(err: &tera::Error, fallback_file: &str) -> ChartError {
     }
 }
 
-/// A chart's compiled templates. Compiling is the largest single cost of a
-/// render, so the manifest templates are split in two halves compiled on two
-/// threads into two Tera instances; every helper (`_` file) goes into both so
-/// components resolve everywhere. `owner` tells which instance holds a template.
+/// A chart's compiled templates, kept for the next render: one Tera instance,
+/// or two when a render compiled the manifest templates in two halves on two
+/// threads (see [`render_documents`]); every helper (`_` file) is in each
+/// instance so components resolve everywhere. `owner` tells which instance
+/// holds a template.
 #[derive(Debug)]
 pub(crate) struct Compiled {
     instances: Vec<tera::Tera>,
@@ -176,7 +177,7 @@ fn compile_set<'a>(files: impl Iterator<Item = &'a ChartFile>) -> Result<tera::T
 }
 
 /// Compiles every template (but NOTES.txt) into one instance.
-fn compile_single(chart: &Chart) -> Result<Compiled, ChartError> {
+fn compile_all(chart: &Chart) -> Result<Compiled, ChartError> {
     let all = chart
         .templates
         .iter()
@@ -195,65 +196,12 @@ fn compile_single(chart: &Chart) -> Result<Compiled, ChartError> {
     })
 }
 
-fn compile(chart: &Chart) -> Result<Compiled, ChartError> {
-    let helpers: Vec<&ChartFile> = chart
-        .templates
-        .iter()
-        .filter(|t| is_helper(&t.path))
-        .collect();
-    let manifests: Vec<&ChartFile> = chart
-        .templates
-        .iter()
-        .filter(|t| is_rendered(&t.path))
-        .collect();
-    if manifests.len() < 4 {
-        return compile_single(chart);
-    }
-    let total: usize = manifests.iter().map(|t| t.text.len()).sum();
-    let mut acc = 0;
-    let split = manifests
-        .iter()
-        .position(|t| {
-            acc += t.text.len();
-            acc * 2 >= total
-        })
-        .map_or(manifests.len(), |i| i + 1);
-    let (first, second) = manifests.split_at(split);
-    let (a, b) = std::thread::scope(|s| {
-        let later = s.spawn(|| compile_set(helpers.iter().chain(second.iter()).copied()));
-        let a = compile_set(helpers.iter().chain(first.iter()).copied());
-        let b = match later.join() {
-            Ok(b) => b,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        (a, b)
-    });
-    match (a, b) {
-        (Ok(a), Ok(b)) => {
-            let mut owner = HashMap::new();
-            for t in first {
-                owner.insert(t.path.clone(), 0);
-            }
-            for t in second {
-                owner.insert(t.path.clone(), 1);
-            }
-            Ok(Compiled {
-                instances: vec![a, b],
-                owner,
-            })
-        }
-        // A half may fail only because it lacks a template the other half
-        // holds (an include across halves), or for a real error: compile
-        // everything together, which either works or reports the real error.
-        _ => compile_single(chart),
-    }
-}
-
+/// The chart's templates compiled: by an earlier render, or now into one instance.
 fn compiled(chart: &Chart) -> Result<&Compiled, ChartError> {
     if let Some(t) = chart.compiled.get() {
         return Ok(t);
     }
-    let t = compile(chart)?;
+    let t = compile_all(chart)?;
     Ok(chart.compiled.get_or_init(|| t))
 }
 
@@ -542,6 +490,10 @@ fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, Char
     if let Some(compiled) = chart.compiled.get() {
         return render_compiled(compiled, &templates, ctx);
     }
+    // A handful of templates is not worth compiling the helpers twice.
+    if templates.len() < 4 {
+        return render_compiled(compiled(chart)?, &templates, ctx);
+    }
     let helpers: Vec<&ChartFile> = chart
         .templates
         .iter()
@@ -577,10 +529,7 @@ fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, Char
         // A half may fail to compile only because it lacks a template the
         // other half holds (an include across halves), or for a real error:
         // compile everything together, which either works or reports it.
-        _ => {
-            let compiled = compiled(chart)?;
-            render_compiled(compiled, &templates, ctx)
-        }
+        _ => render_compiled(compiled(chart)?, &templates, ctx),
     }
 }
 
