@@ -108,6 +108,12 @@ async fn success_failure_and_missing_metadata() {
 
 #[tokio::test]
 async fn cancelling_sends_sigint_to_the_process_group() {
+    // A worker started in the background by a non-interactive shell has
+    // SIGINT ignored; its jobs must still get SIGINT's default action (a shell
+    // script cannot even trap a signal ignored on entry). Ignored here for
+    // the whole test, restored at the end.
+    // SAFETY: signal(2) only changes this process's disposition for SIGINT.
+    let previous = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let (_dir, runner) = setup();
     let (c, mut rx) = ctx();
     let cancel = c.cancel.clone();
@@ -133,4 +139,6 @@ async fn cancelling_sends_sigint_to_the_process_group() {
         "the child handled SIGINT: {logs}"
     );
     assert!(logs.contains("SIGINT sent"), "{logs}");
+    // SAFETY: as above, puts back what SIGINT did before this test.
+    unsafe { libc::signal(libc::SIGINT, previous) };
 }

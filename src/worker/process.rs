@@ -125,6 +125,20 @@ impl JobRunner for ProcessRunner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // Cancelling a job is SIGINT to its process group, so the child must
+        // not inherit SIGINT ignored: a worker started in the background by a
+        // non-interactive shell has it ignored, and a shell script can then
+        // not even trap it. The child starts with SIGINT's default action.
+        // SAFETY: between fork and exec only async-signal-safe calls are
+        // allowed; signal(2) is one, and nothing is allocated.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::signal(libc::SIGINT, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
