@@ -20,8 +20,8 @@
 //!   makes [`documents`] return `None`, and the caller parses the text with
 //!   serde-saphyr, which gives the values or its own error.
 //!
-//! `tests/chart_events.rs` checks the two agree on every rendering of the
-//! embedded charts and on a list of tricky scalars.
+//! The tests below check the two agree on every rendering of the embedded
+//! Argo CD chart with the reference value sets and on a list of tricky scalars.
 
 use serde_json::{Map, Number, Value};
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
