@@ -1,4 +1,4 @@
-//! A Kubernetes API server for tests, speaking real HTTP on loopback.
+//! A Kubernetes API server for tests, speaking real HTTPS on loopback.
 //!
 //! It keeps everything in memory and implements what tendril's tests need
 //! from the real server, with the real wire shapes, so kube-rs `Client`,
@@ -49,6 +49,7 @@ use tokio::sync::{oneshot, watch};
 
 use self::http::Shared;
 use self::store::State;
+use crate::tokens::TestCa;
 
 /// Options for [`ApiServer::start_with`].
 #[derive(Debug, Clone)]
@@ -74,8 +75,15 @@ impl Default for Options {
 }
 
 /// A running test API server. It stops when dropped.
+///
+/// It serves HTTPS only, with a certificate for `127.0.0.1` signed by a CA
+/// made for this server, and answers `401 Unauthorized` to a request without
+/// its bearer token, as a real API server does. [`kubeconfig_yaml`](Self::kubeconfig_yaml)
+/// and [`client`](Self::client) carry both.
 pub struct ApiServer {
     addr: SocketAddr,
+    ca_pem: String,
+    token: String,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -107,6 +115,8 @@ impl ApiServer {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(addr.port()).rotate_left(40);
+        let ca = TestCa::new();
+        let token = format!("tendril-test-{seed:016x}");
         let mut state = State::new(seed);
         state.crd_delay = !options.crd_establish_delay.is_zero();
         let (rv_tx, _) = watch::channel(state.rv);
@@ -115,7 +125,9 @@ impl ApiServer {
             rv_tx,
             bookmark_interval: options.bookmark_interval,
             crd_delay: options.crd_establish_delay,
+            token: token.clone(),
         });
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("test-apiserver-{}", addr.port()))
@@ -125,19 +137,32 @@ impl ApiServer {
         let thread = std::thread::Builder::new()
             .name(format!("test-apiserver-{}", addr.port()))
             .spawn(move || {
-                runtime.block_on(serve(listener, shared, stop_rx));
+                runtime.block_on(serve(listener, acceptor, shared, stop_rx));
                 runtime.shutdown_background();
             })?;
         Ok(ApiServer {
             addr,
+            ca_pem: ca.ca_pem,
+            token,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
-    /// The server URL, `http://127.0.0.1:PORT`.
+    /// The server URL, `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// The PEM certificate of the CA that signed the server's certificate
+    /// (what a kubeconfig's `certificate-authority-data` carries, decoded).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The bearer token the server accepts.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// The socket address.
@@ -145,14 +170,18 @@ impl ApiServer {
         self.addr
     }
 
-    /// A kubeconfig (YAML) whose current context points at this server.
+    /// A kubeconfig (YAML) whose current context points at this server,
+    /// with its CA (`certificate-authority-data`) and bearer token.
     pub fn kubeconfig_yaml(&self) -> String {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: tendril-test\n  cluster:\n    server: {}\n\
-             users:\n- name: tendril-test\n  user:\n    token: tendril-test-token\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: tendril-test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
+             users:\n- name: tendril-test\n  user:\n    token: {}\n\
              contexts:\n- name: tendril-test\n  context:\n    cluster: tendril-test\n    user: tendril-test\n    namespace: default\n\
              current-context: tendril-test\npreferences: {{}}\n",
-            self.url()
+            self.url(),
+            self.token
         )
     }
 
@@ -164,15 +193,22 @@ impl ApiServer {
         std::fs::rename(&tmp, path)
     }
 
-    /// A kube-rs client for this server. Must be called inside a tokio
-    /// runtime (kube's client spawns its buffer task there).
-    pub fn client(&self) -> kube::Client {
+    /// The kube-rs configuration for this server: its URL, CA and token.
+    pub fn config(&self) -> kube::Config {
         let uri = self
             .url()
             .parse::<::http::Uri>()
             .unwrap_or_else(|e| panic!("test API server URL {} is not a URI: {e}", self.url()));
-        let config = kube::Config::new(uri);
-        kube::Client::try_from(config)
+        let mut config = kube::Config::new(uri);
+        config.root_cert = Some(vec![ca_der(&self.ca_pem)]);
+        config.auth_info.token = Some(self.token.clone().into());
+        config
+    }
+
+    /// A kube-rs client for this server. Must be called inside a tokio
+    /// runtime (kube's client spawns its buffer task there).
+    pub fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config())
             .unwrap_or_else(|e| panic!("cannot build a kube client for {}: {e}", self.url()))
     }
 }
@@ -188,8 +224,23 @@ impl Drop for ApiServer {
     }
 }
 
+/// The DER bytes of the first certificate in `pem`.
+fn ca_der(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap_or_else(|e| panic!("the test CA PEM is not base64: {e}"))
+}
+
 async fn serve(
     listener: std::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -203,11 +254,13 @@ async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
                     let svc = service_fn(move |req| http::handle(shared.clone(), req));
                     let _ = http1::Builder::new()
                         .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection(TokioIo::new(tls), svc)
                         .await;
                 });
             }

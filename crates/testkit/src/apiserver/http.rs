@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub bookmark_interval: Duration,
     /// How long a written CRD waits before it is served and Established.
     pub crd_delay: Duration,
+    /// The bearer token every request must carry.
+    pub token: String,
 }
 
 impl Shared {
@@ -61,6 +63,14 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
+    let bearer = header(&parts.headers, "authorization");
+    if bearer.strip_prefix("Bearer ") != Some(shared.token.as_str()) {
+        return Ok(json_response(
+            401,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "Unauthorized", "reason": "Unauthorized", "code": 401}),
+        ));
+    }
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
