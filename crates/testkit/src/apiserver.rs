@@ -63,6 +63,10 @@ pub struct Options {
     /// same request). A real server takes a moment; a delay lets tests
     /// check that a client waits for `Established` instead of racing.
     pub crd_establish_delay: Duration,
+    /// How long a deleted Namespace stays `Terminating` before its contents
+    /// and then the namespace itself are removed, as the namespace
+    /// controller does (a real cluster takes seconds). Default 300 ms.
+    pub namespace_deletion_delay: Duration,
 }
 
 impl Default for Options {
@@ -70,6 +74,7 @@ impl Default for Options {
         Options {
             bookmark_interval: Duration::from_secs(1),
             crd_establish_delay: Duration::ZERO,
+            namespace_deletion_delay: Duration::from_millis(300),
         }
     }
 }
@@ -119,6 +124,11 @@ impl ApiServer {
         let token = format!("tendril-test-{seed:016x}");
         let mut state = State::new(seed);
         state.crd_delay = !options.crd_establish_delay.is_zero();
+        state.root_ca_pem = ca.ca_pem.clone();
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            state.publish_root_ca(ns);
+        }
+        state.pending_root_ca.clear();
         let (rv_tx, _) = watch::channel(state.rv);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -126,6 +136,7 @@ impl ApiServer {
             bookmark_interval: options.bookmark_interval,
             crd_delay: options.crd_establish_delay,
             token: token.clone(),
+            namespace_delay: options.namespace_deletion_delay,
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()

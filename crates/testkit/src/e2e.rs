@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::apiserver::ApiServer;
+use crate::apiserver::{ApiServer, Options};
 
 /// The environment variable naming a real cluster's kubeconfig.
 pub const KUBECONFIG_ENV: &str = "TENDRIL_E2E_KUBECONFIG";
@@ -153,6 +153,12 @@ pub fn unique_name(prefix: &str) -> String {
 /// The cluster for this test: the one `TENDRIL_E2E_KUBECONFIG` names, or a
 /// fresh in-repo [`ApiServer`]. Must be called inside a tokio runtime.
 pub async fn cluster() -> TestCluster {
+    cluster_with(Options::default()).await
+}
+
+/// Like [`cluster`], but an in-repo server is started with `options` (a real
+/// cluster ignores them: it has its own timings).
+pub async fn cluster_with(options: Options) -> TestCluster {
     match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
         Some(path) => {
             let path = PathBuf::from(path);
@@ -172,7 +178,7 @@ pub async fn cluster() -> TestCluster {
             }
         }
         None => {
-            let server = ApiServer::start();
+            let server = ApiServer::start_with(options);
             let file = std::env::temp_dir().join(format!(
                 "tendril-test-apiserver-{}-{}.kubeconfig",
                 std::process::id(),

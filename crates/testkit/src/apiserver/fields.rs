@@ -324,6 +324,38 @@ fn changed_at(
     }
 }
 
+/// Marks as owned (`"."`) the maps of `new` that `changed` reaches and that
+/// did not exist in `old`: an update that creates a map owns the map itself.
+pub(crate) fn mark_created_maps(changed: &mut FieldSet, old: Option<&Value>, new: &Value) {
+    for (k, c) in changed.children.iter_mut() {
+        if !k.starts_with("f:") {
+            continue;
+        }
+        let n = step(new, k);
+        let o = old.and_then(|v| step(v, k));
+        if let Some(n) = n {
+            // Only maps (string-keyed), not structs, own themselves.
+            let map_field = matches!(
+                &k[2..],
+                "data"
+                    | "binaryData"
+                    | "stringData"
+                    | "labels"
+                    | "annotations"
+                    | "matchLabels"
+                    | "nodeSelector"
+            );
+            if map_field
+                && n.as_object().is_some_and(|m| !m.is_empty())
+                && o.is_none_or(Value::is_null)
+            {
+                c.member = true;
+            }
+            mark_created_maps(c, o, n);
+        }
+    }
+}
+
 /// `k:{...}` for a list item: its key fields, sorted, compact JSON.
 fn item_key(item: &Value, keys: &[&str]) -> String {
     let mut m = std::collections::BTreeMap::new();

@@ -32,7 +32,13 @@ pub(crate) struct Shared {
     pub crd_delay: Duration,
     /// The bearer token every request must carry.
     pub token: String,
+    /// How long a deleted namespace stays Terminating before its contents
+    /// and then it go.
+    pub namespace_delay: Duration,
 }
+
+/// How soon after a namespace is created it gets `kube-root-ca.crt`.
+const ROOT_CA_DELAY: Duration = Duration::from_millis(20);
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -54,7 +60,26 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(e.code, &e.to_status())
+    if e.is_page_not_found() {
+        return text_response(404, "404 page not found\n");
+    }
+    let mut r = json_response(e.code, &e.to_status());
+    if let Some(secs) = e.details["retryAfterSeconds"].as_u64()
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string())
+    {
+        r.headers_mut().insert("retry-after", v);
+    }
+    r
+}
+
+fn text_response(code: u16, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 /// Serves one request.
@@ -161,19 +186,19 @@ fn route(shared: &Arc<Shared>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
             let (name, versions) = groups
                 .iter()
                 .find(|(n, _)| n == g)
-                .ok_or_else(ApiError::no_route)?;
+                .ok_or_else(ApiError::page_not_found)?;
             Ok(json_response(200, &registry::api_group(name, versions)))
         }
         ["apis", g, v] if get => {
             let types = shared.lock().types.clone();
             if !types.iter().any(|t| t.group == *g && t.version == *v) {
-                return Err(ApiError::no_route());
+                return Err(ApiError::page_not_found());
             }
             Ok(json_response(200, &registry::resource_list(&types, g, v)))
         }
         ["api", "v1", rest @ ..] => resource(shared, &ctx, "", "v1", rest),
         ["apis", g, v, rest @ ..] => resource(shared, &ctx, g, v, rest),
-        _ => Err(ApiError::no_route()),
+        _ => Err(ApiError::page_not_found()),
     }
 }
 
@@ -247,10 +272,14 @@ fn resource(
         [p, n, s] => (*p, Some(*n), Some(*s)),
         _ => return Err(ApiError::no_route()),
     };
-    let rt = shared
-        .lock()
-        .find(group, version, plural)
-        .ok_or_else(ApiError::no_route)?;
+    let rt = {
+        let st = shared.lock();
+        match st.find(group, version, plural) {
+            Some(rt) => rt,
+            None if st.serves(group, version) => return Err(ApiError::no_route()),
+            None => return Err(ApiError::page_not_found()),
+        }
+    };
     if (rt.namespaced && ns.is_none() && name.is_some()) || (!rt.namespaced && ns.is_some()) {
         return Err(ApiError::no_route());
     }
@@ -395,6 +424,23 @@ fn resource(
             let dopts = delete_options(ctx, dry_run)?;
             let out = shared.lock().delete(&rt, ns_str, n, &dopts)?;
             notify(shared);
+            // Gone at once: the real server answers with a Status, except
+            // for the kinds whose registry returns the deleted object.
+            let returns_object = rt.custom
+                || (rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "namespaces"))
+                || rt.plural == "customresourcedefinitions";
+            if !dry_run && !returns_object && out["metadata"]["deletionTimestamp"].is_null() {
+                let mut details =
+                    json!({"name": n, "kind": rt.plural, "uid": out["metadata"]["uid"]});
+                if !rt.group.is_empty() {
+                    details["group"] = json!(rt.group);
+                }
+                return Ok(json_response(
+                    200,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Success", "details": details}),
+                ));
+            }
             Ok(json_response(200, &present(out)))
         }
         (&Method::DELETE, None) => {
@@ -471,10 +517,31 @@ fn delete_options(ctx: &Ctx, query_dry_run: bool) -> Result<DeleteOpts, ApiError
 }
 
 fn notify(shared: &Arc<Shared>) {
-    let (rv, pending) = {
+    let (rv, pending, deleted, created) = {
         let mut st = shared.lock();
-        (st.rv, std::mem::take(&mut st.pending_crds))
+        (
+            st.rv,
+            std::mem::take(&mut st.pending_crds),
+            std::mem::take(&mut st.pending_namespace_deletions),
+            std::mem::take(&mut st.pending_root_ca),
+        )
     };
+    for ns in deleted {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(shared.namespace_delay).await;
+            shared.lock().finalize_namespace(&ns);
+            notify(&shared);
+        });
+    }
+    for ns in created {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ROOT_CA_DELAY).await;
+            shared.lock().publish_root_ca(&ns);
+            notify(&shared);
+        });
+    }
     for name in pending {
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -10,6 +10,9 @@ use super::fields::{self, FieldSet, Part};
 use super::registry::{self, ResourceType};
 use super::util::{ApiError, Selector, now_rfc3339, qualified};
 
+/// The annotation the controller-manager puts on `kube-root-ca.crt`.
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
 /// How many events the log keeps; a watch from an older resourceVersion gets `410 Gone`.
 const EVENT_LOG: usize = 20_000;
 
@@ -104,6 +107,12 @@ fn entries_json(entries: &[Entry]) -> Value {
                 if !e.subresource.is_empty() {
                     v["subresource"] = json!(e.subresource);
                 }
+                // An apply that changed nothing in the object records no time.
+                if e.time.is_empty()
+                    && let Some(o) = v.as_object_mut()
+                {
+                    o.remove("time");
+                }
                 v
             })
             .collect(),
@@ -127,6 +136,16 @@ pub(crate) struct State {
     /// wait here for the HTTP layer to run [`State::crd_changed`] later.
     pub crd_delay: bool,
     pub pending_crds: Vec<String>,
+    /// Namespaces deleted since the HTTP layer last looked: their contents
+    /// and then they go after a delay, as the namespace controller does.
+    pub pending_namespace_deletions: Vec<String>,
+    /// Namespaces whose contents are being removed (they go once empty).
+    finalizing: std::collections::HashSet<String>,
+    /// Namespaces created since the HTTP layer last looked: they get
+    /// `kube-root-ca.crt` shortly after, as from the controller-manager.
+    pub pending_root_ca: Vec<String>,
+    /// The PEM the simulated controller-manager publishes as `kube-root-ca.crt`.
+    pub root_ca_pem: String,
     /// Last successful apply per (object, manager, status): the resulting
     /// resourceVersion and a hash of the request body.
     apply_memo: HashMap<(Key, String, bool), (String, u64)>,
@@ -144,6 +163,10 @@ impl State {
             seed,
             crd_delay: false,
             pending_crds: Vec::new(),
+            pending_namespace_deletions: Vec::new(),
+            finalizing: std::collections::HashSet::new(),
+            pending_root_ca: Vec::new(),
+            root_ca_pem: String::new(),
             apply_memo: HashMap::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -156,8 +179,56 @@ impl State {
                 let _ = s.create(&rt, "", body, &opts);
             }
         }
-        s.compacted = s.rv;
+        // The log keeps everything from the start (a watch from
+        // resourceVersion 1 replays it, as on a young real cluster) until it
+        // holds EVENT_LOG changes.
+        s.compacted = 0;
         s
+    }
+
+    /// What the controller-manager's root-CA publisher does for a new
+    /// namespace: a `kube-root-ca.crt` ConfigMap holding the cluster CA.
+    pub fn publish_root_ca(&mut self, ns: &str) {
+        let Some(rt) = self.find("", "v1", "configmaps") else {
+            return;
+        };
+        if self.get(&rt, ns, "kube-root-ca.crt").is_ok() {
+            return;
+        }
+        let body = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+            "data": {"ca.crt": self.root_ca_pem},
+        });
+        let opts = WriteOpts {
+            manager: "kube-controller-manager".into(),
+            ..WriteOpts::default()
+        };
+        // A namespace that went meanwhile (or is terminating) gets nothing.
+        let _ = self.create(&rt, ns, body, &opts);
+    }
+
+    /// What the namespace controller does for a deleted namespace: deletes
+    /// its contents (finalizers honoured), then the namespace once empty.
+    pub fn finalize_namespace(&mut self, ns: &str) {
+        self.finalizing.insert(ns.to_owned());
+        let keys: Vec<Key> = self
+            .objects
+            .keys()
+            .filter(|(_, n, _)| n == ns)
+            .cloned()
+            .collect();
+        for k in keys {
+            self.delete_key(k);
+        }
+        self.finish_namespace(ns);
+    }
+
+    /// Whether any resource is served at group/version.
+    pub fn serves(&self, group: &str, version: &str) -> bool {
+        self.types
+            .iter()
+            .any(|t| t.group == group && t.version == version)
     }
 
     /// The resource type served at group/version/plural.
@@ -236,7 +307,8 @@ impl State {
             .contains_key(&("namespaces".to_owned(), String::new(), ns.to_owned()))
     }
 
-    fn check_namespace(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
+    /// Checks that `ns` exists and is not terminating (a 403 names `name`).
+    fn check_namespace_for(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
         if !rt.namespaced {
             return Ok(());
         }
@@ -252,12 +324,14 @@ impl State {
                 403,
                 "Forbidden",
                 format!(
-                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} \
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} \
                      because it is being terminated",
                     qualified(&rt.plural, &rt.group),
-                    ns
                 ),
-            )),
+            )
+            .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": [
+                {"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"),
+                 "field": "metadata.namespace"}]}))),
             Some(_) => Ok(()),
         }
     }
@@ -358,7 +432,7 @@ impl State {
                 }
             },
         };
-        self.check_namespace(rt, ns)?;
+        self.check_namespace_for(rt, ns, &name)?;
         if self
             .objects
             .contains_key(&(rt.group_resource(), ns.to_owned(), name.clone()))
@@ -368,6 +442,10 @@ impl State {
         body["metadata"]["name"] = json!(name);
         if rt.status {
             body.as_object_mut().map(|o| o.remove("status"));
+        }
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            // Set before ownership is computed: the creator owns the label.
+            body["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
         }
         let mut entries = Vec::new();
         own_update(
@@ -489,7 +567,7 @@ impl State {
             Ok(o) => Some(o),
             Err(_) if status => return Err(ApiError::not_found(&rt.group, &rt.plural, name)),
             Err(_) => {
-                self.check_namespace(rt, ns)?;
+                self.check_namespace_for(rt, ns, name)?;
                 None
             }
         };
@@ -536,6 +614,24 @@ impl State {
         };
         let new_set = fields::paths_of(&config, rt, part);
         let mut entries = parse_entries(&live);
+        if let Some(o) = &old
+            && o["metadata"]["managedFields"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+        {
+            // An object nobody manages yet: what it holds is recorded as
+            // owned by `before-first-apply`, as the real server does.
+            own_update(
+                &mut entries,
+                None,
+                o,
+                rt,
+                main_part(rt),
+                "before-first-apply",
+                &now_rfc3339(),
+            );
+        }
+        let before: Value = without_managed_fields(&live);
         let mine = entries
             .iter()
             .position(|e| e.same_slot(&opts.manager, "Apply", subresource));
@@ -555,9 +651,15 @@ impl State {
             let list: Vec<(String, String, Vec<String>)> = conflicts
                 .iter()
                 .map(|(i, hit)| {
+                    // The real server names the version only for Update managers.
+                    let using = if entries[*i].operation == "Update" {
+                        format!(" using {}", entries[*i].api_version)
+                    } else {
+                        String::new()
+                    };
                     (
                         entries[*i].manager.clone(),
-                        entries[*i].api_version.clone(),
+                        using,
                         hit.iter().map(|p| fields::display(p)).collect(),
                     )
                 })
@@ -586,28 +688,39 @@ impl State {
             fields::remove_at(&mut live, &p, &keep);
         }
         fields::merge(&mut live, &config, rt);
+        // The manager's time moves only when its apply changed the object.
+        let changed = old.is_none() || without_managed_fields(&live) != before;
+        let time = if changed {
+            now_rfc3339()
+        } else {
+            String::new()
+        };
 
         match mine {
-            Some(i) if entries[i].fields == new_set && entries[i].api_version == api_version => {}
+            Some(i) if entries[i].fields == new_set && entries[i].api_version == api_version => {
+                if changed {
+                    entries[i].time = time;
+                }
+            }
             Some(i) => {
                 let e = &mut entries[i];
                 e.fields = new_set;
                 e.api_version = api_version;
-                e.time = now_rfc3339();
+                if changed {
+                    e.time = time;
+                }
                 e.raw = None;
             }
             None => entries.push(Entry {
                 manager: opts.manager.clone(),
                 operation: "Apply".into(),
                 api_version,
-                time: now_rfc3339(),
+                time,
                 subresource: subresource.into(),
                 fields: new_set,
                 raw: None,
             }),
         }
-        entries
-            .retain(|e| !e.fields.is_empty() || e.same_slot(&opts.manager, "Apply", subresource));
         match old {
             Some(o) => self.finish(rt, ns, name, Some(o), live, entries, opts),
             None => {
@@ -678,6 +791,10 @@ impl State {
         }
         validate(rt, name, old.as_deref(), &new)?;
 
+        let mut entries = entries;
+        // A manager that owns nothing is not listed (not even the applier).
+        entries.retain(|e| !e.fields.is_empty());
+        sort_entries(&mut entries);
         if entries.is_empty() {
             new["metadata"]
                 .as_object_mut()
@@ -721,7 +838,11 @@ impl State {
             EventType::Added
         };
         let key = (gr.clone(), ns.to_owned(), name.to_owned());
+        let created_namespace = old.is_none() && rt.group.is_empty() && rt.plural == "namespaces";
         self.emit(gr, typ, arc, old);
+        if created_namespace {
+            self.pending_root_ca.push(name.to_owned());
+        }
         // The last finalizer of an object being deleted is gone: it goes now.
         if !new["metadata"]["deletionTimestamp"].is_null()
             && new["metadata"]["finalizers"]
@@ -799,19 +920,14 @@ impl State {
         }
         let key = (rt.group_resource(), ns.to_owned(), name.to_owned());
         if rt.group.is_empty() && rt.plural == "namespaces" {
-            // Terminating first (what a client sees in the response), then the
-            // contents go; the namespace goes once it is empty.
+            // Terminating now (what a client sees in the response); the
+            // namespace controller removes the contents and then the
+            // namespace a moment later (see `finalize_namespace`).
+            let first = old["metadata"]["deletionTimestamp"].is_null();
             let term = self.mark_deleting(&key, &old, true);
-            let keys: Vec<Key> = self
-                .objects
-                .keys()
-                .filter(|(_, n, _)| n == name)
-                .cloned()
-                .collect();
-            for k in keys {
-                self.delete_key(k);
+            if first {
+                self.pending_namespace_deletions.push(name.to_owned());
             }
-            self.finish_namespace(name);
             return Ok(term);
         }
         if opts.orphan
@@ -860,9 +976,10 @@ impl State {
         }
         let mut marked = (**old).clone();
         marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         if namespace {
             marked["status"]["phase"] = json!("Terminating");
+        } else {
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         }
         self.rv += 1;
         marked["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -926,7 +1043,11 @@ impl State {
             .objects
             .get(&key)
             .is_some_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
-        if terminating && !self.objects.keys().any(|(_, n, _)| n == ns) {
+        if terminating
+            && self.finalizing.contains(ns)
+            && !self.objects.keys().any(|(_, n, _)| n == ns)
+        {
+            self.finalizing.remove(ns);
             self.remove_key(key);
         }
     }
@@ -1129,7 +1250,8 @@ fn own_update(
 ) {
     let subresource = if part == Part::Status { "status" } else { "" };
     let new_paths = fields::paths_of(new, rt, part);
-    let changed = fields::changed(&new_paths, old, Some(new));
+    let mut changed = fields::changed(&new_paths, old, Some(new));
+    fields::mark_created_maps(&mut changed, old, new);
     for e in entries.iter_mut() {
         let a = e.fields.subtract(&changed);
         let b = e.fields.retain_present(new);
@@ -1162,7 +1284,26 @@ fn own_update(
             }),
         }
     }
-    entries.retain(|e| !e.fields.is_empty() || e.operation == "Apply");
+}
+
+/// The object without `metadata.managedFields`.
+fn without_managed_fields(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    v
+}
+
+/// Orders `managedFields` as the real server does: Apply before Update,
+/// then by time (none first), manager, apiVersion and subresource.
+fn sort_entries(entries: &mut [Entry]) {
+    entries.sort_by(|p, q| {
+        (p.operation.as_str(), p.time.as_str(), p.manager.as_str())
+            .cmp(&(q.operation.as_str(), q.time.as_str(), q.manager.as_str()))
+            .then_with(|| p.api_version.cmp(&q.api_version))
+            .then_with(|| p.subresource.cmp(&q.subresource))
+    });
 }
 
 fn conflict_error(
@@ -1177,9 +1318,9 @@ fn conflict_error(
     );
     let mut causes = Vec::new();
     let mut parts = Vec::new();
-    for (manager, api_version, fields) in conflicts {
+    for (manager, using, fields) in conflicts {
         let head = format!(
-            "conflict{} with \"{manager}\" using {api_version}",
+            "conflict{} with \"{manager}\"{using}",
             if fields.len() == 1 { "" } else { "s" }
         );
         if fields.len() == 1 {
@@ -1191,7 +1332,7 @@ fn conflict_error(
         for f in fields {
             causes.push(json!({
                 "reason": "FieldManagerConflict",
-                "message": format!("conflict with \"{manager}\" using {api_version}"),
+                "message": format!("conflict with \"{manager}\"{using}"),
                 "field": f,
             }));
         }
@@ -1217,8 +1358,15 @@ fn defaults(state: &mut State, rt: &ResourceType, old: Option<&Value>, new: &mut
         {
             new["spec"]["replicas"] = json!(1);
         }
-        ("", "namespaces") if new["status"]["phase"].is_null() => {
-            new["status"] = json!({"phase": "Active"});
+        ("", "namespaces") => {
+            let name = new["metadata"]["name"].clone();
+            new["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+            if new["spec"]["finalizers"].is_null() {
+                new["spec"]["finalizers"] = json!(["kubernetes"]);
+            }
+            if new["status"]["phase"].is_null() {
+                new["status"] = json!({"phase": "Active"});
+            }
         }
         ("", "pods") if new["status"]["phase"].is_null() => {
             new["status"]["phase"] = json!("Pending");

@@ -29,6 +29,19 @@ impl ApiError {
     }
 
     /// `404` for a path the server does not serve.
+    /// The real server's answer to a path no API serves (an unknown group
+    /// or group-version): `404` with the text body `404 page not found`.
+    /// Marked by an empty reason and code 404; see [`ApiError::is_page_not_found`].
+    pub fn page_not_found() -> ApiError {
+        ApiError::new(404, "", "404 page not found\n")
+    }
+
+    /// Whether this is [`ApiError::page_not_found`], answered as plain text.
+    pub fn is_page_not_found(&self) -> bool {
+        self.code == 404 && self.reason.is_empty()
+    }
+
+    /// An unknown resource in a served group-version: a JSON `NotFound`.
     pub fn no_route() -> ApiError {
         ApiError::new(
             404,
@@ -118,8 +131,20 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // Like the real server, empty fields are left out.
+        if self.reason.is_empty()
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("reason");
+        }
         if !self.details.is_null() {
-            v["details"] = self.details.clone();
+            let mut details = self.details.clone();
+            if details["group"] == ""
+                && let Some(o) = details.as_object_mut()
+            {
+                o.remove("group");
+            }
+            v["details"] = details;
         }
         v
     }
