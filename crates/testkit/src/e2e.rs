@@ -40,6 +40,21 @@ impl TestCluster {
         &self.kubeconfig
     }
 
+    /// A client that sends each request once: kube-rs' default client
+    /// retries `429`/`503`/`504` answers, which hides them from a test that
+    /// checks them.
+    pub async fn client_without_retries(&self) -> kube::Client {
+        let path = &self.kubeconfig;
+        let kc = Kubeconfig::read_from(path)
+            .unwrap_or_else(|e| panic!("{}: cannot read: {e}", path.display()));
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: unusable: {e}", path.display()));
+        config.default_retry = false;
+        kube::Client::try_from(config)
+            .unwrap_or_else(|e| panic!("{}: no client: {e}", path.display()))
+    }
+
     /// Whether the tests run against a real cluster (`TENDRIL_E2E_KUBECONFIG`).
     pub fn is_real(&self) -> bool {
         self.server.is_none()

@@ -86,6 +86,30 @@ impl FieldSet {
         }
     }
 
+    /// Adds `key: value` to the `k:{...}` keys of the list items at `list`
+    /// that lack it (a defaulted key field).
+    pub fn default_item_key(&mut self, list: &[&str], key: &str, value: &Value) {
+        let mut cur = self;
+        for el in list {
+            match cur.children.get_mut(*el) {
+                Some(c) => cur = c,
+                None => return,
+            }
+        }
+        let old = std::mem::take(&mut cur.children);
+        for (k, c) in old {
+            let rekeyed = k
+                .strip_prefix("k:")
+                .and_then(|j| serde_json::from_str::<BTreeMap<String, Value>>(j).ok())
+                .map(|mut m| {
+                    m.entry(key.to_owned()).or_insert_with(|| value.clone());
+                    format!("k:{}", serde_json::to_string(&m).unwrap_or_default())
+                })
+                .unwrap_or(k);
+            cur.children.insert(rekeyed, c);
+        }
+    }
+
     /// Keeps only members whose value exists in `value`. Returns whether
     /// anything was removed.
     pub fn retain_present(&mut self, value: &Value) -> bool {
@@ -178,6 +202,8 @@ pub(crate) fn paths_of(value: &Value, rt: &ResourceType, part: Part) -> FieldSet
 fn collect<'a>(v: &'a Value, rt: &ResourceType, names: &mut Vec<&'a str>, node: &mut FieldSet) {
     match v {
         Value::Null => {}
+        // Label selectors (and a Service's selector map) are atomic.
+        Value::Object(_) if atomic_map(rt, names) => node.member = true,
         Value::Object(o) if !o.is_empty() => {
             for (k, child) in o {
                 if child.is_null() {
@@ -214,6 +240,16 @@ fn collect<'a>(v: &'a Value, rt: &ResourceType, names: &mut Vec<&'a str>, node: 
         },
         _ => node.member = true,
     }
+}
+
+fn atomic_map(rt: &ResourceType, names: &[&str]) -> bool {
+    !rt.custom
+        && names.len() == 2
+        && names == ["spec", "selector"]
+        && matches!(
+            rt.plural.as_str(),
+            "services" | "deployments" | "replicasets" | "statefulsets" | "daemonsets" | "jobs"
+        )
 }
 
 fn is_item(el: &str) -> bool {

@@ -155,7 +155,7 @@ fn route(shared: &Arc<Shared>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
         }
         ["api"] if get => {
             if aggregated {
-                let types = shared.lock().types.clone();
+                let types = shared.lock().discoverable_types();
                 Ok(aggregated_response(&registry::aggregated(&types, true)))
             } else {
                 Ok(json_response(
@@ -166,7 +166,7 @@ fn route(shared: &Arc<Shared>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
             }
         }
         ["apis"] if get => {
-            let types = shared.lock().types.clone();
+            let types = shared.lock().discoverable_types();
             if aggregated {
                 Ok(aggregated_response(&registry::aggregated(&types, false)))
             } else {
@@ -174,14 +174,14 @@ fn route(shared: &Arc<Shared>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
             }
         }
         ["api", "v1"] if get => {
-            let types = shared.lock().types.clone();
+            let types = shared.lock().discoverable_types();
             Ok(json_response(
                 200,
                 &registry::resource_list(&types, "", "v1"),
             ))
         }
         ["apis", g] if get => {
-            let types = shared.lock().types.clone();
+            let types = shared.lock().discoverable_types();
             let groups = registry::groups(&types);
             let (name, versions) = groups
                 .iter()
@@ -190,8 +190,10 @@ fn route(shared: &Arc<Shared>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
             Ok(json_response(200, &registry::api_group(name, versions)))
         }
         ["apis", g, v] if get => {
-            let types = shared.lock().types.clone();
-            if !types.iter().any(|t| t.group == *g && t.version == *v) {
+            let types = shared.lock().discoverable_types();
+            if !types.iter().any(|t| t.group == *g && t.version == *v)
+                || shared.lock().undiscoverable(g, v)
+            {
                 return Err(ApiError::page_not_found());
             }
             Ok(json_response(200, &registry::resource_list(&types, g, v)))
@@ -275,6 +277,7 @@ fn resource(
     let rt = {
         let st = shared.lock();
         match st.find(group, version, plural) {
+            Some(rt) if st.initializing(&rt) => return Err(ApiError::initializing()),
             Some(rt) => rt,
             None if st.serves(group, version) => return Err(ApiError::no_route()),
             None => return Err(ApiError::page_not_found()),
@@ -544,8 +547,16 @@ fn notify(shared: &Arc<Shared>) {
     }
     for name in pending {
         let shared = shared.clone();
+        // As on a real server: names accepted and storage initializing
+        // (lists 429), then lists served, then Established and discoverable.
         tokio::spawn(async move {
-            tokio::time::sleep(shared.crd_delay).await;
+            let third = shared.crd_delay / 3;
+            tokio::time::sleep(third).await;
+            shared.lock().crd_names_accepted(&name);
+            notify(&shared);
+            tokio::time::sleep(third).await;
+            shared.lock().crd_storage_ready(&name);
+            tokio::time::sleep(third).await;
             shared.lock().crd_changed(&name);
             notify(&shared);
         });
@@ -679,6 +690,10 @@ fn list(
         (format!("{}List", rt.kind), rt.api_version())
     };
     let mut meta = json!({"resourceVersion": rv.to_string()});
+    if rt.custom {
+        // Lists of custom resources always carry `continue`, as on a real server.
+        meta["continue"] = json!("");
+    }
     if taken < page.len()
         && let Some(last) = items.last()
     {

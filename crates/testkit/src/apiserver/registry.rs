@@ -57,7 +57,12 @@ impl ResourceType {
             || !(self.group.is_empty()
                 && matches!(
                     self.plural.as_str(),
-                    "configmaps" | "secrets" | "serviceaccounts" | "events" | "namespaces"
+                    "configmaps"
+                        | "secrets"
+                        | "serviceaccounts"
+                        | "events"
+                        | "namespaces"
+                        | "services"
                 ))
     }
 
@@ -355,6 +360,153 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
             false,
             false,
         ),
+        // Served as plain storage so that discovery lists what a real
+        // v1.36 server lists; nothing acts on them.
+        ("", "v1", "bindings", "binding", "Binding", true, false),
+        (
+            "",
+            "v1",
+            "componentstatuses",
+            "componentstatus",
+            "ComponentStatus",
+            false,
+            false,
+        ),
+        (
+            "",
+            "v1",
+            "podtemplates",
+            "podtemplate",
+            "PodTemplate",
+            true,
+            false,
+        ),
+        (
+            "",
+            "v1",
+            "replicationcontrollers",
+            "replicationcontroller",
+            "ReplicationController",
+            true,
+            true,
+        ),
+        (
+            "apiregistration.k8s.io",
+            "v1",
+            "apiservices",
+            "apiservice",
+            "APIService",
+            false,
+            true,
+        ),
+        (
+            "events.k8s.io",
+            "v1",
+            "events",
+            "event",
+            "Event",
+            true,
+            false,
+        ),
+        (
+            "authentication.k8s.io",
+            "v1",
+            "tokenreviews",
+            "tokenreview",
+            "TokenReview",
+            false,
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "v1",
+            "subjectaccessreviews",
+            "subjectaccessreview",
+            "SubjectAccessReview",
+            false,
+            false,
+        ),
+        (
+            "certificates.k8s.io",
+            "v1",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            "CertificateSigningRequest",
+            false,
+            true,
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "v1",
+            "mutatingwebhookconfigurations",
+            "mutatingwebhookconfiguration",
+            "MutatingWebhookConfiguration",
+            false,
+            false,
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingwebhookconfigurations",
+            "validatingwebhookconfiguration",
+            "ValidatingWebhookConfiguration",
+            false,
+            false,
+        ),
+        (
+            "node.k8s.io",
+            "v1",
+            "runtimeclasses",
+            "runtimeclass",
+            "RuntimeClass",
+            false,
+            false,
+        ),
+        (
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "endpointslice",
+            "EndpointSlice",
+            true,
+            false,
+        ),
+        (
+            "resource.k8s.io",
+            "v1",
+            "deviceclasses",
+            "deviceclass",
+            "DeviceClass",
+            false,
+            false,
+        ),
+        (
+            "resource.k8s.io",
+            "v1",
+            "resourceclaims",
+            "resourceclaim",
+            "ResourceClaim",
+            true,
+            true,
+        ),
+        (
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "flowschemas",
+            "flowschema",
+            "FlowSchema",
+            false,
+            true,
+        ),
+        (
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "prioritylevelconfigurations",
+            "prioritylevelconfiguration",
+            "PriorityLevelConfiguration",
+            false,
+            true,
+        ),
     ];
     table
         .iter()
@@ -412,23 +564,142 @@ pub(crate) fn from_crd(crd: &Value) -> Vec<ResourceType> {
         .collect()
 }
 
+/// Short names of built-in resources, as a v1.36 server lists them.
+fn short_names(rt: &ResourceType) -> &'static [&'static str] {
+    if rt.custom {
+        return &[];
+    }
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "configmaps") => &["cm"],
+        ("", "namespaces") => &["ns"],
+        ("", "services") => &["svc"],
+        ("", "serviceaccounts") => &["sa"],
+        ("", "pods") => &["po"],
+        ("", "persistentvolumeclaims") => &["pvc"],
+        ("", "persistentvolumes") => &["pv"],
+        ("", "events") => &["ev"],
+        ("", "endpoints") => &["ep"],
+        ("", "nodes") => &["no"],
+        ("", "resourcequotas") => &["quota"],
+        ("", "limitranges") => &["limits"],
+        ("", "componentstatuses") => &["cs"],
+        ("", "replicationcontrollers") => &["rc"],
+        ("apps", "deployments") => &["deploy"],
+        ("apps", "daemonsets") => &["ds"],
+        ("apps", "replicasets") => &["rs"],
+        ("apps", "statefulsets") => &["sts"],
+        ("batch", "cronjobs") => &["cj"],
+        ("autoscaling", "horizontalpodautoscalers") => &["hpa"],
+        ("networking.k8s.io", "networkpolicies") => &["netpol"],
+        ("networking.k8s.io", "ingresses") => &["ing"],
+        ("policy", "poddisruptionbudgets") => &["pdb"],
+        ("apiextensions.k8s.io", "customresourcedefinitions") => &["crd", "crds"],
+        ("storage.k8s.io", "storageclasses") => &["sc"],
+        ("scheduling.k8s.io", "priorityclasses") => &["pc"],
+        ("events.k8s.io", "events") => &["ev"],
+        ("certificates.k8s.io", "certificatesigningrequests") => &["csr"],
+        _ => &[],
+    }
+}
+
+/// Whether the resource is in the `all` category.
+fn in_all(rt: &ResourceType) -> bool {
+    !rt.custom
+        && matches!(
+            (rt.group.as_str(), rt.plural.as_str()),
+            ("", "services" | "pods" | "replicationcontrollers")
+                | (
+                    "apps",
+                    "deployments" | "daemonsets" | "replicasets" | "statefulsets"
+                )
+                | ("batch", "jobs" | "cronjobs")
+                | ("autoscaling", "horizontalpodautoscalers")
+        )
+}
+
+/// The storage version hashes a v1.36 server reports (apps/v1).
+fn storage_version_hash(rt: &ResourceType) -> &'static str {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("apps", "controllerrevisions") => "85nkx63pcBU=",
+        ("apps", "daemonsets") => "dd7pWHUlMKQ=",
+        ("apps", "deployments") => "8aSe+NMegvE=",
+        ("apps", "replicasets") => "P1RzHs8/mWQ=",
+        ("apps", "statefulsets") => "H+vl74LkKdo=",
+        _ => "",
+    }
+}
+
+fn verbs(rt: &ResourceType) -> Vec<&'static str> {
+    if !rt.custom && rt.group.is_empty() && rt.plural == "namespaces" {
+        return VERBS
+            .iter()
+            .copied()
+            .filter(|v| *v != "deletecollection")
+            .collect();
+    }
+    VERBS.to_vec()
+}
+
+/// A subresource: name, response kind (group, version, kind; empty group and
+/// version for the resource's own), verbs.
+type Subresource = (&'static str, (String, String, String), Vec<&'static str>);
+
+/// Subresources in name order.
+fn subresources(rt: &ResourceType) -> Vec<Subresource> {
+    let own = (String::new(), String::new(), rt.kind.clone());
+    let gpu = vec!["get", "patch", "update"];
+    let mut out: Vec<Subresource> = Vec::new();
+    if !rt.custom {
+        match (rt.group.as_str(), rt.plural.as_str()) {
+            ("", "namespaces") => out.push(("finalize", own.clone(), vec!["update"])),
+            ("", "services") => out.push((
+                "proxy",
+                (String::new(), String::new(), "ServiceProxyOptions".into()),
+                vec!["create", "delete", "get", "patch", "update"],
+            )),
+            ("apps", "deployments" | "replicasets" | "statefulsets") => out.push((
+                "scale",
+                ("autoscaling".into(), "v1".into(), "Scale".into()),
+                gpu.clone(),
+            )),
+            _ => {}
+        }
+    }
+    if rt.status {
+        out.push(("status", own, gpu));
+    }
+    out
+}
+
 fn resource_entries(rt: &ResourceType) -> Vec<Value> {
-    let mut out = vec![json!({
+    let mut main = json!({
         "name": rt.plural,
         "singularName": rt.singular,
         "namespaced": rt.namespaced,
         "kind": rt.kind,
-        "verbs": VERBS,
-        "storageVersionHash": "",
-    })];
-    if rt.status {
-        out.push(json!({
-            "name": format!("{}/status", rt.plural),
+        "verbs": verbs(rt),
+        "storageVersionHash": storage_version_hash(rt),
+    });
+    if !short_names(rt).is_empty() {
+        main["shortNames"] = json!(short_names(rt));
+    }
+    if in_all(rt) {
+        main["categories"] = json!(["all"]);
+    }
+    let mut out = vec![main];
+    for (name, (g, v, k), verbs) in subresources(rt) {
+        let mut e = json!({
+            "name": format!("{}/{name}", rt.plural),
             "singularName": "",
             "namespaced": rt.namespaced,
-            "kind": rt.kind,
-            "verbs": ["get", "patch", "update"],
-        }));
+            "kind": k,
+            "verbs": verbs,
+        });
+        if !g.is_empty() {
+            e["group"] = json!(g);
+            e["version"] = json!(v);
+        }
+        out.push(e);
     }
     out
 }
@@ -440,11 +711,12 @@ pub(crate) fn resource_list(types: &[ResourceType], group: &str, version: &str) 
     } else {
         format!("{group}/{version}")
     };
-    let resources: Vec<Value> = types
+    let mut served: Vec<&ResourceType> = types
         .iter()
         .filter(|t| t.group == group && t.version == version)
-        .flat_map(resource_entries)
         .collect();
+    served.sort_by(|a, b| a.plural.cmp(&b.plural));
+    let resources: Vec<Value> = served.into_iter().flat_map(resource_entries).collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
@@ -464,8 +736,39 @@ pub(crate) fn groups(types: &[ResourceType]) -> Vec<(String, Vec<String>)> {
     for (_, vs) in &mut out {
         vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
     }
+    // Built-in groups in the real server's priority order, then the others.
+    out.sort_by_key(|(g, _)| {
+        GROUP_ORDER
+            .iter()
+            .position(|o| o == g)
+            .unwrap_or(GROUP_ORDER.len())
+    });
     out
 }
+
+/// The order in which a v1.36 server lists its built-in groups.
+const GROUP_ORDER: [&str; 20] = [
+    "apiregistration.k8s.io",
+    "apps",
+    "events.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "networking.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "storage.k8s.io",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "scheduling.k8s.io",
+    "coordination.k8s.io",
+    "node.k8s.io",
+    "discovery.k8s.io",
+    "resource.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+];
 
 /// Kubernetes' version ordering: GA > beta > alpha, higher numbers first.
 fn version_priority(v: &str) -> (u8, u32, u32) {
@@ -527,23 +830,33 @@ fn discovery_group(types: &[ResourceType], name: &str, versions: &[String]) -> V
                 .iter()
                 .filter(|t| t.group == name && &t.version == v)
                 .map(|t| {
-                    let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
-                    let mut subs = Vec::new();
-                    if t.status {
-                        subs.push(json!({
-                            "subresource": "status",
-                            "responseKind": gvk,
-                            "verbs": ["get", "patch", "update"],
-                        }));
-                    }
-                    json!({
+                    // The resource's own kind has an empty group and version.
+                    let gvk = json!({"group": "", "version": "", "kind": t.kind});
+                    let subs: Vec<Value> = subresources(t)
+                        .into_iter()
+                        .map(|(name, (g, v, k), verbs)| {
+                            json!({"subresource": name,
+                                   "responseKind": {"group": g, "version": v, "kind": k},
+                                   "verbs": verbs})
+                        })
+                        .collect();
+                    let mut r = json!({
                         "resource": t.plural,
                         "responseKind": gvk,
                         "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
                         "singularResource": t.singular,
-                        "verbs": VERBS,
-                        "subresources": subs,
-                    })
+                        "verbs": verbs(t),
+                    });
+                    if !short_names(t).is_empty() {
+                        r["shortNames"] = json!(short_names(t));
+                    }
+                    if in_all(t) {
+                        r["categories"] = json!(["all"]);
+                    }
+                    if !subs.is_empty() {
+                        r["subresources"] = json!(subs);
+                    }
+                    r
                 })
                 .collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})

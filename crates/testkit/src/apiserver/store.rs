@@ -136,6 +136,12 @@ pub(crate) struct State {
     /// wait here for the HTTP layer to run [`State::crd_changed`] later.
     pub crd_delay: bool,
     pub pending_crds: Vec<String>,
+    /// CRDs (by name) going through their establishing sequence.
+    crd_in_progress: std::collections::HashSet<String>,
+    /// CRDs (by name) whose storage is initializing: lists get `429`.
+    crd_initializing: std::collections::HashSet<String>,
+    /// CRDs (by name) not yet Established: their group-version is `404`.
+    crd_undiscoverable: std::collections::HashSet<String>,
     /// Namespaces deleted since the HTTP layer last looked: their contents
     /// and then they go after a delay, as the namespace controller does.
     pub pending_namespace_deletions: Vec<String>,
@@ -163,6 +169,9 @@ impl State {
             seed,
             crd_delay: false,
             pending_crds: Vec::new(),
+            crd_in_progress: std::collections::HashSet::new(),
+            crd_initializing: std::collections::HashSet::new(),
+            crd_undiscoverable: std::collections::HashSet::new(),
             pending_namespace_deletions: Vec::new(),
             finalizing: std::collections::HashSet::new(),
             pending_root_ca: Vec::new(),
@@ -501,6 +510,15 @@ impl State {
             PatchKind::Json => json_patch(&mut new, &patch)?,
         }
         self.check_body(rt, ns, Some(name), &new, false)?;
+        // `managedFields: [{}]` in a patch clears the managed fields.
+        if patch["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(|a| {
+                !a.is_empty() && a.iter().all(|e| e.as_object().is_some_and(Map::is_empty))
+            })
+        {
+            new["metadata"]["managedFields"] = json!([]);
+        }
         if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
             && Some(rv) != old["metadata"]["resourceVersion"].as_str()
         {
@@ -520,7 +538,7 @@ impl State {
         status: bool,
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
-        let (new, part) = if status {
+        let (mut new, part) = if status {
             let mut n = (**old).clone();
             set_or_remove(&mut n, "status", body.get("status").cloned());
             (n, Part::Status)
@@ -531,7 +549,20 @@ impl State {
             }
             (n, main_part(rt))
         };
-        let mut entries = parse_entries(old);
+        let cleared = new["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
+        let mut entries = if cleared {
+            Vec::new()
+        } else {
+            parse_entries(old)
+        };
+        if cleared {
+            if let Some(m) = new["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+            return self.finish(rt, ns, name, Some(old.clone()), new, entries, opts);
+        }
         own_update(
             &mut entries,
             Some(old),
@@ -555,6 +586,9 @@ impl State {
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
         self.check_body(rt, ns, Some(name), &applied, true)?;
+        if !status {
+            super::typed::check_apply_config(rt, ns, name, &applied)?;
+        }
         if applied["metadata"]["managedFields"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
@@ -612,7 +646,12 @@ impl State {
                 config
             }
         };
-        let new_set = fields::paths_of(&config, rt, part);
+        let mut new_set = fields::paths_of(&config, rt, part);
+        if !rt.custom && rt.group.is_empty() && rt.plural == "services" {
+            // The server defaults the configuration before it computes
+            // ownership, so a port's key carries the default protocol.
+            new_set.default_item_key(&["f:spec", "f:ports"], "protocol", &json!("TCP"));
+        }
         let mut entries = parse_entries(&live);
         if let Some(o) = &old
             && o["metadata"]["managedFields"]
@@ -854,11 +893,16 @@ impl State {
             return Ok(new);
         }
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-            if self.crd_delay {
-                if !self.pending_crds.iter().any(|n| n == name) {
+            let established = new["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            });
+            if self.crd_delay && !established {
+                // One establishing sequence per CRD at a time.
+                if self.crd_in_progress.insert(name.to_owned()) {
                     self.pending_crds.push(name.to_owned());
                 }
-            } else {
+            } else if !self.crd_in_progress.contains(name) {
                 self.crd_changed(name);
             }
         }
@@ -1056,6 +1100,56 @@ impl State {
     /// new CRD Established (as the apiextensions controllers do), and drops
     /// the custom resources of a deleted CRD.
     pub fn crd_changed(&mut self, crd_name: &str) {
+        self.crd_in_progress.remove(crd_name);
+        self.crd_initializing.remove(crd_name);
+        self.crd_undiscoverable.remove(crd_name);
+        self.crd_progress(crd_name, true);
+    }
+
+    /// The first stage of a new CRD while it establishes (with a CRD
+    /// delay): names accepted, `Established=False` (`Installing`), its
+    /// resources known but their storage still initializing (lists get
+    /// `429`), its group-version not yet in discovery.
+    pub fn crd_names_accepted(&mut self, crd_name: &str) {
+        self.crd_initializing.insert(crd_name.to_owned());
+        self.crd_undiscoverable.insert(crd_name.to_owned());
+        self.crd_progress(crd_name, false);
+    }
+
+    /// The second stage: the storage is ready (lists are served), the
+    /// group-version is still not discoverable until `Established`.
+    pub fn crd_storage_ready(&mut self, crd_name: &str) {
+        self.crd_initializing.remove(crd_name);
+    }
+
+    /// Whether requests for `rt` get `429` because its storage initializes.
+    pub fn initializing(&self, rt: &ResourceType) -> bool {
+        rt.custom && self.crd_initializing.contains(&rt.group_resource())
+    }
+
+    /// The types discovery lists: not those of CRDs still establishing.
+    pub fn discoverable_types(&self) -> Vec<ResourceType> {
+        self.types
+            .iter()
+            .filter(|t| !(t.custom && self.crd_undiscoverable.contains(&t.group_resource())))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether group/version is only served by CRDs not yet Established.
+    pub fn undiscoverable(&self, group: &str, version: &str) -> bool {
+        let served: Vec<&ResourceType> = self
+            .types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .collect();
+        !served.is_empty()
+            && served
+                .iter()
+                .all(|t| t.custom && self.crd_undiscoverable.contains(&t.group_resource()))
+    }
+
+    fn crd_progress(&mut self, crd_name: &str, establish: bool) {
         let crds: Vec<Arc<Value>> = self
             .objects
             .iter()
@@ -1100,7 +1194,7 @@ impl State {
                 .any(|c| c["type"] == "Established" && c["status"] == "True")
         });
         let accepted_same = crd["status"]["acceptedNames"] == accepted_names(&crd);
-        if established && accepted_same {
+        if (established || !establish) && accepted_same {
             return;
         }
         let Some(rt) = self.find("apiextensions.k8s.io", "v1", "customresourcedefinitions") else {
@@ -1116,8 +1210,13 @@ impl State {
             "conditions": [
                 {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
                  "reason": "NoConflicts", "message": "no conflicts found"},
-                {"type": "Established", "status": "True", "lastTransitionTime": now,
-                 "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+                if establish {
+                    json!({"type": "Established", "status": "True", "lastTransitionTime": now,
+                     "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"})
+                } else {
+                    json!({"type": "Established", "status": "False", "lastTransitionTime": now,
+                     "reason": "Installing", "message": "the initial names have been accepted"})
+                },
             ],
             "acceptedNames": accepted_names(&crd),
             "storedVersions": [storage],
@@ -1346,14 +1445,117 @@ fn conflict_error(
     }))
 }
 
+/// The real server's defaults for a pod template's spec.
+fn pod_spec_defaults(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("securityContext", json!({})),
+        ("schedulerName", json!("default-scheduler")),
+    ] {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            let latest = c["image"].as_str().is_some_and(|i| {
+                i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or(i).contains(':')
+            });
+            for (k, v) in [
+                ("resources", json!({})),
+                ("terminationMessagePath", json!("/dev/termination-log")),
+                ("terminationMessagePolicy", json!("File")),
+                (
+                    "imagePullPolicy",
+                    json!(if latest { "Always" } else { "IfNotPresent" }),
+                ),
+            ] {
+                if c[k].is_null() {
+                    c[k] = v;
+                }
+            }
+        }
+    }
+}
+
+/// The real server's Service defaults and node-port allocation.
+fn service_defaults(state: &mut State, old: Option<&Value>, new: &mut Value) {
+    let typ = new["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    if typ == "ExternalName" {
+        return;
+    }
+    let spec = &mut new["spec"];
+    for (k, v) in [
+        ("sessionAffinity", json!("None")),
+        ("ipFamilies", json!(["IPv4"])),
+        ("ipFamilyPolicy", json!("SingleStack")),
+        ("internalTrafficPolicy", json!("Cluster")),
+    ] {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    }
+    let external = typ == "LoadBalancer" || typ == "NodePort";
+    if external && spec["externalTrafficPolicy"].is_null() {
+        spec["externalTrafficPolicy"] = json!("Cluster");
+    }
+    if typ == "LoadBalancer" && spec["allocateLoadBalancerNodePorts"].is_null() {
+        spec["allocateLoadBalancerNodePorts"] = json!(true);
+    }
+    let old_ports = old
+        .map(|o| o["spec"]["ports"].clone())
+        .unwrap_or(Value::Null);
+    for p in spec["ports"].as_array_mut().into_iter().flatten() {
+        if p["protocol"].is_null() {
+            p["protocol"] = json!("TCP");
+        }
+        if p["targetPort"].is_null() {
+            p["targetPort"] = p["port"].clone();
+        }
+        if external && p["nodePort"].is_null() {
+            let kept = old_ports
+                .as_array()
+                .and_then(|ps| {
+                    ps.iter()
+                        .find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"])
+                })
+                .map(|o| o["nodePort"].clone())
+                .filter(|n| !n.is_null());
+            p["nodePort"] = kept.unwrap_or_else(|| {
+                state.counter += 1;
+                json!(30000 + state.counter % 2768)
+            });
+        }
+    }
+    if !new["status"]["loadBalancer"].is_object() {
+        new["status"] = json!({"loadBalancer": {}});
+    }
+    for ing in new["status"]["loadBalancer"]["ingress"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if !ing["ip"].is_null() && ing["ipMode"].is_null() {
+            ing["ipMode"] = json!("VIP");
+        }
+    }
+}
+
 /// What the API server's defaulting and allocation would add.
 fn defaults(state: &mut State, rt: &ResourceType, old: Option<&Value>, new: &mut Value) {
     if rt.custom {
         return;
     }
     match (rt.group.as_str(), rt.plural.as_str()) {
-        ("apps", "deployments" | "statefulsets" | "replicasets")
-        | ("", "replicationcontrollers")
+        ("", "replicationcontrollers")
             if new["spec"].is_object() && new["spec"]["replicas"].is_null() =>
         {
             new["spec"]["replicas"] = json!(1);
@@ -1419,6 +1621,33 @@ fn defaults(state: &mut State, rt: &ResourceType, old: Option<&Value>, new: &mut
             {
                 new["spec"]["clusterIPs"] = json!([ip]);
             }
+            service_defaults(state, old, new);
+        }
+        ("apps", "deployments") if new["spec"].is_object() => {
+            let spec = &mut new["spec"];
+            if spec["replicas"].is_null() {
+                spec["replicas"] = json!(1);
+            }
+            if spec["strategy"].is_null() {
+                spec["strategy"] = json!({"type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
+            }
+            if spec["revisionHistoryLimit"].is_null() {
+                spec["revisionHistoryLimit"] = json!(10);
+            }
+            if spec["progressDeadlineSeconds"].is_null() {
+                spec["progressDeadlineSeconds"] = json!(600);
+            }
+            pod_spec_defaults(&mut spec["template"]["spec"]);
+            if new["status"].is_null() {
+                new["status"] = json!({});
+            }
+        }
+        ("apps", "statefulsets" | "daemonsets" | "replicasets") if new["spec"].is_object() => {
+            if rt.plural != "daemonsets" && new["spec"]["replicas"].is_null() {
+                new["spec"]["replicas"] = json!(1);
+            }
+            pod_spec_defaults(&mut new["spec"]["template"]["spec"]);
         }
         _ => {}
     }
@@ -1484,7 +1713,28 @@ fn validate(
     }
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "services") if new["spec"]["type"] != "ExternalName" => {
-            immutable(&["spec", "clusterIP"], "spec.clusterIP", &mut causes);
+            if let Some(o) = old
+                && !o["spec"]["clusterIP"].is_null()
+                && o["spec"]["clusterIP"] != new["spec"]["clusterIP"]
+            {
+                causes.push((
+                    "spec.clusterIPs[0]".into(),
+                    format!(
+                        "Invalid value: [{}]: may not change once set",
+                        new["spec"]["clusterIP"]
+                    ),
+                ));
+            }
+            // Status is validated too (it is written through /status).
+            let ingress = &new["status"]["loadBalancer"]["ingress"];
+            if new["spec"]["type"] != "LoadBalancer"
+                && ingress.as_array().is_some_and(|a| !a.is_empty())
+            {
+                causes.push((
+                    "status.loadBalancer.ingress".into(),
+                    "Forbidden: may only be used when `spec.type` is 'LoadBalancer'".into(),
+                ));
+            }
         }
         ("apps", "deployments" | "daemonsets" | "replicasets") => {
             immutable(&["spec", "selector"], "spec.selector", &mut causes);

@@ -59,14 +59,175 @@ fn numbers_to_strings(v: &mut Value) {
     }
 }
 
-fn check<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
+/// A value of the wrong type: where, and what the API type wants there
+/// (serde's wording, e.g. `i32`, `a string`).
+#[derive(Debug)]
+struct WrongType {
+    path: String,
+    want: String,
+    /// serde's whole message, when it is not an `invalid type`.
+    message: String,
+}
+
+/// A field of the object that its API type does not declare.
+#[derive(Debug)]
+struct UnknownField(String);
+
+fn check<T: DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Option<UnknownField>, WrongType> {
     match serde_path_to_error::deserialize::<_, T>(v.clone()) {
-        Ok(_) => Ok(()),
+        Ok(t) => {
+            let back = serde_json::to_value(&t).unwrap_or(Value::Null);
+            let unknown = v.as_object().and_then(|o| {
+                o.iter()
+                    .find(|(k, x)| !x.is_null() && back.get(k.as_str()).is_none())
+                    .map(|(k, _)| UnknownField(k.clone()))
+            });
+            Ok(unknown)
+        }
         // Go decodes a missing field as its zero value; whether it is
         // required is validation's business, not the decoder's.
-        Err(e) if e.inner().to_string().starts_with("missing field") => Ok(()),
-        Err(e) => Err(format!("{}: {}", e.path(), e.inner())),
+        Err(e) if e.inner().to_string().starts_with("missing field") => Ok(None),
+        Err(e) => {
+            let message = e.inner().to_string();
+            let want = message
+                .split_once(", expected ")
+                .map(|(_, w)| w.to_owned())
+                .unwrap_or_default();
+            Err(WrongType {
+                path: e.path().to_string(),
+                want,
+                message,
+            })
+        }
     }
+}
+
+/// The value at a dotted serde path.
+fn value_at<'a>(obj: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .fold(obj, |cur, seg| {
+            match seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                Some(i) => i.parse::<usize>().map_or(&Value::Null, |i| &cur[i]),
+                None => &cur[seg],
+            }
+        })
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    }
+}
+
+fn numeric(want: &str) -> bool {
+    matches!(
+        want,
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "f32" | "f64"
+    )
+}
+
+const MAP_FIELDS: [&str; 6] = [
+    "data",
+    "binaryData",
+    "stringData",
+    "labels",
+    "annotations",
+    "matchLabels",
+];
+
+/// The POST/PUT decoder's message (Go's `encoding/json` wording).
+fn decode_message(rt: &ResourceType, obj: &Value, e: &WrongType) -> String {
+    let segs: Vec<&str> = e.path.split('.').collect();
+    let got = json_type(value_at(obj, &e.path));
+    let go_type = match e.want.as_str() {
+        "i32" => "int32",
+        "i64" => "int64",
+        "f64" => "float64",
+        "a string" => "string",
+        "a boolean" => "bool",
+        other => other,
+    };
+    // A value in a string map is reported at the map field.
+    let field: Vec<&str> = match segs.len() {
+        n if n >= 2 && MAP_FIELDS.contains(&segs[n - 2]) => segs[..n - 1].to_vec(),
+        _ => segs.clone(),
+    };
+    let go_struct = match field.first() {
+        Some(first) if field.len() >= 2 => {
+            let mut c = first.chars();
+            let cap: String = c
+                .next()
+                .map(|f| f.to_ascii_uppercase())
+                .into_iter()
+                .chain(c)
+                .collect();
+            format!("{}{cap}", rt.kind)
+        }
+        _ => rt.kind.clone(),
+    };
+    if e.want.is_empty() {
+        return e.message.clone();
+    }
+    format!(
+        "json: cannot unmarshal {got} into Go struct field {go_struct}.{} of type {go_type}",
+        field.join(".")
+    )
+}
+
+/// The apply path's message for a value of the wrong type
+/// (structured-merge-diff's wording).
+fn typed_patch_message(obj: &Value, e: &WrongType) -> String {
+    let actual = value_at(obj, &e.path);
+    let detail = if numeric(&e.want) {
+        format!("expected numeric (int or float), got {}", json_type(actual))
+    } else if e.want == "a string" {
+        format!("expected string, got &value.valueUnstructured{{Value:{actual}}}")
+    } else if e.want == "a boolean" {
+        format!("expected boolean, got &value.valueUnstructured{{Value:{actual}}}")
+    } else {
+        e.message.clone()
+    };
+    format!(".{}: {detail}", e.path)
+}
+
+/// Checks an apply configuration the way the real server builds its typed
+/// patch object: a wrong type or an undeclared top-level field is
+/// `500` `failed to create typed patch object (ns/name; group/version, Kind=K): ...`.
+pub(crate) fn check_apply_config(
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    config: &Value,
+) -> Result<(), ApiError> {
+    if rt.custom {
+        return Ok(());
+    }
+    let detail = match typed_check(rt, config) {
+        Ok(None) => return Ok(()),
+        Ok(Some(UnknownField(f))) => format!(".{f}: field not declared in schema"),
+        Err(e) => typed_patch_message(config, &e),
+    };
+    let who = if ns.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{ns}/{name}")
+    };
+    Err(ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({who}; {}/{}, Kind={}): {detail}",
+            rt.group, rt.version, rt.kind
+        ),
+    ))
 }
 
 /// Checks `obj` (a complete object of kind `rt`) against its API type.
@@ -74,9 +235,21 @@ pub(crate) fn check_types(rt: &ResourceType, obj: &Value) -> Result<(), ApiError
     if rt.custom {
         return Ok(());
     }
+    typed_check(rt, obj).map(|_| ()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {}",
+            rt.kind,
+            rt.version,
+            rt.kind,
+            decode_message(rt, obj, &e)
+        ))
+    })
+}
+
+fn typed_check(rt: &ResourceType, obj: &Value) -> Result<Option<UnknownField>, WrongType> {
     let mut v = obj.clone();
     numbers_to_strings(&mut v);
-    let result = match (rt.group.as_str(), rt.kind.as_str()) {
+    match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Namespace") => check::<core::v1::Namespace>(&v),
         ("", "ConfigMap") => check::<core::v1::ConfigMap>(&v),
         ("", "Secret") => check::<core::v1::Secret>(&v),
@@ -116,14 +289,8 @@ pub(crate) fn check_types(rt: &ResourceType, obj: &Value) -> Result<(), ApiError
         ("storage.k8s.io", "StorageClass") => check::<storage::v1::StorageClass>(&v),
         ("coordination.k8s.io", "Lease") => check::<coordination::v1::Lease>(&v),
         ("scheduling.k8s.io", "PriorityClass") => check::<scheduling::v1::PriorityClass>(&v),
-        _ => Ok(()),
-    };
-    result.map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: {e}",
-            rt.kind, rt.version, rt.kind
-        ))
-    })
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,14 @@ impl ApiError {
 
     /// Whether this is [`ApiError::page_not_found`], answered as plain text.
     pub fn is_page_not_found(&self) -> bool {
-        self.code == 404 && self.reason.is_empty()
+        self.code == 404 && self.reason.is_empty() && self.message.starts_with("404 page")
+    }
+
+    /// A custom resource whose storage is still initializing (its CRD is
+    /// being established): `429` with `Retry-After: 1`.
+    pub fn initializing() -> ApiError {
+        ApiError::new(429, "TooManyRequests", "storage is (re)initializing")
+            .with_details(json!({"retryAfterSeconds": 1}))
     }
 
     /// An unknown resource in a served group-version: a JSON `NotFound`.
