@@ -332,13 +332,18 @@ pub struct ApplyApps {
     pub timeout: std::time::Duration,
 }
 
-/// The App of Apps bundle: Argo CD's Namespace (so the bundle can be applied,
-/// and dry-run, on its own) and the rendered objects.
-pub fn bundle(namespace: &str, manifests: Vec<Manifest>) -> Vec<apply::Manifest> {
-    let mut out = vec![apply::Manifest::new(
-        "app-of-apps/namespace",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
-    )];
+/// The App of Apps bundle: the rendered objects. Argo CD's Namespace belongs
+/// to the Argo CD install's apply set (an object is a member of one set
+/// only); in a dry run, where the install created nothing, the bundle carries
+/// it too, so the server can check the rest against it.
+pub fn bundle(namespace: &str, manifests: Vec<Manifest>, dry_run: bool) -> Vec<apply::Manifest> {
+    let mut out = Vec::with_capacity(manifests.len() + 1);
+    if dry_run {
+        out.push(apply::Manifest::new(
+            "app-of-apps/namespace",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        ));
+    }
     out.extend(
         manifests
             .into_iter()
@@ -372,6 +377,6 @@ pub async fn apply(
         ..ApplyOptions::default()
     };
     ResourceManager::new(client.clone(), namespace)
-        .apply(bundle(namespace, manifests), &opts, progress)
+        .apply(bundle(namespace, manifests, how.dry_run), &opts, progress)
         .await
 }

@@ -458,7 +458,7 @@ pub(crate) async fn write(
         .filter(|ns| *ns != set.namespace)
         .collect();
     let mut sorted: Vec<&Record> = records.iter().collect();
-    sorted.sort_by(|a, b| key_of(&a.id()).cmp(&key_of(&b.id())));
+    sorted.sort_by_key(|r| key_of(&r.id()));
     let members = serde_json::to_vec(&sorted).unwrap_or_default();
     let parent = json!({
         "apiVersion": "v1",

@@ -153,8 +153,13 @@ impl ResourceManager {
             } else {
                 HashSet::new()
             };
-            if !opts.dry_run {
-                let records = records_after(loaded, &objects, &decisions, &outcomes, &pruned, opts);
+            let records = records_after(loaded, &objects, &decisions, &outcomes, &pruned, opts);
+            let same = loaded.previous.exists
+                && records.len() == loaded.previous.records.len()
+                && records
+                    .iter()
+                    .all(|r| loaded.previous.records.get(&inventory::key_of(&r.id())) == Some(r));
+            if !opts.dry_run && !same {
                 inventory::write(
                     &self.client,
                     &loaded.set,
