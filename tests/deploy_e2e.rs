@@ -655,6 +655,60 @@ async fn second_deploy_is_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_argocd_upgrade_that_drops_objects_prunes_them() {
+    if !terraform_available() {
+        return;
+    }
+    let cluster = e2e::cluster().await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-prune").await;
+    let world = World::new("eks", ns.name());
+    let controllers = fake_controllers(&cluster, ns.name());
+    world.plan().await;
+    let first = json!({"argocd": {"namespace": ns.name(), "timeout": "120s"}});
+    let (report, _) = run(&world.deploy_job(&first), &options(&cluster)).await;
+    assert_eq!(report.status, JobStatus::Success, "{:?}", report.error);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
+    assert!(
+        deployments
+            .get_opt("argocd-dex-server")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The same chart without Dex: its objects leave the bundle and are pruned.
+    let without_dex = json!({"argocd": {"namespace": ns.name(), "timeout": "120s",
+        "values": {"dex": {"enabled": false}}}});
+    world.plan().await;
+    let (report, _) = run(&world.deploy_job(&without_dex), &options(&cluster)).await;
+    assert_eq!(report.status, JobStatus::Success, "{:?}", report.error);
+    let objects = &report.argocd.as_ref().unwrap().objects;
+    assert!(
+        objects.get("pruned").copied().unwrap_or(0) >= 2,
+        "{objects:?}"
+    );
+    assert!(
+        deployments
+            .get_opt("argocd-dex-server")
+            .await
+            .unwrap()
+            .is_none(),
+        "the Dex Deployment was pruned"
+    );
+    assert!(
+        deployments
+            .get_opt("argocd-server")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    if let Some(c) = controllers {
+        c.abort();
+    }
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_output_names_output_and_key() {
     if !terraform_available() {
         return;
