@@ -465,3 +465,67 @@ fn quoted(text: &str) -> Option<String> {
     let end = text[start..].find('"')? + start;
     Some(text[start..end].to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status as KStatus;
+    use kube::core::response::{StatusCause, StatusDetails};
+
+    #[test]
+    fn conflicts_from_causes() {
+        let s = KStatus::failure(
+            "Apply failed with 2 conflicts: conflicts with \"kubectl\" using apps/v1:\n- .spec.replicas\n- .spec.template.spec.containers[name=\"app\"].image",
+            "Conflict",
+        )
+        .with_code(409)
+        .with_details(StatusDetails {
+            name: "d".into(),
+            group: "apps".into(),
+            kind: "deployments".into(),
+            uid: String::new(),
+            causes: vec![
+                StatusCause { reason: "FieldManagerConflict".into(), message: "conflict with \"kubectl\" using apps/v1".into(), field: ".spec.replicas".into() },
+                StatusCause { reason: "FieldManagerConflict".into(), message: "conflict with \"helm\" using apps/v1".into(), field: ".spec.paused".into() },
+            ],
+            retry_after_seconds: 0,
+        });
+        let c = parse_conflicts(&s);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0],
+            FieldConflict {
+                manager: "kubectl".into(),
+                fields: vec![".spec.replicas".into()]
+            }
+        );
+        assert_eq!(c[1].manager, "helm");
+    }
+
+    #[test]
+    fn conflicts_from_message_only() {
+        let s = KStatus::failure(
+            "Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.key",
+            "Conflict",
+        )
+        .with_code(409);
+        let c = parse_conflicts(&s);
+        assert_eq!(
+            c,
+            vec![FieldConflict {
+                manager: "kubectl".into(),
+                fields: vec![".data.key".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn immutable_messages() {
+        let s = KStatus::failure("Deployment.apps \"d\" is invalid: spec.selector: Invalid value: ...: field is immutable", "Invalid").with_code(422);
+        assert!(is_immutable(&s));
+        let s = KStatus::failure("Service \"s\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.0.0.9\"}: may not change once set", "Invalid").with_code(422);
+        assert!(is_immutable(&s));
+        let s = KStatus::failure("spec.replicas: Invalid value: -1", "Invalid").with_code(422);
+        assert!(!is_immutable(&s));
+    }
+}

@@ -177,7 +177,7 @@ async fn one(
         object::apply_object(s.client, object, recorded, s.opts, s.deadline, s.progress).await
     };
     let mut out = match applied {
-        Ok(a) => from_applied(a, s, object),
+        Ok(a) => from_applied(a, s),
         Err(e) => {
             let conflicts = match &e {
                 ObjectError::Conflict { conflicts, .. } => conflicts.clone(),
@@ -304,7 +304,7 @@ async fn gate(
     .unwrap_or_else(|| Readiness::InProgress("not observed".into()))
 }
 
-fn from_applied(a: Applied, s: &Staged<'_>, _object: &Object) -> Outcome {
+fn from_applied(a: Applied, s: &Staged<'_>) -> Outcome {
     let readiness = a
         .live
         .as_ref()
