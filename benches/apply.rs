@@ -20,8 +20,7 @@
 //! - `TENDRIL_BIN`: the binary (default: `$CARGO_TARGET_DIR/release/tendril`);
 //! - `TENDRIL_BENCH_RUNS`: repetitions (default 5).
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -93,9 +92,17 @@ struct Measured {
     exit: Instant,
     report: Value,
     stderr: String,
+    /// Requests tendril sent (its summary line).
+    requests: u64,
 }
 
-async fn run_tendril(bin: &Path, bundle: &Path, kubeconfig: &Path, wait: bool) -> Measured {
+async fn run_tendril(
+    bin: &Path,
+    bundle: &Path,
+    kubeconfig: &Path,
+    namespace: &str,
+    wait: bool,
+) -> Measured {
     let mut cmd = tokio::process::Command::new("/usr/bin/time");
     cmd.arg("-f")
         .arg("TENDRIL_BENCH_RSS_KB=%M")
@@ -105,7 +112,9 @@ async fn run_tendril(bin: &Path, bundle: &Path, kubeconfig: &Path, wait: bool) -
         .arg(bundle)
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .args(["-n", namespace])
         .args(["--output", "json", "--timeout", "5m"])
+        .args(["--applyset", "tendril-bench", "--prune"])
         .env_remove("KUBECONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -125,7 +134,19 @@ async fn run_tendril(bin: &Path, bundle: &Path, kubeconfig: &Path, wait: bool) -
         panic!("tendril apply failed:\n{stderr}");
     }
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let requests = stderr
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once("; ")?
+                .1
+                .strip_suffix(" API requests")?
+                .parse()
+                .ok()
+        })
+        .next_back()
+        .unwrap_or(0);
     Measured {
+        requests,
         wall: exit - start,
         rss_kb,
         exit,
@@ -219,8 +240,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let text = std::fs::read_to_string(&bundle).expect("read bundle");
-    let manifests = parse_manifests(&bundle.display().to_string(), &text).expect("bundle parses");
-    let objects = manifests.len();
+    let mut manifests =
+        parse_manifests(&bundle.display().to_string(), &text).expect("bundle parses");
+    // The reference bundle without Helm hooks, plus the Namespace it installs into.
+    manifests.retain(|m| m.annotation("helm.sh/hook").is_none());
     let mut namespaces: Vec<String> = manifests
         .iter()
         .filter_map(|m| m.namespace().map(str::to_string))
@@ -238,6 +261,22 @@ fn main() {
             )
         })
         .collect();
+    let tmp = std::env::temp_dir().join(format!("tendril-apply-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let mut docs: Vec<String> = namespaces
+        .iter()
+        .map(|ns| {
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}).to_string()
+        })
+        .collect();
+    docs.extend(manifests.iter().map(|m| m.object.to_string()));
+    let objects = docs.len();
+    let bundle = tmp.join("bundle.yaml");
+    std::fs::write(&bundle, docs.join("\n---\n")).expect("write the bench bundle");
+    let set_namespace = namespaces
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "default".into());
     drop(manifests);
     drop(text);
 
@@ -246,8 +285,6 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let tmp = std::env::temp_dir().join(format!("tendril-apply-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).expect("tmp dir");
     println!(
         "bundle: {} ({objects} objects), binary: {}",
         bundle.display(),
@@ -256,29 +293,28 @@ fn main() {
     let (mut first, mut again, mut latency, mut rss) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut apply_ms = Vec::new();
+    let mut requests: Vec<(u64, u64)> = Vec::new();
     let mut real = false;
     for run in 0..runs {
         rt.block_on(async {
             let c = cluster(&tmp, run).await;
             real = c.real;
-            let ns_api: Api<Namespace> = Api::all(c.client.clone());
-            for ns in &namespaces {
-                let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
-                let _ = ns_api.create(&PostParams::default(), &obj).await;
-            }
-            let m1 = run_tendril(&bin, &bundle, &c.kubeconfig, false).await;
-            let m2 = run_tendril(&bin, &bundle, &c.kubeconfig, false).await;
+            let m1 = run_tendril(&bin, &bundle, &c.kubeconfig, &set_namespace, false).await;
+            let m2 = run_tendril(&bin, &bundle, &c.kubeconfig, &set_namespace, false).await;
             let created = m1.report["objects"].as_array().map(|o| o.iter().filter(|x| x["action"] == "created").count()).unwrap_or(0);
             let unchanged = m2.report["objects"].as_array().map(|o| o.iter().filter(|x| x["action"] == "unchanged").count()).unwrap_or(0);
             let mut line = format!(
-                "run {run}: first apply {:>6.1} ms (in-library {} ms, {created} created, {} waves), peak RSS {:>5.1} MB; re-apply {:>6.1} ms ({unchanged} unchanged), peak RSS {:>5.1} MB",
+                "run {run}: first apply {:>6.1} ms, {} requests (in-library {} ms, {created} created, {} waves), peak RSS {:>5.1} MB; re-apply {:>6.1} ms, {} requests ({unchanged} unchanged), peak RSS {:>5.1} MB",
                 m1.wall.as_secs_f64() * 1e3,
+                m1.requests,
                 m1.report["apply_millis"],
                 m1.report["waves"],
                 m1.rss_kb as f64 / 1024.0,
                 m2.wall.as_secs_f64() * 1e3,
+                m2.requests,
                 m2.rss_kb as f64 / 1024.0,
             );
+            requests.push((m1.requests, m2.requests));
             if m1.report.is_null() {
                 line.push_str(&format!("\n{}", m1.stderr));
             }
@@ -289,13 +325,8 @@ fn main() {
             if !c.real {
                 // A fresh server for the readiness run: everything is created and waited for.
                 let c3 = cluster(&tmp, run + 1000).await;
-                let ns_api: Api<Namespace> = Api::all(c3.client.clone());
-                for ns in &namespaces {
-                    let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
-                    let _ = ns_api.create(&PostParams::default(), &obj).await;
-                }
                 let ctl = tokio::spawn(controller(c3.client.clone(), workloads.clone()));
-                let m3 = run_tendril(&bin, &bundle, &c3.kubeconfig, true).await;
+                let m3 = run_tendril(&bin, &bundle, &c3.kubeconfig, &set_namespace, true).await;
                 let last_ready = ctl.await.expect("controller");
                 let lat = m3.exit.saturating_duration_since(last_ready);
                 line.push_str(&format!(
@@ -310,15 +341,17 @@ fn main() {
         });
     }
     println!(
-        "median over {runs} runs against {}: first apply {:.1} ms (library {:.1} ms), re-apply {:.1} ms, max peak RSS {:.1} MB{}",
+        "median over {runs} runs against {}: first apply {:.1} ms ({} requests; library {:.1} ms), re-apply {:.1} ms ({} requests), max peak RSS {:.1} MB{}",
         if real {
             "TENDRIL_E2E_KUBECONFIG"
         } else {
             "the in-repo test API server"
         },
         median(first),
+        requests.first().map_or(0, |r| r.0),
         median(apply_ms),
         median(again),
+        requests.first().map_or(0, |r| r.1),
         rss.iter().copied().fold(0.0, f64::max),
         if latency.is_empty() {
             String::new()

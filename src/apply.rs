@@ -1,12 +1,19 @@
-//! Server-side apply of a manifest bundle in stages; readiness rules; waiting.
+//! Server-side apply of a manifest bundle in stages; an ApplySet inventory;
+//! pruning; readiness rules; waiting.
 //!
-//! The entry point is [`ResourceManager::apply`]: it resolves every manifest's
-//! kind (from a CustomResourceDefinition in the same bundle, or through cached
-//! API discovery), orders the bundle into waves ([`plan`]), applies each wave
-//! concurrently with server-side apply (`application/apply-patch+yaml`), waits
-//! between waves for the objects later waves need (CRDs Established, Namespaces
-//! Active, `tendril.dev/depends-on` targets ready), and finally, when asked,
-//! waits for every object to be ready by the per-kind rules in [`readiness`].
+//! The entry point is [`ResourceManager::apply`]. The engine is split by verb:
+//!
+//! - `resolve`: every manifest's kind to its endpoint (from a
+//!   CustomResourceDefinition in the same bundle, or through cached discovery);
+//! - [`plan`]: what each object waits for (a custom resource its CRD, a
+//!   namespaced object its Namespace, `tendril.dev/depends-on` targets);
+//! - `object`: one server-side apply (`application/apply-patch+yaml`) and
+//!   what its answer says (created / configured / unchanged, or an [`ObjectError`]);
+//! - `staged`: every object sent as soon as what it waits for is there;
+//! - `wait`: watching objects until the rules in [`readiness`] say ready;
+//! - `delete`: deleting and waiting until gone (recreate, prune);
+//! - `inventory`: the [`ApplySet`] parent (KEP-3659) that makes re-applies
+//!   send only what changed and pruning possible.
 //!
 //! Input is a list of [`Manifest`]s: a JSON object plus the place it came from
 //! ([`read_manifests`] reads them from YAML files, directories or stdin).
@@ -14,17 +21,29 @@
 //!
 //! This module depends on nothing else in tendril.
 
+mod delete;
 mod diagnose;
+pub mod inventory;
 mod manager;
 mod manifest;
+mod object;
 pub mod plan;
 pub mod readiness;
 mod report;
+mod request;
+mod resolve;
+mod staged;
+mod wait;
 
+pub use inventory::{ApplySet, InventoryError};
 pub use manager::{ApplyOptions, DEFAULT_FIELD_MANAGER, ResourceManager};
 pub use manifest::{DEPENDS_ON_ANNOTATION, Manifest, ObjectRef, parse_manifests, read_manifests};
-pub use readiness::{Readiness, ReadinessOptions};
+pub use object::ObjectError;
+pub use readiness::{Readiness, ReadinessOptions, ReadinessRule};
 pub use report::{Action, ApplyEvent, ApplyReport, FieldConflict, ObjectResult, Status};
+
+/// Where progress events go.
+pub(crate) type Sink<'a> = &'a (dyn Fn(ApplyEvent) + Send + Sync);
 
 /// Everything that can go wrong while reading, planning, applying or waiting.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +118,9 @@ pub enum ApplyError {
         /// What is wrong.
         message: String,
     },
+    /// The inventory could not be read or written.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
     /// Dependencies form a cycle.
     #[error("dependency cycle: {cycle}; break it by removing a tendril.dev/depends-on annotation")]
     Cycle {

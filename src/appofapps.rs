@@ -26,6 +26,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::Secret;
+use crate::apply::{
+    self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, ApplySet, Readiness, ReadinessOptions,
+    ReadinessRule, ResourceManager,
+};
 use crate::chart::{Chart, ChartError, Manifest, RenderOptions, Values};
 use crate::facts::InfraFacts;
 
@@ -280,4 +284,99 @@ pub fn render_chart(
     let values = Values::from_json(values(facts, spec)?, "the App of Apps settings")?;
     let opts = RenderOptions::new("app-of-apps", spec.namespace.clone()).with_values(values);
     Ok(chart.render(&opts)?)
+}
+
+/// The apply set the App of Apps is recorded in (a Secret in Argo CD's namespace).
+pub const APPLYSET: &str = "tendril-app-of-apps";
+
+/// Argo CD's `Application` (argoproj.io) is ready once `Synced` and `Healthy`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplicationReadiness;
+
+impl ReadinessRule for ApplicationReadiness {
+    fn judges(&self, group: &str, kind: &str) -> bool {
+        (group, kind) == ("argoproj.io", "Application")
+    }
+
+    fn judge(&self, obj: &Value, _generation: Option<i64>) -> Readiness {
+        let text = |p: &str| apply::readiness::status_text(obj, p);
+        let sync = text("/status/sync/status").unwrap_or("Unknown");
+        let health = text("/status/health/status").unwrap_or("Unknown");
+        if sync == "Synced" && health == "Healthy" {
+            return Readiness::Ready;
+        }
+        let mut out = format!("sync {sync}, health {health}");
+        if let Some(m) = text("/status/health/message").filter(|m| !m.is_empty()) {
+            out.push_str(&format!(" ({m})"));
+        }
+        if let Some(phase) = text("/status/operationState/phase")
+            && matches!(phase, "Failed" | "Error")
+        {
+            let msg = text("/status/operationState/message").unwrap_or("");
+            out.push_str(&format!("; last sync {phase}: {msg}"));
+        }
+        Readiness::InProgress(out)
+    }
+}
+
+/// How to apply the App of Apps.
+#[derive(Debug, Clone)]
+pub struct ApplyApps {
+    /// Server-side dry run.
+    pub dry_run: bool,
+    /// The field manager.
+    pub field_manager: String,
+    /// Wait until every Application is Synced and Healthy.
+    pub wait: bool,
+    /// Limit for applying and waiting.
+    pub timeout: std::time::Duration,
+}
+
+/// The App of Apps bundle: the rendered objects. Argo CD's Namespace belongs
+/// to the Argo CD install's apply set (an object is a member of one set
+/// only); in a dry run, where the install created nothing, the bundle carries
+/// it too, so the server can check the rest against it.
+pub fn bundle(namespace: &str, manifests: Vec<Manifest>, dry_run: bool) -> Vec<apply::Manifest> {
+    let mut out = Vec::with_capacity(manifests.len() + 1);
+    if dry_run {
+        out.push(apply::Manifest::new(
+            "app-of-apps/namespace",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        ));
+    }
+    out.extend(
+        manifests
+            .into_iter()
+            .map(|m| apply::Manifest::new(m.source, m.object)),
+    );
+    out
+}
+
+/// Applies the rendered App of Apps into `namespace`, recorded in the apply
+/// set [`APPLYSET`] (Applications and Secrets the chart no longer renders are
+/// pruned).
+pub async fn apply(
+    client: &kube::Client,
+    namespace: &str,
+    manifests: Vec<Manifest>,
+    how: &ApplyApps,
+    progress: &(dyn Fn(ApplyEvent) + Send + Sync),
+) -> Result<ApplyReport, ApplyError> {
+    let mut readiness = ReadinessOptions::default();
+    if how.wait {
+        readiness = readiness.with_rule(ApplicationReadiness);
+    }
+    let opts = ApplyOptions {
+        field_manager: how.field_manager.clone(),
+        dry_run: how.dry_run,
+        wait: how.wait,
+        timeout: how.timeout,
+        readiness,
+        applyset: Some(ApplySet::new(APPLYSET, namespace)?),
+        prune: true,
+        ..ApplyOptions::default()
+    };
+    ResourceManager::new(client.clone(), namespace)
+        .apply(bundle(namespace, manifests, how.dry_run), &opts, progress)
+        .await
 }

@@ -1,8 +1,10 @@
 //! Argo CD install: values, admin password, URL.
 //!
 //! [`install`] renders the embedded Argo CD chart (or the job's own) with the
-//! job's values, applies it with the apply engine and waits until every Argo
-//! CD workload is ready, then reads the admin password and works out the URL.
+//! job's values, applies it with its Namespace through the apply engine,
+//! recorded in the apply set [`APPLYSET`] (objects a newer chart drops are
+//! pruned), waits until every Argo CD workload is ready, then reads the admin
+//! password and works out the URL.
 //!
 //! Re-deploying is idempotent:
 //! - the Redis password is read back from the `argocd-redis` Secret and given
@@ -21,7 +23,7 @@ use kube::Api;
 use serde_json::{Value, json};
 
 use crate::Secret;
-use crate::apply::{self, ApplyEvent, ApplyOptions, ApplyReport, ResourceManager};
+use crate::apply::{self, ApplyEvent, ApplyOptions, ApplyReport, ApplySet, ResourceManager};
 use crate::chart::{self, Chart, ChartError, RenderOptions, Values};
 
 /// The name of the embedded Argo CD chart.
@@ -34,6 +36,8 @@ pub const ARGOCD_SECRET: &str = "argocd-secret";
 pub const INITIAL_ADMIN_SECRET: &str = "argocd-initial-admin-secret";
 /// The API server's Service.
 pub const SERVER_SERVICE: &str = "argocd-server";
+/// The apply set an install is recorded in (a Secret in Argo CD's namespace).
+pub const APPLYSET: &str = "tendril-argocd";
 
 /// What can go wrong installing Argo CD.
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +273,17 @@ pub fn to_apply(manifests: Vec<chart::Manifest>) -> Vec<apply::Manifest> {
         .collect()
 }
 
+/// What an install applies: Argo CD's Namespace (created first; every
+/// namespaced object waits for it) and the rendered chart.
+pub fn bundle(namespace: &str, manifests: Vec<chart::Manifest>) -> Vec<apply::Manifest> {
+    let mut out = vec![apply::Manifest::new(
+        "argocd/namespace",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+    )];
+    out.extend(to_apply(manifests));
+    out
+}
+
 /// Reads the admin password: the preset one, else `argocd-initial-admin-secret`.
 pub async fn admin_password(
     client: &kube::Client,
@@ -447,10 +462,14 @@ pub async fn install(
         dry_run: opts.dry_run,
         wait: !opts.dry_run,
         timeout: spec.timeout,
+        applyset: Some(
+            ApplySet::new(APPLYSET, spec.namespace.clone()).map_err(apply::ApplyError::from)?,
+        ),
+        prune: true,
         ..ApplyOptions::default()
     };
     let report = manager
-        .apply(to_apply(manifests), &apply_opts, progress)
+        .apply(bundle(&spec.namespace, manifests), &apply_opts, progress)
         .await?;
     if opts.dry_run {
         return Ok(Installed {

@@ -71,6 +71,9 @@ async fn applies_a_directory_and_reports_a_summary_and_json() {
         ns.name(),
         "--output",
         "json",
+        "--applyset",
+        "cli-dir",
+        "--prune",
     ];
     let run = tendril(&args, None, &[]).await;
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
@@ -101,6 +104,15 @@ async fn applies_a_directory_and_reports_a_summary_and_json() {
     let again = tendril(&args, None, &[]).await;
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stderr.contains("3 unchanged"), "{}", again.stderr);
+    // First: discovery, the parent read, its namespace, 3 applies, the parent
+    // write. Again: discovery, the parent read, one metadata list per kind;
+    // nothing is sent.
+    assert!(run.stderr.contains("; 7 API requests"), "{}", run.stderr);
+    assert!(
+        again.stderr.contains("; 5 API requests"),
+        "{}",
+        again.stderr
+    );
     ns.delete().await;
 }
 

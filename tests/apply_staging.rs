@@ -60,8 +60,12 @@ async fn custom_resource_in_the_same_bundle_as_its_crd() {
     .expect("the custom resource exists");
     assert_eq!(live["spec"]["size"], 3);
 
-    // A second apply of the same bundle changes nothing.
-    let again = apply(&cluster, ns.name(), &yaml, &opts())
+    // Recorded in an apply set, a second apply of the same bundle changes nothing.
+    let set = in_applyset(opts(), "gadgets", ns.name());
+    apply(&cluster, ns.name(), &yaml, &set)
+        .await
+        .expect("apply into the set");
+    let again = apply(&cluster, ns.name(), &yaml, &set)
         .await
         .expect("re-apply");
     assert_eq!(result(&again, "Gadget", "g1").action, Action::Unchanged);
@@ -203,7 +207,7 @@ async fn a_wave_is_applied_concurrently_and_completely() {
             "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  i: \"{i}\"\n"
         ));
     }
-    let mut o = opts();
+    let mut o = in_applyset(opts(), "many", ns.name());
     o.concurrency = 8;
     let (report, events) = apply_with_events(&cluster, ns.name(), &yaml, &o).await;
     let report = report.expect("applies");
@@ -254,11 +258,12 @@ async fn a_wave_is_applied_concurrently_and_completely() {
 }
 
 #[tokio::test]
-async fn a_failure_stops_later_waves() {
+async fn a_failure_skips_what_waits_for_it() {
     let cluster = e2e::cluster().await;
     let ns = cluster.namespace("apply-stop").await;
     let cms = api(&cluster, "v1", "ConfigMap", "configmaps", Some(ns.name()));
-    // Another manager owns data.k: our different value conflicts, so wave 1 fails.
+    // Another manager owns data.k: our different value conflicts; the
+    // Deployment waits for the ConfigMap, so it is not applied.
     apply_as(&cms, "someone-else", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned", "namespace": ns.name()}, "data": {"k": "theirs"}})).await;
     let yaml = r#"apiVersion: v1
 kind: ConfigMap
@@ -267,7 +272,9 @@ data: {k: ours}
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: later}
+metadata:
+  name: later
+  annotations: {tendril.dev/depends-on: ConfigMap/owned}
 spec:
   replicas: 0
   selector: {matchLabels: {app: later}}

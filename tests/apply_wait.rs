@@ -460,7 +460,7 @@ async fn load_balancer_needs_an_ingress_address_when_asked() {
     let mut o = waiting();
     o.readiness = ReadinessOptions {
         load_balancers: true,
-        applications: false,
+        ..ReadinessOptions::default()
     };
     let assigned = AtomicBool::new(false);
     let lb_controller = async {
@@ -585,10 +585,7 @@ async fn argo_cd_application_synced_and_healthy_when_asked() {
     }
     yaml.push_str("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: guestbook}\nspec:\n  project: default\n  source: {repoURL: 'https://example.invalid/repo.git', path: guestbook}\n  destination: {server: 'https://kubernetes.default.svc', namespace: guestbook}\n");
     let mut o = waiting();
-    o.readiness = ReadinessOptions {
-        load_balancers: false,
-        applications: true,
-    };
+    o.readiness = ReadinessOptions::default().with_rule(tendril::appofapps::ApplicationReadiness);
     let healthy = AtomicBool::new(false);
     let argo = async {
         let apps = api(
@@ -644,7 +641,7 @@ async fn unchanged_ready_objects_need_no_wait() {
     let n = ns.name().to_string();
     let deployments = api(&cluster, "apps/v1", "Deployment", "deployments", Some(&n));
     let yaml = deployment("steady", PAUSE, "");
-    let o = waiting();
+    let o = in_applyset(waiting(), "steady-set", &n);
     let first = async {
         let d = wait_exists(&deployments, "steady").await;
         simulate_status(

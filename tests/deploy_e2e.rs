@@ -225,6 +225,38 @@ fn fake_controllers(cluster: &TestCluster, ns: &str) -> Option<tokio::task::Join
     }))
 }
 
+/// The name of an Argo CD namespace that does not exist yet: the deploy must
+/// create it. Deleted at the end of the test.
+struct ArgoNamespace {
+    name: String,
+    client: kube::Client,
+}
+
+impl ArgoNamespace {
+    async fn new(cluster: &TestCluster, prefix: &str) -> ArgoNamespace {
+        let name = e2e::unique_name(prefix);
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client());
+        assert!(
+            namespaces.get_opt(&name).await.unwrap().is_none(),
+            "the Argo CD namespace must not exist before the deploy"
+        );
+        ArgoNamespace {
+            name,
+            client: cluster.client(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn delete(self) {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client);
+        // Best effort: a failed deploy may not have created it.
+        let _ = namespaces.delete(&self.name, &Default::default()).await;
+    }
+}
+
 fn argo_api(cluster: &TestCluster, ns: &str, kind: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", kind);
     let plural = format!("{}s", kind.to_lowercase());
@@ -262,7 +294,7 @@ async fn deploy_succeeds_end_to_end() {
         return;
     }
     let cluster = e2e::cluster().await;
-    let ns = cluster.namespace("deploy-ok").await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-ok").await;
     let world = World::new("eks", ns.name());
     world.plan().await;
     let controllers = fake_controllers(&cluster, ns.name());
@@ -513,7 +545,7 @@ async fn argocd_not_ready_fails_with_diagnostics() {
         return;
     }
     let cluster = e2e::cluster().await;
-    let ns = cluster.namespace("deploy-slow").await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-slow").await;
     let world = World::new("eks", ns.name());
     world.plan().await;
     // no controller: nothing becomes ready on the test server; on a real
@@ -551,7 +583,7 @@ async fn second_deploy_is_idempotent() {
         return;
     }
     let cluster = e2e::cluster().await;
-    let ns = cluster.namespace("deploy-again").await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-again").await;
     let world = World::new("eks", ns.name());
     let controllers = fake_controllers(&cluster, ns.name());
     let extra = json!({"argocd": {"namespace": ns.name(), "timeout": "120s", "admin_password": "s3cret-admin"}});
@@ -623,6 +655,60 @@ async fn second_deploy_is_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_argocd_upgrade_that_drops_objects_prunes_them() {
+    if !terraform_available() {
+        return;
+    }
+    let cluster = e2e::cluster().await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-prune").await;
+    let world = World::new("eks", ns.name());
+    let controllers = fake_controllers(&cluster, ns.name());
+    world.plan().await;
+    let first = json!({"argocd": {"namespace": ns.name(), "timeout": "120s"}});
+    let (report, _) = run(&world.deploy_job(&first), &options(&cluster)).await;
+    assert_eq!(report.status, JobStatus::Success, "{:?}", report.error);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
+    assert!(
+        deployments
+            .get_opt("argocd-dex-server")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The same chart without Dex: its objects leave the bundle and are pruned.
+    let without_dex = json!({"argocd": {"namespace": ns.name(), "timeout": "120s",
+        "values": {"dex": {"enabled": false}}}});
+    world.plan().await;
+    let (report, _) = run(&world.deploy_job(&without_dex), &options(&cluster)).await;
+    assert_eq!(report.status, JobStatus::Success, "{:?}", report.error);
+    let objects = &report.argocd.as_ref().unwrap().objects;
+    assert!(
+        objects.get("pruned").copied().unwrap_or(0) >= 2,
+        "{objects:?}"
+    );
+    assert!(
+        deployments
+            .get_opt("argocd-dex-server")
+            .await
+            .unwrap()
+            .is_none(),
+        "the Dex Deployment was pruned"
+    );
+    assert!(
+        deployments
+            .get_opt("argocd-server")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    if let Some(c) = controllers {
+        c.abort();
+    }
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_output_names_output_and_key() {
     if !terraform_available() {
         return;
@@ -649,7 +735,7 @@ async fn admin_password_from_the_initial_secret_or_not_retrievable() {
         return;
     }
     let cluster = e2e::cluster().await;
-    let ns = cluster.namespace("deploy-admin").await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-admin").await;
     let world = World::new("eks", ns.name());
     let controllers = fake_controllers(&cluster, ns.name());
     world.plan().await;
@@ -741,7 +827,7 @@ async fn dry_run_with_a_cluster_changes_nothing_in_it() {
         return;
     }
     let cluster = e2e::cluster().await;
-    let ns = cluster.namespace("deploy-dry").await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-dry").await;
     let world = World::new("eks", ns.name());
     world.plan().await;
     let job = world.deploy_job(&json!({"argocd": {"namespace": ns.name(), "timeout": "120s"}}));
@@ -779,7 +865,7 @@ async fn measure_demo_against_test_server() {
         return;
     }
     let cluster = e2e::cluster().await;
-    let ns = cluster.namespace("deploy-bench").await;
+    let ns = ArgoNamespace::new(&cluster, "deploy-bench").await;
     let world = World::new("eks", ns.name());
     let controllers = fake_controllers(&cluster, ns.name());
     for round in ["first install", "re-deploy"] {

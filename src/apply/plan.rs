@@ -1,17 +1,20 @@
-//! Ordering a bundle into waves.
+//! Ordering a bundle: what each object must wait for.
 //!
-//! Every object gets a wave number: at least its classic stage ([`stage`]),
-//! and at least one more than every object it depends on:
+//! An object waits only where the server needs it to:
 //!
-//! - a custom resource depends on the CustomResourceDefinition in the bundle
-//!   that defines its group and kind;
-//! - a namespaced object depends on its Namespace when the bundle holds it;
-//! - an object depends on whatever its `tendril.dev/depends-on` annotation names.
+//! - a custom resource waits until the CustomResourceDefinition in the bundle
+//!   that defines its group and kind is `Established`;
+//! - a namespaced object waits until its Namespace, when the bundle holds it,
+//!   is `Active`;
+//! - an object waits until whatever its `tendril.dev/depends-on` annotation
+//!   names is ready;
+//! - admission webhooks and APIServices wait until everything else is
+//!   applied, so that they cannot intercept the bundle before their backends exist.
 //!
-//! Waves are applied in order, each concurrently. Before the next wave starts,
-//! the *gates* of the finished wave must be ready: CRDs (Established),
-//! Namespaces (Active) and every object another object names in
-//! `tendril.dev/depends-on`.
+//! Everything else is applied at once (bounded by the concurrency): a bundle
+//! of CRDs without custom resources is one concurrent pass. The objects
+//! something waits for are the *gates*. An object's *wave* is its depth in
+//! this graph (0 for objects that wait for nothing); it is shown in reports.
 
 use super::{ApplyError, ObjectRef};
 use std::collections::HashMap;
@@ -29,15 +32,31 @@ pub struct Node {
     pub defines: Option<(String, String)>,
 }
 
-/// The waves: indexes into the node list, plus which nodes gate later waves.
+/// What an object needs of another one before it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The other object has been applied.
+    Applied,
+    /// The other object is ready (Established, Active, or by its readiness rule).
+    Ready,
+}
+
+/// The order: per object what it waits for, which objects gate others, and the waves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Non-empty waves in order; each holds node indexes in input order.
-    pub waves: Vec<Vec<usize>>,
-    /// `gates[i]`: node `i` must be ready before the next wave starts.
+    /// `deps[i]`: the objects object `i` waits for, and for what.
+    pub deps: Vec<Vec<(usize, Need)>>,
+    /// `gates[i]`: some object waits until object `i` is ready.
     pub gates: Vec<bool>,
-    /// `deps[i]`: the nodes node `i` depends on (for skipping dependents of a failure).
-    pub deps: Vec<Vec<usize>>,
+    /// Objects by depth in the dependency graph, each wave in input order.
+    pub waves: Vec<Vec<usize>>,
+}
+
+impl Plan {
+    /// The wave (depth) of object `i`.
+    pub fn wave_of(&self, i: usize) -> usize {
+        self.waves.iter().position(|w| w.contains(&i)).unwrap_or(0)
+    }
 }
 
 /// API groups served by Kubernetes itself; any other group is a custom resource.
@@ -67,16 +86,13 @@ const BUILTIN_GROUPS: &[&str] = &[
     "internal.apiserver.k8s.io",
 ];
 
-/// The classic stage of a kind:
+/// The kind's place in an install, used to prune in reverse:
 ///
 /// - 0: CustomResourceDefinitions and Namespaces;
 /// - 1: other built-in cluster objects and namespaced configuration
-///   (ServiceAccounts, Secrets, ConfigMaps, RBAC, Services, NetworkPolicies,
-///   storage, quotas, ...);
-/// - 2: workloads (Pods, Deployments, StatefulSets, DaemonSets, Jobs, ...),
-///   Ingresses and custom resources;
-/// - 3: admission webhooks and APIServices, last, so that they cannot reject
-///   or intercept the rest of the bundle before their backends exist.
+///   (ServiceAccounts, Secrets, ConfigMaps, RBAC, Services, ...);
+/// - 2: workloads, Ingresses and custom resources;
+/// - 3: admission webhooks and APIServices (applied after everything else).
 pub fn stage(group: &str, kind: &str) -> usize {
     match (group, kind) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") | ("", "Namespace") => 0,
@@ -108,8 +124,18 @@ pub struct DependsOn {
     pub name: String,
 }
 
+/// A malformed reference in a `tendril.dev/depends-on` annotation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{reference}` {problem}")]
+pub struct BadReference {
+    /// The reference as written.
+    pub reference: String,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
 /// Parses a `tendril.dev/depends-on` value: `Kind[.group]/[namespace/]name, ...`.
-pub fn parse_depends_on(value: &str) -> Result<Vec<DependsOn>, String> {
+pub fn parse_depends_on(value: &str) -> Result<Vec<DependsOn>, BadReference> {
     let mut out = Vec::new();
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let parts: Vec<&str> = item.split('/').map(str::trim).collect();
@@ -117,15 +143,17 @@ pub fn parse_depends_on(value: &str) -> Result<Vec<DependsOn>, String> {
             [k, n] => (*k, None, *n),
             [k, ns, n] => (*k, Some(ns.to_string()), *n),
             _ => {
-                return Err(format!(
-                    "`{item}` is not Kind[.group]/name or Kind[.group]/namespace/name"
-                ));
+                return Err(BadReference {
+                    reference: item.to_string(),
+                    problem: "is not Kind[.group]/name or Kind[.group]/namespace/name",
+                });
             }
         };
         if kind_group.is_empty() || name.is_empty() || namespace.as_deref() == Some("") {
-            return Err(format!(
-                "`{item}` has an empty part; write Kind[.group]/[namespace/]name"
-            ));
+            return Err(BadReference {
+                reference: item.to_string(),
+                problem: "has an empty part; write Kind[.group]/[namespace/]name",
+            });
         }
         let (kind, group) = match kind_group.split_once('.') {
             Some((k, g)) => (k.to_string(), Some(g.to_string())),
@@ -158,10 +186,14 @@ fn matches(d: &DependsOn, dependent: &ObjectRef, target: &ObjectRef) -> bool {
     }
 }
 
-/// Orders the nodes into waves (see the module documentation).
+fn is_late(id: &ObjectRef) -> bool {
+    stage(&id.group, &id.kind) == 3
+}
+
+/// Orders the nodes (see the module documentation).
 pub fn plan(nodes: &[Node]) -> Result<Plan, ApplyError> {
     let n = nodes.len();
-    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut deps: Vec<Vec<(usize, Need)>> = vec![Vec::new(); n];
     let mut gates = vec![false; n];
 
     let mut crds: HashMap<(&str, &str), usize> = HashMap::new();
@@ -169,21 +201,20 @@ pub fn plan(nodes: &[Node]) -> Result<Plan, ApplyError> {
     for (i, node) in nodes.iter().enumerate() {
         if let Some((g, k)) = &node.defines {
             crds.insert((g.as_str(), k.as_str()), i);
-            gates[i] = true;
         }
         if node.id.group.is_empty() && node.id.kind == "Namespace" {
             namespaces.insert(node.id.name.as_str(), i);
-            gates[i] = true;
         }
     }
+    let early: Vec<usize> = (0..n).filter(|&i| !is_late(&nodes[i].id)).collect();
     for (i, node) in nodes.iter().enumerate() {
         if let Some(&c) = crds.get(&(node.id.group.as_str(), node.id.kind.as_str())) {
-            deps[i].push(c);
+            deps[i].push((c, Need::Ready));
         }
         if let Some(ns) = &node.id.namespace
             && let Some(&j) = namespaces.get(ns.as_str())
         {
-            deps[i].push(j);
+            deps[i].push((j, Need::Ready));
         }
         if let Some(value) = &node.depends_on {
             let refs = parse_depends_on(value).map_err(|message| ApplyError::Dependency {
@@ -212,17 +243,33 @@ pub fn plan(nodes: &[Node]) -> Result<Plan, ApplyError> {
                         ),
                     });
                 }
-                for j in found {
-                    gates[j] = true;
-                    deps[i].push(j);
-                }
+                deps[i].extend(found.into_iter().map(|j| (j, Need::Ready)));
             }
         }
-        deps[i].sort_unstable();
-        deps[i].dedup();
+        if is_late(&node.id) {
+            let ready: Vec<usize> = deps[i].iter().map(|&(j, _)| j).collect();
+            deps[i].extend(
+                early
+                    .iter()
+                    .filter(|j| !ready.contains(j))
+                    .map(|&j| (j, Need::Applied)),
+            );
+        }
+        deps[i].sort_unstable_by_key(|&(j, need)| (j, need == Need::Applied));
+        deps[i].dedup_by_key(|&mut (j, _)| j);
+        for &(j, need) in &deps[i] {
+            if need == Need::Ready {
+                gates[j] = true;
+            }
+        }
     }
+    let waves = depths(nodes, &deps)?;
+    Ok(Plan { deps, gates, waves })
+}
 
-    // Longest-path levels with cycle detection (iterative DFS).
+/// Longest-path depths with cycle detection (iterative DFS), grouped into waves.
+fn depths(nodes: &[Node], deps: &[Vec<(usize, Need)>]) -> Result<Vec<Vec<usize>>, ApplyError> {
+    let n = nodes.len();
     let mut wave: Vec<Option<usize>> = vec![None; n];
     let mut on_stack = vec![false; n];
     for start in 0..n {
@@ -233,7 +280,7 @@ pub fn plan(nodes: &[Node]) -> Result<Plan, ApplyError> {
         on_stack[start] = true;
         while let Some(&mut (v, ref mut next)) = stack.last_mut() {
             if *next < deps[v].len() {
-                let d = deps[v][*next];
+                let d = deps[v][*next].0;
                 *next += 1;
                 if wave[d].is_some() {
                     continue;
@@ -252,12 +299,11 @@ pub fn plan(nodes: &[Node]) -> Result<Plan, ApplyError> {
                 on_stack[d] = true;
                 stack.push((d, 0));
             } else {
-                let base = stage(&nodes[v].id.group, &nodes[v].id.kind);
                 let w = deps[v]
                     .iter()
-                    .filter_map(|&d| wave[d])
+                    .filter_map(|&(d, _)| wave[d])
                     .map(|w| w + 1)
-                    .fold(base, usize::max);
+                    .fold(0, usize::max);
                 wave[v] = Some(w);
                 on_stack[v] = false;
                 stack.pop();
@@ -270,7 +316,7 @@ pub fn plan(nodes: &[Node]) -> Result<Plan, ApplyError> {
         waves[w.unwrap_or(0)].push(i);
     }
     waves.retain(|w| !w.is_empty());
-    Ok(Plan { waves, gates, deps })
+    Ok(waves)
 }
 
 #[cfg(test)]
@@ -297,11 +343,22 @@ mod tests {
     }
 
     fn wave_of(plan: &Plan, i: usize) -> usize {
-        plan.waves.iter().position(|w| w.contains(&i)).unwrap()
+        plan.wave_of(i)
+    }
+
+    fn crd(group: &str, kind: &str, name: &str) -> Node {
+        let mut crd = node(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            name,
+        );
+        crd.defines = Some((group.into(), kind.into()));
+        crd
     }
 
     #[test]
-    fn classic_stages() {
+    fn only_what_needs_it_waits() {
         let nodes = vec![
             node("apps/v1", "Deployment", Some("a"), "web"),
             node("v1", "ConfigMap", Some("a"), "cfg"),
@@ -313,32 +370,52 @@ mod tests {
                 "hook",
             ),
             node("rbac.authorization.k8s.io/v1", "ClusterRole", None, "r"),
+            node("v1", "ConfigMap", Some("elsewhere"), "other"),
         ];
         let p = plan(&nodes).unwrap();
-        assert_eq!(p.waves.len(), 4);
-        assert_eq!(wave_of(&p, 2), 0);
+        assert_eq!(wave_of(&p, 2), 0, "the namespace");
+        assert_eq!(wave_of(&p, 4), 0, "a cluster object waits for nothing");
+        assert_eq!(
+            wave_of(&p, 5),
+            0,
+            "an object of another namespace does not wait"
+        );
+        assert_eq!(wave_of(&p, 0), 1);
         assert_eq!(wave_of(&p, 1), 1);
-        assert_eq!(wave_of(&p, 4), 1);
-        assert_eq!(wave_of(&p, 0), 2);
-        assert_eq!(wave_of(&p, 3), 3);
-        assert!(p.gates[2], "the namespace gates");
-        assert!(!p.gates[1]);
+        assert_eq!(wave_of(&p, 3), 2, "the webhook comes after everything else");
+        assert!(p.gates[2], "the namespace gates its objects");
+        assert!(!p.gates[1] && !p.gates[4]);
+        assert_eq!(p.deps[0], vec![(2, Need::Ready)]);
+        assert!(p.deps[3].iter().all(|&(_, need)| need == Need::Applied));
+    }
+
+    #[test]
+    fn crds_without_custom_resources_gate_nothing() {
+        let nodes = vec![
+            crd("example.com", "Widget", "widgets.example.com"),
+            crd("example.com", "Gizmo", "gizmos.example.com"),
+            node("v1", "ServiceAccount", Some("a"), "sa"),
+        ];
+        let p = plan(&nodes).unwrap();
+        assert_eq!(p.waves.len(), 1, "one concurrent pass");
+        assert!(!p.gates[0] && !p.gates[1]);
     }
 
     #[test]
     fn custom_resource_waits_for_its_crd_in_the_bundle() {
-        let mut crd = node(
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            None,
-            "widgets.example.com",
-        );
-        crd.defines = Some(("example.com".into(), "Widget".into()));
-        let nodes = vec![node("example.com/v1", "Widget", Some("a"), "w"), crd];
+        let nodes = vec![
+            node("example.com/v1", "Widget", Some("a"), "w"),
+            crd("example.com", "Widget", "widgets.example.com"),
+            crd("example.com", "Gizmo", "gizmos.example.com"),
+        ];
         let p = plan(&nodes).unwrap();
         assert!(wave_of(&p, 1) < wave_of(&p, 0));
-        assert_eq!(p.deps[0], vec![1]);
+        assert_eq!(p.deps[0], vec![(1, Need::Ready)]);
         assert!(p.gates[1]);
+        assert!(
+            !p.gates[2],
+            "a CRD no custom resource of the bundle uses gates nothing"
+        );
     }
 
     #[test]
@@ -353,7 +430,7 @@ mod tests {
         let p = plan(&nodes).unwrap();
         assert!(wave_of(&p, 0) > wave_of(&p, 1));
         assert!(p.gates[1] && p.gates[2]);
-        assert_eq!(p.deps[0], vec![1, 2]);
+        assert_eq!(p.deps[0], vec![(1, Need::Ready), (2, Need::Ready)]);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   `CrashLoopBackOff` / image pull back-off are reported as the reason.
 
 use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
 
 /// Where an object stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -37,13 +39,71 @@ impl Readiness {
     }
 }
 
+/// A readiness rule for kinds the built-in rules do not know (or judge
+/// differently), e.g. Argo CD's `Application` (see `tendril::appofapps`).
+pub trait ReadinessRule: Send + Sync {
+    /// Whether this rule judges objects of this API group and kind.
+    fn judges(&self, group: &str, kind: &str) -> bool;
+    /// Judges an object; `generation` is the one our apply produced.
+    fn judge(&self, obj: &Value, generation: Option<i64>) -> Readiness;
+}
+
 /// Optional rules, off unless asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct ReadinessOptions {
     /// A Service of type LoadBalancer is ready only once an ingress address is assigned.
     pub load_balancers: bool,
-    /// An Argo CD `Application` (argoproj.io) is ready only once Synced and Healthy.
-    pub applications: bool,
+    /// Extra rules, asked before the built-in ones (the first that judges a kind wins).
+    pub rules: Vec<Arc<dyn ReadinessRule>>,
+}
+
+impl fmt::Debug for ReadinessOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadinessOptions")
+            .field("load_balancers", &self.load_balancers)
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+impl ReadinessOptions {
+    /// These options with one more rule.
+    pub fn with_rule(mut self, rule: impl ReadinessRule + 'static) -> Self {
+        self.rules.push(Arc::new(rule));
+        self
+    }
+
+    fn rule_for(&self, group: &str, kind: &str) -> Option<&dyn ReadinessRule> {
+        self.rules
+            .iter()
+            .find(|r| r.judges(group, kind))
+            .map(|r| r.as_ref())
+    }
+
+    /// Whether an existing object of this kind can be judged only by reading
+    /// its status. Kinds without status (ConfigMaps, Secrets, RBAC, ...) are
+    /// ready once they exist, so an unchanged one needs no read.
+    pub fn needs_status(&self, group: &str, kind: &str) -> bool {
+        if self.rule_for(group, kind).is_some() {
+            return true;
+        }
+        match (group, kind) {
+            ("", "Service") => self.load_balancers,
+            (
+                "",
+                "ConfigMap" | "Secret" | "ServiceAccount" | "Namespace" | "Endpoints"
+                | "LimitRange",
+            )
+            | ("rbac.authorization.k8s.io", _)
+            | ("networking.k8s.io", "NetworkPolicy" | "IngressClass")
+            | ("storage.k8s.io", "StorageClass")
+            | ("scheduling.k8s.io", _)
+            | ("policy", "PodDisruptionBudget")
+            | ("admissionregistration.k8s.io", _)
+            | ("coordination.k8s.io", _) => false,
+            _ => true,
+        }
+    }
 }
 
 /// Judges an object. `applied_generation` is `metadata.generation` of the
@@ -63,6 +123,9 @@ pub fn readiness(
     {
         return Readiness::InProgress("being deleted".into());
     }
+    if let Some(rule) = opts.rule_for(group, kind) {
+        return rule.judge(obj, generation);
+    }
     match (group, kind) {
         ("apps", "Deployment") => deployment(obj, generation),
         ("apps", "StatefulSet") => statefulset(obj, generation),
@@ -74,9 +137,13 @@ pub fn readiness(
         ("", "Namespace") => namespace(obj),
         ("", "Service") if opts.load_balancers => service(obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crd(obj),
-        ("argoproj.io", "Application") if opts.applications => application(obj),
         _ => generic(obj, generation),
     }
+}
+
+/// The status string at a JSON pointer (for rules written elsewhere).
+pub fn status_text<'a>(obj: &'a Value, pointer: &str) -> Option<&'a str> {
+    string(obj, pointer)
 }
 
 fn int(obj: &Value, pointer: &str) -> Option<i64> {
@@ -394,25 +461,6 @@ fn crd(obj: &Value) -> Readiness {
     }
 }
 
-fn application(obj: &Value) -> Readiness {
-    let sync = string(obj, "/status/sync/status").unwrap_or("Unknown");
-    let health = string(obj, "/status/health/status").unwrap_or("Unknown");
-    if sync == "Synced" && health == "Healthy" {
-        return Readiness::Ready;
-    }
-    let mut text = format!("sync {sync}, health {health}");
-    if let Some(m) = string(obj, "/status/health/message").filter(|m| !m.is_empty()) {
-        text.push_str(&format!(" ({m})"));
-    }
-    if let Some(phase) = string(obj, "/status/operationState/phase")
-        && matches!(phase, "Failed" | "Error")
-    {
-        let msg = string(obj, "/status/operationState/message").unwrap_or("");
-        text.push_str(&format!("; last sync {phase}: {msg}"));
-    }
-    Readiness::InProgress(text)
-}
-
 fn generic(obj: &Value, generation: Option<i64>) -> Readiness {
     if let Some(r) = observed(obj, generation, false) {
         return r;
@@ -453,7 +501,7 @@ mod tests {
 
     const NONE: ReadinessOptions = ReadinessOptions {
         load_balancers: false,
-        applications: false,
+        rules: Vec::new(),
     };
 
     fn deploy(status: Value) -> Value {
@@ -632,7 +680,7 @@ mod tests {
         );
         let asked = ReadinessOptions {
             load_balancers: true,
-            applications: false,
+            rules: Vec::new(),
         };
         assert!(!readiness(&lb, None, &asked).is_ready());
         let mut lb2 = lb.clone();
@@ -641,15 +689,26 @@ mod tests {
     }
 
     #[test]
-    fn application_and_generic_ready_condition() {
-        let app = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "a"},
-            "status": {"sync": {"status": "Synced"}, "health": {"status": "Progressing"}}});
-        let asked = ReadinessOptions {
-            load_balancers: false,
-            applications: true,
-        };
+    fn extra_rules_and_generic_ready_condition() {
+        struct Healthy;
+        impl ReadinessRule for Healthy {
+            fn judges(&self, group: &str, kind: &str) -> bool {
+                (group, kind) == ("example.com", "App")
+            }
+            fn judge(&self, obj: &Value, _: Option<i64>) -> Readiness {
+                match status_text(obj, "/status/health") {
+                    Some("Healthy") => Readiness::Ready,
+                    other => Readiness::InProgress(format!("health {other:?}")),
+                }
+            }
+        }
+        let app = json!({"apiVersion": "example.com/v1", "kind": "App", "metadata": {"name": "a"},
+            "status": {"health": "Progressing"}});
+        let asked = ReadinessOptions::default().with_rule(Healthy);
         assert!(!readiness(&app, None, &asked).is_ready());
+        assert!(asked.needs_status("example.com", "App"));
         assert!(readiness(&app, None, &NONE).is_ready());
+        assert!(!NONE.needs_status("", "ConfigMap"));
         let cr = |status: &str, og: i64| {
             json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "generation": 3},
             "status": {"conditions": [{"type": "Ready", "status": status, "observedGeneration": og}]}})

@@ -1,6 +1,6 @@
 //! Per-object results, the report and progress events.
 
-use super::ObjectRef;
+use super::{ObjectError, ObjectRef};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -10,17 +10,21 @@ use std::time::Duration;
 pub enum Action {
     /// The object did not exist and was created.
     Created,
-    /// The object existed and the apply changed it (its resourceVersion moved).
+    /// The object existed and was applied: its resourceVersion moved, or
+    /// (without an inventory) tendril cannot tell whether anything changed.
     Configured,
-    /// The object existed and the apply changed nothing (same resourceVersion;
-    /// in a dry run: the server's result equals the live object).
+    /// The object existed and the apply changed nothing (same resourceVersion
+    /// as before; with an inventory, an unchanged object is not even sent; in
+    /// a dry run: the server's result equals the live object).
     Unchanged,
     /// The object was deleted and created again after an immutable-field rejection.
     Recreated,
     /// Applying failed.
     Failed,
-    /// Not applied because something it depends on failed, or an earlier wave failed.
+    /// Not applied because something it waits for failed or was not ready.
     Skipped,
+    /// A member of the previous apply set that the bundle no longer holds: deleted.
+    Pruned,
 }
 
 impl Action {
@@ -33,6 +37,7 @@ impl Action {
             Action::Recreated => "recreated",
             Action::Failed => "failed",
             Action::Skipped => "skipped",
+            Action::Pruned => "pruned",
         }
     }
 }
@@ -73,7 +78,7 @@ pub struct ObjectResult {
     pub action: Action,
     /// Why applying failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<ObjectError>,
     /// Conflicts: on failure, who owns what; in a dry run with
     /// `--force-conflicts`, the fields forcing would take over.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -134,21 +139,14 @@ pub enum ApplyEvent {
         /// Number of waves.
         waves: usize,
     },
-    /// A wave starts.
-    WaveStarted {
-        /// Wave number (0-based).
-        wave: usize,
-        /// Objects in it.
-        objects: usize,
-    },
-    /// One object was applied (or failed, or was skipped).
+    /// One object was applied (or failed, was skipped, or pruned).
     Applied {
         /// The object.
         object: ObjectRef,
         /// What happened.
         action: Action,
-        /// Error text when it failed.
-        error: Option<String>,
+        /// Why, when it failed or was skipped.
+        error: Option<ObjectError>,
     },
     /// An object was deleted to be recreated (immutable field changed, policy on).
     Recreating {
@@ -187,7 +185,7 @@ fn push_object(out: &mut String, o: &ObjectResult) {
     let _ = write!(out, "\n  {} ({}): ", o.object, o.source);
     let mut parts = Vec::new();
     if let Some(e) = &o.error {
-        parts.push(e.clone());
+        parts.push(e.to_string());
     }
     match &o.status {
         Status::NotReady(r) => parts.push(format!("not ready: {r}")),
@@ -224,7 +222,7 @@ pub(crate) fn failure_text(report: &ApplyReport) -> String {
 pub(crate) fn timeout_text(report: &ApplyReport, timeout: &Duration) -> String {
     let not_ready: Vec<&ObjectResult> = report.not_ready().chain(report.failed()).collect();
     let mut out = format!(
-        "timed out after {} with {} of {} objects not ready (raise --timeout or fix the objects below):",
+        "timed out after {} with {} of {} objects not ready (raise the timeout or fix the objects below):",
         humanize(*timeout),
         not_ready.len(),
         report.objects.len()

@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tendril::apply::{
-    self, Action, ApplyEvent, ApplyOptions, ApplyReport, ReadinessOptions, ResourceManager, Status,
+    self, Action, ApplyEvent, ApplyOptions, ApplyReport, ApplySet, ObjectError, ReadinessOptions,
+    ResourceManager, Status,
 };
+use tendril::appofapps::ApplicationReadiness;
 
 /// Flags of `tendril apply`.
 #[derive(clap::Args)]
@@ -44,7 +49,14 @@ pub struct Args {
     /// With --wait: an Argo CD Application must be Synced and Healthy.
     #[arg(long)]
     wait_applications: bool,
-    /// Objects applied at the same time within a wave.
+    /// Record the bundle in this apply set (a Secret in the namespace, as
+    /// `kubectl apply --prune --applyset NAME` uses); requires --prune.
+    #[arg(long, value_name = "NAME", requires = "prune")]
+    applyset: Option<String>,
+    /// Delete members of the apply set that the bundle no longer holds; requires --applyset.
+    #[arg(long, requires = "applyset")]
+    prune: bool,
+    /// Applies in flight at the same time.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
     /// Namespace for namespaced objects that name none (default: the context's, else `default`).
@@ -80,6 +92,8 @@ enum CliError {
     Kubeconfig(#[source] kube::config::KubeconfigError),
     #[error("cannot create a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
+    #[error("--applyset: {0}")]
+    ApplySet(#[source] apply::InventoryError),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
 }
@@ -91,14 +105,16 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     let rt = super::runtime();
-    let result = rt.block_on(execute(&args, manifests));
+    let requests = Arc::new(AtomicU64::new(0));
+    let result = rt.block_on(execute(&args, manifests, requests.clone()));
     let report = match &result {
         Ok(r) => Some(r),
         Err(CliError::Apply(e)) => e.report(),
         Err(_) => None,
     };
     if let Some(r) = report {
-        print_summary(r);
+        print_summary(r, requests.load(Ordering::Relaxed));
+        print_hints(r);
         if args.output == "json" {
             let mut out = std::io::stdout().lock();
             let _ = serde_json::to_writer_pretty(&mut out, r);
@@ -111,7 +127,11 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyReport, CliError> {
+async fn execute(
+    args: &Args,
+    manifests: Vec<apply::Manifest>,
+    requests: Arc<AtomicU64>,
+) -> Result<ApplyReport, CliError> {
     let options = kube::config::KubeConfigOptions {
         context: args.context.clone(),
         cluster: None,
@@ -140,8 +160,29 @@ async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyRe
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).map_err(CliError::Client)?;
+    // Every request the engine sends is counted for the summary.
+    let counting = tower::util::MapRequestLayer::new(move |req| {
+        requests.fetch_add(1, Ordering::Relaxed);
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(CliError::Client)?
+        .with_layer(&counting)
+        .build();
+    let applyset = match &args.applyset {
+        Some(name) => {
+            Some(ApplySet::new(name.clone(), namespace.clone()).map_err(CliError::ApplySet)?)
+        }
+        None => None,
+    };
     let manager = ResourceManager::new(client, namespace);
+    let mut readiness = ReadinessOptions {
+        load_balancers: args.wait_load_balancers,
+        ..ReadinessOptions::default()
+    };
+    if args.wait_applications {
+        readiness = readiness.with_rule(ApplicationReadiness);
+    }
     let opts = ApplyOptions {
         field_manager: args.field_manager.clone(),
         force_conflicts: args.force_conflicts,
@@ -150,10 +191,9 @@ async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyRe
         timeout: args.timeout,
         concurrency: usize::from(args.concurrency),
         recreate_immutable: args.recreate_immutable,
-        readiness: ReadinessOptions {
-            load_balancers: args.wait_load_balancers,
-            applications: args.wait_applications,
-        },
+        readiness,
+        applyset,
+        prune: args.prune,
     };
     Ok(manager.apply(manifests, &opts, &show_progress).await?)
 }
@@ -161,17 +201,21 @@ async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyRe
 fn show_progress(event: ApplyEvent) {
     let line = match event {
         ApplyEvent::Planned { objects, waves } => format!("{objects} objects in {waves} waves"),
-        ApplyEvent::WaveStarted { wave, objects } => {
-            format!("wave {}: applying {objects} objects", wave + 1)
-        }
         ApplyEvent::Applied {
             object,
             action: Action::Failed,
             error,
         } => format!(
             "failed     {object}: {}",
-            error.unwrap_or_else(|| "unknown error".into())
+            error
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "unknown error".into())
         ),
+        ApplyEvent::Applied {
+            object,
+            action: Action::Pruned,
+            ..
+        } => format!("pruned     {object}"),
         ApplyEvent::Applied { .. } => return,
         ApplyEvent::Recreating { object, reason } => {
             format!("recreating {object}: {reason}")
@@ -184,7 +228,26 @@ fn show_progress(event: ApplyEvent) {
     eprintln!("{line}");
 }
 
-fn print_summary(report: &ApplyReport) {
+/// What to pass to get past the failures the report shows.
+fn print_hints(report: &ApplyReport) {
+    let has = |f: fn(&ObjectError) -> bool| {
+        report
+            .objects
+            .iter()
+            .any(|o| o.error.as_ref().is_some_and(f))
+    };
+    if has(|e| matches!(e, ObjectError::Conflict { .. })) {
+        eprintln!("hint: pass --force-conflicts to take the conflicting fields over");
+    }
+    if has(|e| matches!(e, ObjectError::Immutable { .. })) {
+        eprintln!("hint: pass --recreate-immutable to delete and create such objects again");
+    }
+    if report.not_ready().count() > 0 {
+        eprintln!("hint: raise --timeout if the objects only need more time");
+    }
+}
+
+fn print_summary(report: &ApplyReport, requests: u64) {
     let rows: Vec<(String, String, String, String)> = report
         .objects
         .iter()
@@ -201,7 +264,7 @@ fn print_summary(report: &ApplyReport) {
             }
             let mut status = status;
             if let Some(e) = &o.error {
-                status = e.clone();
+                status = e.to_string();
             } else if let Some(n) = &o.note {
                 status = n.clone();
             }
@@ -229,12 +292,13 @@ fn print_summary(report: &ApplyReport) {
     }
     let _ = writeln!(
         err,
-        "\n{} objects: {} created, {} configured, {} unchanged, {} recreated, {} failed, {} skipped; applied in {} ms ({} waves){}",
+        "\n{} objects: {} created, {} configured, {} unchanged, {} recreated, {} pruned, {} failed, {} skipped; applied in {} ms ({} waves){}; {requests} API requests",
         report.objects.len(),
         report.count(Action::Created),
         report.count(Action::Configured),
         report.count(Action::Unchanged),
         report.count(Action::Recreated),
+        report.count(Action::Pruned),
         report.failed().count(),
         report.count(Action::Skipped),
         report.apply_millis,

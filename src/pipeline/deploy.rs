@@ -174,7 +174,10 @@ impl ObjectDiagnostic {
             .filter_map(|o| {
                 let (state, reason) = match (&o.status, o.action, &o.error) {
                     (Status::Failed(r), _, _) => ("failed", r.clone()),
-                    (_, Action::Failed, e) => ("failed", e.clone().unwrap_or_default()),
+                    (_, Action::Failed, e) => (
+                        "failed",
+                        e.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    ),
                     (Status::NotReady(r), _, _) => ("not_ready", r.clone()),
                     _ => return None,
                 };
@@ -745,18 +748,11 @@ async fn run_phases(
                 )?;
             }
             if let Some(client) = &client {
-                let manager =
-                    crate::apply::ResourceManager::new(client.clone(), aoa.namespace.clone());
-                let apply_opts = crate::apply::ApplyOptions {
-                    field_manager: opts.field_manager.clone(),
+                let how = appofapps::ApplyApps {
                     dry_run: opts.dry_run,
+                    field_manager: opts.field_manager.clone(),
                     wait: job.tendril.apps.wait && !opts.dry_run,
                     timeout: job.tendril.argocd.timeout,
-                    readiness: crate::apply::ReadinessOptions {
-                        applications: job.tendril.apps.wait,
-                        ..Default::default()
-                    },
-                    ..Default::default()
                 };
                 let mut manifests = manifests;
                 // A server dry run of Argo CD stores no CRDs, so on a cluster
@@ -776,9 +772,7 @@ async fn run_phases(
                     )));
                 }
                 if !manifests.is_empty() {
-                    manager
-                        .apply(argocd::to_apply(manifests), &apply_opts, &apply_sink)
-                        .await?;
+                    appofapps::apply(client, &aoa.namespace, manifests, &how, &apply_sink).await?;
                 }
             }
             Ok::<_, DeployError>(())
@@ -818,6 +812,7 @@ fn action_counts(report: &crate::apply::ApplyReport) -> BTreeMap<&'static str, u
         Action::Configured,
         Action::Unchanged,
         Action::Recreated,
+        Action::Pruned,
     ]
     .into_iter()
     .map(|a| (a.as_str(), report.count(a)))

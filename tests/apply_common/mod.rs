@@ -30,6 +30,13 @@ pub fn opts() -> ApplyOptions {
     }
 }
 
+/// `opts` recording the bundle in apply set `name` (a Secret in `ns`), with pruning.
+pub fn in_applyset(mut opts: ApplyOptions, name: &str, ns: &str) -> ApplyOptions {
+    opts.applyset = Some(tendril::apply::ApplySet::new(name, ns).expect("valid apply set name"));
+    opts.prune = true;
+    opts
+}
+
 /// Collects progress events.
 #[derive(Clone, Default)]
 pub struct Events(pub Arc<Mutex<Vec<ApplyEvent>>>);
