@@ -18,12 +18,15 @@
 //! - in its own process group, so that cancellation reaches every process it
 //!   started (provider plugins, `local-exec` shells): on cancel the group gets
 //!   SIGINT, terraform stops at a safe point and writes the state; after
-//!   [`Terraform::with_interrupt_grace`] (default 5 minutes) the group is killed.
+//!   [`Terraform::with_interrupt_grace`] (default 5 minutes) the group is killed;
+//! - with a parent-death signal: if tendril dies (even by SIGKILL), terraform
+//!   gets SIGINT and stops the same way ([`process::isolate`]).
 
 pub mod backend;
 pub mod changes;
 pub mod events;
 pub mod outputs;
+pub mod process;
 
 pub use backend::{Backend, S3Settings};
 pub use changes::ChangeSummary;
@@ -66,6 +69,7 @@ pub const INHERITED_ENV: &[&str] = &[
     "http_proxy",
     "https_proxy",
     "no_proxy",
+    process::SCOPE_ENV,
 ];
 
 /// How much of terraform's stderr is kept (the tail) for reports.
@@ -618,9 +622,8 @@ impl Terraform {
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
+        process::isolate(&mut cmd, process::GroupSignal::Interrupt);
         for name in INHERITED_ENV {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
@@ -636,10 +639,13 @@ impl Terraform {
             binary: self.binary.clone(),
             source,
         })?;
-        let pgid = child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-        let mut guard = GroupGuard { pgid };
+        let group = process::ProcessGroup::led_by(child.id());
+        let mut guard = process::GroupGuard::new(group);
+        let signal_group = |signal| {
+            if let Some(g) = group {
+                g.signal(signal);
+            }
+        };
 
         let stderr_task = child.stderr.take().map(|mut err| {
             tokio::spawn(async move {
@@ -712,18 +718,18 @@ impl Terraform {
                     }
                     // Whatever terraform left behind in its group (a
                     // `local-exec` command it abandoned on interrupt) goes too.
-                    signal_group(pgid, rustix::process::Signal::KILL);
-                    guard.pgid = None;
+                    signal_group(process::GroupSignal::Kill);
+                    guard.disarm();
                     drain.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(10));
                 }
                 _ = cancel.cancelled(), if !interrupted && status.is_none() => {
                     interrupted = true;
-                    signal_group(pgid, rustix::process::Signal::INT);
+                    signal_group(process::GroupSignal::Interrupt);
                     grace.as_mut().reset(tokio::time::Instant::now() + self.interrupt_grace);
                 }
                 _ = &mut grace, if interrupted && !killed && status.is_none() => {
                     killed = true;
-                    signal_group(pgid, rustix::process::Signal::KILL);
+                    signal_group(process::GroupSignal::Kill);
                 }
                 _ = &mut drain, if status.is_some() => {
                     lines = None;
@@ -747,24 +753,6 @@ impl Terraform {
             interrupted,
             killed,
         })
-    }
-}
-
-/// Kills terraform's process group if a run is abandoned (its future dropped).
-struct GroupGuard {
-    pgid: Option<rustix::process::Pid>,
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        signal_group(self.pgid, rustix::process::Signal::KILL);
-    }
-}
-
-fn signal_group(pgid: Option<rustix::process::Pid>, signal: rustix::process::Signal) {
-    if let Some(pgid) = pgid {
-        // The group may already be gone; nothing to do then.
-        let _ = rustix::process::kill_process_group(pgid, signal);
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tendril::pipeline::{PhaseEvent, PhaseOutcome};
+use tendril::terraform::Event;
 
 /// Where progress goes: a live spinner on a terminal, plain lines elsewhere.
 pub struct Progress {
@@ -97,6 +98,60 @@ impl Progress {
         match &st.bar {
             Some(bar) => bar.set_message(text.to_string()),
             None => eprintln!("      {text}"),
+        }
+    }
+
+    /// Shows an event of terraform's stream. Every resource and provisioner
+    /// event is shown (a long apply keeps printing "still creating" lines),
+    /// so a supervisor reading stderr sees the job alive.
+    pub fn terraform(&self, event: &Event) {
+        match event {
+            Event::ApplyStart { address, action } => self.detail(&format!("{address}: {action}…")),
+            Event::ApplyProgress {
+                address,
+                action,
+                elapsed_seconds,
+            } => self.detail(&format!(
+                "{address}: still {action} ({elapsed_seconds}s elapsed)"
+            )),
+            Event::ApplyComplete {
+                address,
+                action,
+                elapsed_seconds,
+                ..
+            } => self.line(&format!(
+                "      {address}: {action} complete after {elapsed_seconds}s"
+            )),
+            Event::ApplyErrored {
+                address, action, ..
+            } => self.line(&format!("      {address}: {action} FAILED")),
+            Event::Provisioner {
+                address,
+                provisioner,
+                phase,
+                output,
+            } => match output {
+                Some(out) => self.line(&format!("      {address} ({provisioner}): {out}")),
+                None => self.detail(&format!("{address}: {provisioner} {phase}")),
+            },
+            Event::Diagnostic(d) => self.line(&format!(
+                "      {}: {}{}",
+                d.severity,
+                d.summary,
+                d.address
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            )),
+            Event::ChangeSummary { operation, changes } => self.detail(&format!(
+                "{operation}: {} added, {} changed, {} destroyed",
+                changes.add, changes.change, changes.remove
+            )),
+            Event::Log { message, .. } => self.detail(message),
+            Event::Version { .. }
+            | Event::PlannedChange { .. }
+            | Event::Outputs { .. }
+            | Event::Text { .. } => {}
         }
     }
 
