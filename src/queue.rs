@@ -15,6 +15,7 @@
 
 pub mod finalize;
 pub mod postgres;
+pub mod tls;
 pub mod trellis;
 
 use crate::job::{CloudIdentity, Job, JobId};

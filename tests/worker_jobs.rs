@@ -240,10 +240,11 @@ impl World {
                 .any(|v| v.starts_with(needle.as_bytes()))
             {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                out.push(format!(
-                    "{pid}: {}",
-                    String::from_utf8_lossy(&cmd).replace('\0', " ")
-                ));
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                // the worker itself is not a process of a job
+                if !cmd.contains(" worker --database-url ") {
+                    out.push(format!("{pid}: {cmd}"));
+                }
             }
         }
         out

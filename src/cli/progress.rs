@@ -112,7 +112,8 @@ impl Progress {
                 action,
                 elapsed_seconds,
             } => self.detail(&format!(
-                "{address}: still {action} ({elapsed_seconds}s elapsed)"
+                "{address}: still {} ({elapsed_seconds}s elapsed)",
+                ongoing(action)
             )),
             Event::ApplyComplete {
                 address,
@@ -164,6 +165,18 @@ impl Progress {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),
         }
+    }
+}
+
+/// terraform's action as an ongoing verb: `create` → `creating`.
+fn ongoing(action: &str) -> String {
+    match action {
+        "create" => "creating".into(),
+        "update" => "updating".into(),
+        "delete" => "destroying".into(),
+        "read" => "reading".into(),
+        "replace" => "replacing".into(),
+        other => format!("{other} running"),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::job::{CloudIdentity, Job, JobId, JobType};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::Client;
 
 /// The migrations, in order: (version, name, SQL).
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -87,34 +87,11 @@ pub async fn migrate(client: &mut Client) -> Result<(), QueueError> {
         .map_err(QueueError::db("commit the migrations"))
 }
 
-/// Opens one connection (no TLS: use a local socket, a private network or a TLS
-/// proxy) and drives it on the current tokio runtime.
+/// Opens one connection, with TLS as the URL's `sslmode` and `sslrootcert`
+/// say (see [`super::tls`]), and drives it on the current tokio runtime.
 pub async fn connect(url: &Secret<String>) -> Result<Client, QueueError> {
-    let config: Config = url.expose().parse().map_err(|e| QueueError::Invalid {
-        what: "--database-url".into(),
-        message: format!(
-            "is not a PostgreSQL connection string ({e}); give postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-        ),
-    })?;
-    let (client, connection) = config.connect(NoTls).await.map_err(|source| {
-        if source.code().is_some_and(|c| c.code().starts_with("28")) {
-            QueueError::Unauthorized {
-                what: "connect to PostgreSQL".into(),
-                status: 401,
-            }
-        } else {
-            QueueError::Database {
-                what: "connect to PostgreSQL".into(),
-                source,
-            }
-        }
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection ended: {e}");
-        }
-    });
-    Ok(client)
+    let target = super::tls::parse(url.expose())?;
+    super::tls::connect(&target).await
 }
 
 /// The SHA-256 hex digest stored in `workers.token_hash`.
