@@ -347,6 +347,30 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
         assert!(left.is_empty(), "worker w{k} left {left:?} in its TMPDIR");
     }
 
+    let mut errors = std::collections::BTreeSet::new();
+    for r in &rows {
+        if let Some(e) = r.get::<_, Option<String>>(6) {
+            errors.insert(format!(
+                "{}: {}",
+                r.get::<_, String>(2),
+                e.chars().take(300).collect::<String>()
+            ));
+        }
+    }
+    eprintln!("soak: jobs by type and status {by_status:?}; failed by phase {failed_phases:?}");
+    for e in &errors {
+        eprintln!("soak: error seen: {e}");
+    }
+    let listing = reqwest::get(format!(
+        "{}/vine-terraform-state?list-type=2",
+        moto.endpoint()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+
     // State consistent: each vine's state is readable JSON and records both
     // resources at the revision of its last DEPLOY that applied.
     let http = reqwest::Client::new();
@@ -358,7 +382,10 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
             .send()
             .await
             .unwrap();
-        assert!(resp.status().is_success(), "vine {v}: no state at {key}");
+        assert!(
+            resp.status().is_success(),
+            "vine {v}: no state at {key}; the bucket holds: {listing}"
+        );
         let state: serde_json::Value = resp.json().await.unwrap();
         let names: Vec<&str> = state["resources"]
             .as_array()
