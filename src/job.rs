@@ -345,12 +345,35 @@ impl Default for BackendConfig {
     }
 }
 
-/// A local state file.
+/// A local state file, one per vine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalBackend {
-    /// The state file.
+    /// The state file: a path template with the S3 key's placeholders
+    /// `{vineyard}`, `{project}`, `{stage}`, `{region}` (default
+    /// `{vineyard}/{project}/{stage}/{region}/terraform.tfstate`, relative to
+    /// the job file's or runner configuration's directory), so that vines
+    /// never share a state.
+    #[serde(default = "default_local_state_path")]
     pub path: PathBuf,
+}
+
+fn default_local_state_path() -> PathBuf {
+    PathBuf::from(default_state_key())
+}
+
+impl LocalBackend {
+    /// The vine's state file: the path with its placeholders filled in.
+    pub fn state_path(&self, vineyard: &str, vine: &VineConfig) -> PathBuf {
+        PathBuf::from(
+            self.path
+                .to_string_lossy()
+                .replace("{vineyard}", vineyard)
+                .replace("{project}", &vine.project_name)
+                .replace("{stage}", &vine.environment)
+                .replace("{region}", &vine.region),
+        )
+    }
 }
 
 /// The S3 backend settings.

@@ -8,6 +8,7 @@
 pub mod credentials;
 pub mod deploy;
 pub mod plan;
+pub mod result;
 
 use serde::Serialize;
 use std::fmt;
@@ -82,6 +83,11 @@ impl Phase {
     }
 }
 
+/// What a [`PhaseError`] says before its cause: `phase NAME (TITLE) failed: `.
+pub fn failed_prefix(phase: Phase) -> String {
+    format!("phase {} ({}) failed: ", phase.name(), phase.title())
+}
+
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -129,7 +135,7 @@ pub enum PhaseEvent {
 
 /// An error from a phase, wrapped with the phase's name.
 #[derive(Debug, thiserror::Error)]
-#[error("phase {phase} ({title}) failed: {source}", title = phase.title())]
+#[error("{}{source}", failed_prefix(*phase))]
 pub struct PhaseError {
     /// The phase that failed.
     pub phase: Phase,

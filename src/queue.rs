@@ -15,6 +15,7 @@
 
 pub mod finalize;
 pub mod postgres;
+pub mod tls;
 pub mod trellis;
 
 use crate::job::{CloudIdentity, Job, JobId};
@@ -199,8 +200,11 @@ impl From<OutcomeStatus> for JobStatus {
 pub struct JobOutcome {
     /// SUCCESS, FAILED or CANCELLED.
     pub status: OutcomeStatus,
-    /// Why it failed or was cancelled.
+    /// Why it failed or was cancelled (the phase is not part of it).
     pub error_message: Option<String>,
+    /// The phase the job failed in (`config_hash`, `terraform_apply`, …), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_phase: Option<String>,
     /// The report's `execution_metadata` (see `docs/report.md`); `null` when none.
     pub execution_metadata: serde_json::Value,
 }
@@ -211,6 +215,7 @@ impl JobOutcome {
         JobOutcome {
             status: OutcomeStatus::Success,
             error_message: None,
+            error_phase: None,
             execution_metadata,
         }
     }
@@ -220,8 +225,15 @@ impl JobOutcome {
         JobOutcome {
             status: OutcomeStatus::Failed,
             error_message: Some(message.into()),
+            error_phase: None,
             execution_metadata: serde_json::Value::Null,
         }
+    }
+
+    /// The same outcome, naming the phase it failed in.
+    pub fn in_phase(mut self, phase: Option<String>) -> JobOutcome {
+        self.error_phase = phase;
+        self
     }
 
     /// A cancellation with a message.
@@ -229,6 +241,7 @@ impl JobOutcome {
         JobOutcome {
             status: OutcomeStatus::Cancelled,
             error_message: Some(message.into()),
+            error_phase: None,
             execution_metadata: serde_json::Value::Null,
         }
     }

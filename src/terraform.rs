@@ -18,12 +18,15 @@
 //! - in its own process group, so that cancellation reaches every process it
 //!   started (provider plugins, `local-exec` shells): on cancel the group gets
 //!   SIGINT, terraform stops at a safe point and writes the state; after
-//!   [`Terraform::with_interrupt_grace`] (default 5 minutes) the group is killed.
+//!   [`Terraform::with_interrupt_grace`] (default 5 minutes) the group is killed;
+//! - with a parent-death signal: if tendril dies (even by SIGKILL), terraform
+//!   gets SIGINT and stops the same way ([`process::isolate`]).
 
 pub mod backend;
 pub mod changes;
 pub mod events;
 pub mod outputs;
+pub mod process;
 
 pub use backend::{Backend, S3Settings};
 pub use changes::ChangeSummary;
@@ -36,7 +39,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 /// The oldest terraform tendril runs.
@@ -66,6 +68,7 @@ pub const INHERITED_ENV: &[&str] = &[
     "http_proxy",
     "https_proxy",
     "no_proxy",
+    process::SCOPE_ENV,
 ];
 
 /// How much of terraform's stderr is kept (the tail) for reports.
@@ -618,9 +621,8 @@ impl Terraform {
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
+        process::isolate(&mut cmd, process::GroupSignal::Interrupt);
         for name in INHERITED_ENV {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
@@ -632,38 +634,25 @@ impl Terraform {
         for (k, v) in &self.env {
             cmd.env(k, v.expose());
         }
+        // terraform writes into files, not pipes: if tendril dies, terraform
+        // (interrupted by its parent-death signal) can still print while it
+        // stops its provisioners and writes the state. A Go program writing
+        // to a pipe without a reader dies of SIGPIPE on the spot.
+        let out = Capture::create(&self.workdir, command)?;
+        cmd.stdout(out.stdout_file()?).stderr(out.stderr_file()?);
         let mut child = cmd.spawn().map_err(|source| TerraformError::NotFound {
             binary: self.binary.clone(),
             source,
         })?;
-        let pgid = child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-        let mut guard = GroupGuard { pgid };
+        let group = process::ProcessGroup::led_by(child.id());
+        let mut guard = process::GroupGuard::new(group);
+        let signal_group = |signal| {
+            if let Some(g) = group {
+                g.signal(signal);
+            }
+        };
 
-        let stderr_task = child.stderr.take().map(|mut err| {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    match err.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            buf.extend_from_slice(&chunk[..n]);
-                            if buf.len() > 2 * STDERR_CAP {
-                                buf.drain(..buf.len() - STDERR_CAP);
-                            }
-                        }
-                    }
-                }
-                if buf.len() > STDERR_CAP {
-                    buf.drain(..buf.len() - STDERR_CAP);
-                }
-                String::from_utf8_lossy(&buf).into_owned()
-            })
-        });
-
-        let mut lines = child.stdout.take().map(|o| BufReader::new(o).lines());
+        let mut follow = out.follow()?;
         let mut stdout = String::new();
         let mut diagnostics = Vec::new();
         let mut changes = None;
@@ -673,67 +662,55 @@ impl Terraform {
         let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
         let grace = tokio::time::sleep_until(far);
         tokio::pin!(grace);
-        // After terraform exits, stdout is drained for at most this long
-        // (a stray grandchild could hold it open).
-        let drain = tokio::time::sleep_until(far);
-        tokio::pin!(drain);
 
         loop {
-            if status.is_some() && lines.is_none() {
+            for line in follow.lines(status.is_some()) {
+                match mode {
+                    Stdout::Capture => {
+                        stdout.push_str(&line);
+                        stdout.push('\n');
+                    }
+                    Stdout::Events => {
+                        let event = events::parse_line(&line);
+                        match &event {
+                            Event::Diagnostic(d) => diagnostics.push(d.clone()),
+                            Event::ChangeSummary { changes: c, .. } => changes = Some(*c),
+                            _ => {}
+                        }
+                        if let Some(sink) = sink {
+                            sink(event);
+                        }
+                    }
+                }
+            }
+            if status.is_some() {
                 break;
             }
             tokio::select! {
-                line = async { match lines.as_mut() { Some(l) => l.next_line().await, None => Ok(None) } }, if lines.is_some() => {
-                    match line {
-                        Ok(Some(line)) => match mode {
-                            Stdout::Capture => {
-                                stdout.push_str(&line);
-                                stdout.push('\n');
-                            }
-                            Stdout::Events => {
-                                let event = events::parse_line(&line);
-                                match &event {
-                                    Event::Diagnostic(d) => diagnostics.push(d.clone()),
-                                    Event::ChangeSummary { changes: c, .. } => changes = Some(*c),
-                                    _ => {}
-                                }
-                                if let Some(sink) = sink {
-                                    sink(event);
-                                }
-                            }
-                        },
-                        Ok(None) | Err(_) => lines = None,
-                    }
-                }
-                exit = child.wait(), if status.is_none() => {
+                exit = child.wait() => {
                     match exit {
                         Ok(s) => status = Some(s),
                         Err(source) => return Err(TerraformError::Io { action: "wait for terraform", path: self.binary.clone(), source }),
                     }
                     // Whatever terraform left behind in its group (a
                     // `local-exec` command it abandoned on interrupt) goes too.
-                    signal_group(pgid, rustix::process::Signal::KILL);
-                    guard.pgid = None;
-                    drain.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(10));
+                    signal_group(process::GroupSignal::Kill);
+                    guard.disarm();
                 }
-                _ = cancel.cancelled(), if !interrupted && status.is_none() => {
+                _ = cancel.cancelled(), if !interrupted => {
                     interrupted = true;
-                    signal_group(pgid, rustix::process::Signal::INT);
+                    signal_group(process::GroupSignal::Interrupt);
                     grace.as_mut().reset(tokio::time::Instant::now() + self.interrupt_grace);
                 }
-                _ = &mut grace, if interrupted && !killed && status.is_none() => {
+                _ = &mut grace, if interrupted && !killed => {
                     killed = true;
-                    signal_group(pgid, rustix::process::Signal::KILL);
+                    signal_group(process::GroupSignal::Kill);
                 }
-                _ = &mut drain, if status.is_some() => {
-                    lines = None;
-                }
+                _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
             }
         }
-        let stderr = match stderr_task {
-            Some(task) => task.await.unwrap_or_default(),
-            None => String::new(),
-        };
+        let stderr = out.stderr_tail();
+        drop(out);
         let status = status.ok_or_else(|| TerraformError::UnexpectedOutput {
             command,
             problem: "terraform's exit status was lost".to_string(),
@@ -750,21 +727,122 @@ impl Terraform {
     }
 }
 
-/// Kills terraform's process group if a run is abandoned (its future dropped).
-struct GroupGuard {
-    pgid: Option<rustix::process::Pid>,
+/// How often terraform's output file is read while terraform runs.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The files one terraform command writes its stdout and stderr to (in its
+/// working directory; removed when dropped).
+struct Capture {
+    stdout: PathBuf,
+    stderr: PathBuf,
 }
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        signal_group(self.pgid, rustix::process::Signal::KILL);
+impl Capture {
+    fn create(workdir: &Path, command: &'static str) -> Result<Capture, TerraformError> {
+        let c = Capture {
+            stdout: workdir.join(format!(".tendril-terraform-{command}.stdout")),
+            stderr: workdir.join(format!(".tendril-terraform-{command}.stderr")),
+        };
+        for path in [&c.stdout, &c.stderr] {
+            create_private(path)?;
+        }
+        Ok(c)
+    }
+
+    fn open(path: &Path, write: bool) -> Result<std::fs::File, TerraformError> {
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(path)
+            .map_err(|source| TerraformError::Io {
+                action: "open terraform's output file",
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    fn stdout_file(&self) -> Result<std::fs::File, TerraformError> {
+        Capture::open(&self.stdout, true)
+    }
+
+    fn stderr_file(&self) -> Result<std::fs::File, TerraformError> {
+        Capture::open(&self.stderr, true)
+    }
+
+    fn follow(&self) -> Result<Follow, TerraformError> {
+        Ok(Follow {
+            file: Capture::open(&self.stdout, false)?,
+            pending: Vec::new(),
+        })
+    }
+
+    /// The last [`STDERR_CAP`] bytes of stderr.
+    fn stderr_tail(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.stderr) else {
+            return String::new();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let cap = STDERR_CAP as u64;
+        if len > cap {
+            let _ = f.seek(SeekFrom::Start(len - cap));
+        }
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
     }
 }
 
-fn signal_group(pgid: Option<rustix::process::Pid>, signal: rustix::process::Signal) {
-    if let Some(pgid) = pgid {
-        // The group may already be gone; nothing to do then.
-        let _ = rustix::process::kill_process_group(pgid, signal);
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.stdout);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+fn create_private(path: &Path) -> Result<(), TerraformError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| TerraformError::Io {
+            action: "create terraform's output file",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Reads the lines terraform has written so far.
+struct Follow {
+    file: std::fs::File,
+    pending: Vec<u8>,
+}
+
+impl Follow {
+    /// The complete lines written since the last call; with `at_end`
+    /// (terraform has exited) an unterminated last line too.
+    fn lines(&mut self, at_end: bool) -> Vec<String> {
+        use std::io::Read;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.file.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=i).collect();
+            out.push(String::from_utf8_lossy(&line[..i]).into_owned());
+        }
+        if at_end && !self.pending.is_empty() {
+            out.push(String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned());
+        }
+        out
     }
 }
 

@@ -135,13 +135,7 @@ impl JobQueue for TrellisClient {
         TrellisClient::send_logs(self, job, chunk).await
     }
     async fn finish(&self, job: &JobId, outcome: &JobOutcome) -> Result<(), QueueError> {
-        self.update_status(
-            job,
-            outcome.status.into(),
-            outcome.error_message.as_deref(),
-            Some(&outcome.execution_metadata),
-        )
-        .await
+        self.report_outcome(job, outcome).await
     }
     async fn heartbeat(
         &self,

@@ -100,7 +100,11 @@ async fn many_jobs_and_concurrent_workers_claim_each_job_exactly_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 1);
+    assert_eq!(
+        applied,
+        tendril::queue::postgres::MIGRATIONS.len() as i64,
+        "each migration is recorded once"
+    );
 
     // 15 vines with 8 jobs each: many chances for two workers to race on one vine.
     let mut all = HashSet::new();
@@ -578,4 +582,129 @@ async fn two_workers_inside_the_claim_at_once_claim_one_job_of_the_vine() {
     a.commit().await.unwrap();
     assert_eq!(status(&c, &first).await, "CLAIMED");
     assert_eq!(status(&c, &second).await, "QUEUED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_job_of_a_vine_goes_first_even_while_another_claimer_holds_it() {
+    let (url, c) = db().await;
+    let q = open(&url, "b").await;
+    let v = vine(&c).await;
+    let older = job(&c, &v, "PLAN").await;
+    let newer = job(&c, &v, "PLAN").await;
+    // Another claimer is inside its claim, holding the older job's row.
+    let (holder, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .query_one(
+            "SELECT id FROM provision_jobs WHERE id = $1::text::uuid FOR UPDATE",
+            &[&older],
+        )
+        .await
+        .unwrap();
+    let row = c
+        .query_opt("SELECT id::text FROM claim_next_job('b')", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.map(|r| r.get::<_, String>(0)),
+        None,
+        "the newer job {newer} was claimed while the older one waited"
+    );
+    // The holder lets go (it took another vine's job): the same claim, through
+    // the queue, retries at once instead of coming back empty.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        holder.batch_execute("ROLLBACK").await.unwrap();
+        holder
+    });
+    let claimed = q.claim().await.unwrap().expect("a claimable job waited");
+    assert_eq!(claimed.job.id.0, older);
+    drop(release.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_at_claim_is_logged_and_its_vine_finalized() {
+    let (url, c) = db().await;
+    let q = open(&url, "w").await;
+    let v = vine(&c).await;
+    let deploy = job(&c, &v, "DEPLOY").await;
+    c.execute(
+        "UPDATE provision_jobs SET cloud_identity = '{\"provider\": 7}' WHERE id = $1::text::uuid",
+        &[&deploy],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE vines SET status = 'PROVISIONING' WHERE id = $1::text::uuid",
+        &[&v],
+    )
+    .await
+    .unwrap();
+    assert!(q.claim().await.unwrap().is_none());
+    let row = c
+        .query_one(
+            "SELECT status, error_message, error_phase, finalized_at IS NOT NULL FROM provision_jobs WHERE id = $1::text::uuid",
+            &[&deploy],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "FAILED");
+    let message: String = row.get(1);
+    assert!(message.contains("cloud_identity"), "{message}");
+    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("claim"));
+    assert!(row.get::<_, bool>(3), "the DEPLOY was not finalized");
+    let logs: String = c
+        .query_one(
+            "SELECT coalesce(string_agg(log_chunk, ''), '') FROM provision_job_logs WHERE job_id = $1::text::uuid",
+            &[&deploy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        logs.contains("cannot be run") && logs.contains("cloud_identity"),
+        "{logs}"
+    );
+    let vine_row = c
+        .query_one(
+            "SELECT status, error_message FROM vines WHERE id = $1::text::uuid",
+            &[&v],
+        )
+        .await
+        .unwrap();
+    assert_eq!(vine_row.get::<_, String>(0), "FAILED");
+    assert_eq!(vine_row.get::<_, Option<String>>(1), Some(message));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stale_plan_sentence_is_the_whole_error_and_the_phase_its_own_column() {
+    const STALE: &str = "Configuration has changed since the plan was generated. Please re-plan.";
+    let (url, c) = db().await;
+    let q = open(&url, "w").await;
+    let v = vine(&c).await;
+    let deploy = job(&c, &v, "DEPLOY").await;
+    let claimed = q.claim().await.unwrap().unwrap();
+    assert_eq!(claimed.job.id.0, deploy);
+    q.start(&claimed.job.id).await.unwrap();
+    q.finish(
+        &claimed.job.id,
+        &JobOutcome::failed(STALE).in_phase(Some("config_hash".into())),
+    )
+    .await
+    .unwrap();
+    let row = c
+        .query_one(
+            "SELECT j.error_message, j.error_phase, v.error_message FROM provision_jobs j
+             JOIN vines v ON v.id = j.vine_id WHERE j.id = $1::text::uuid",
+            &[&deploy],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some(STALE));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("config_hash")
+    );
+    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some(STALE));
 }

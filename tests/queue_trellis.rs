@@ -145,3 +145,20 @@ async fn an_unreadable_claim_is_reported_failed() {
         ("bad-1", "FAILED")
     );
 }
+
+#[tokio::test]
+async fn a_final_outcome_carries_its_phase_apart_from_the_message() {
+    const STALE: &str = "Configuration has changed since the plan was generated. Please re-plan.";
+    let t = Trellis::start("worker-1", "tok-abc").await;
+    let c = client(&t.url(), "tok-abc");
+    t.push_job(job("j-stale"));
+    let claimed = c.claim().await.unwrap().unwrap();
+    let outcome =
+        tendril::queue::JobOutcome::failed(STALE).in_phase(Some("config_hash".to_string()));
+    c.report_outcome(&claimed.job.id, &outcome).await.unwrap();
+    let st = t.statuses();
+    let last = st.last().unwrap();
+    assert_eq!(last.status, "FAILED");
+    assert_eq!(last.error_message.as_deref(), Some(STALE));
+    assert_eq!(last.error_phase.as_deref(), Some("config_hash"));
+}

@@ -111,7 +111,9 @@ async fn a_job_runs_end_to_end_through_the_binary() {
         "the PLAN job stored no artifact:\n{logs}"
     );
     assert!(
-        logs.contains("started `tendril plan --job <job file> --output json`"),
+        logs.contains(
+            "started `tendril plan --job /dev/stdin --report-file <scratch>/result.json`"
+        ),
         "{logs}"
     );
     assert!(logs.contains("ended "), "{logs}");
@@ -245,7 +247,9 @@ async fn the_postgres_mode_runs_a_job_and_goes_offline() {
     assert_eq!(row.get::<_, String>(2), "OFFLINE");
     assert!(row.get::<_, bool>(3));
     assert!(
-        logs.contains("started `tendril plan --job <job file> --output json`"),
+        logs.contains(
+            "started `tendril plan --job /dev/stdin --report-file <scratch>/result.json`"
+        ),
         "{logs}"
     );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tendril::apply::ApplyEvent;
 use tendril::job::JobFile;
 use tendril::pipeline::deploy::{self, DeployEvent, DeployOptions, DeployReport, JobStatus};
-use tendril::terraform::Event;
+use tendril::pipeline::result::JobResult;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{EXIT_CANCELLED, Output};
@@ -47,32 +47,16 @@ pub struct Args {
     /// The server-side apply field manager.
     #[arg(long, default_value = tendril::apply::DEFAULT_FIELD_MANAGER)]
     pub field_manager: String,
+    /// Also write the job's result (status, failed phase, error,
+    /// execution_metadata) as JSON to this file, mode 0600 (the worker's contract).
+    #[arg(long, value_name = "FILE")]
+    pub report_file: Option<PathBuf>,
 }
 
 fn detail(progress: &Progress, event: &DeployEvent) {
     match event {
         DeployEvent::Phase(p) => progress.phase(p),
-        DeployEvent::Terraform(e) => match e {
-            Event::ApplyStart { address, action } => {
-                progress.detail(&format!("{address}: {action}…"))
-            }
-            Event::ApplyComplete {
-                address, action, ..
-            } => progress.line(&format!("      {address}: {action} complete")),
-            Event::ApplyErrored {
-                address, action, ..
-            } => progress.line(&format!("      {address}: {action} FAILED")),
-            Event::Diagnostic(d) => progress.line(&format!(
-                "      {}: {}{}",
-                d.severity,
-                d.summary,
-                d.address
-                    .as_deref()
-                    .map(|a| format!(" ({a})"))
-                    .unwrap_or_default()
-            )),
-            _ => {}
-        },
+        DeployEvent::Terraform(e) => progress.terraform(e),
         DeployEvent::Apply(e) => match e {
             ApplyEvent::Planned { objects, waves } => {
                 progress.detail(&format!("{objects} objects in {waves} waves"))
@@ -151,7 +135,15 @@ fn summary(report: &DeployReport) {
 pub fn run(args: Args) -> ExitCode {
     let job = match JobFile::load(&args.job) {
         Ok(job) => job,
-        Err(e) => return super::fail(&e),
+        Err(e) => {
+            if let Some(path) = &args.report_file {
+                let result = JobResult::failed_early("", "job_file", e.to_string());
+                if let Err(w) = result.write(path) {
+                    super::fail(&w);
+                }
+            }
+            return super::fail(&e);
+        }
     };
     let out_dir = args
         .out_dir
@@ -179,6 +171,11 @@ pub fn run(args: Args) -> ExitCode {
         report
     });
     summary(&report);
+    if let Some(path) = &args.report_file
+        && let Err(e) = JobResult::of_deploy(&report).write(path)
+    {
+        return super::fail(&e);
+    }
     if args.output == Output::Json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),

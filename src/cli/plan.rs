@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use tendril::job::JobFile;
 use tendril::pipeline::credentials;
 use tendril::pipeline::plan::{self, PlanError, PlanEvent, PlanReport};
+use tendril::pipeline::result::JobResult;
 use tendril::terraform::Event;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,10 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
+    /// Also write the job's result (status, failed phase, error) as JSON to
+    /// this file, mode 0600 (the worker's contract).
+    #[arg(long, value_name = "FILE")]
+    pub report_file: Option<PathBuf>,
 }
 
 /// Exit code of a cancelled job (as a shell reports SIGINT).
@@ -51,6 +56,7 @@ fn print_event(event: PlanEvent) {
                     .unwrap_or_default();
                 eprintln!("    {}: {}{addr}", d.severity, d.summary);
             }
+            Event::Log { message, .. } => eprintln!("    {message}"),
             _ => {}
         },
     }
@@ -73,7 +79,13 @@ fn print_summary(report: &PlanReport) {
 pub fn run(args: Args) -> ExitCode {
     let job = match JobFile::load(&args.job) {
         Ok(job) => job,
-        Err(e) => return super::fail(&e),
+        Err(e) => {
+            write_result(
+                &args,
+                &JobResult::failed_early("", "job_file", e.to_string()),
+            );
+            return super::fail(&e);
+        }
     };
     let rt = super::runtime();
     let result = rt.block_on(async {
@@ -93,10 +105,15 @@ pub fn run(args: Args) -> ExitCode {
     let result = match result {
         Ok(r) => r,
         Err(msg) => {
+            write_result(
+                &args,
+                &JobResult::failed_early(&job.job.id.0, "credentials", msg.clone()),
+            );
             eprintln!("error: credentials phase: {msg}");
             return ExitCode::FAILURE;
         }
     };
+    write_result(&args, &JobResult::of_plan(&job.job.id.0, &result));
     match result {
         Ok(report) => {
             print_summary(&report);
@@ -109,6 +126,16 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => failed(&job, &err, args.output),
+    }
+}
+
+/// Writes the job's result for `--report-file`; a failure to write is an
+/// error on stderr (the worker then reports the job as lost).
+fn write_result(args: &Args, result: &JobResult) {
+    if let Some(path) = &args.report_file
+        && let Err(e) = result.write(path)
+    {
+        super::fail(&e);
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tendril::pipeline::{PhaseEvent, PhaseOutcome};
+use tendril::terraform::Event;
 
 /// Where progress goes: a live spinner on a terminal, plain lines elsewhere.
 pub struct Progress {
@@ -100,6 +101,61 @@ impl Progress {
         }
     }
 
+    /// Shows an event of terraform's stream. Every resource and provisioner
+    /// event is shown (a long apply keeps printing "still creating" lines),
+    /// so a supervisor reading stderr sees the job alive.
+    pub fn terraform(&self, event: &Event) {
+        match event {
+            Event::ApplyStart { address, action } => self.detail(&format!("{address}: {action}…")),
+            Event::ApplyProgress {
+                address,
+                action,
+                elapsed_seconds,
+            } => self.detail(&format!(
+                "{address}: still {} ({elapsed_seconds}s elapsed)",
+                ongoing(action)
+            )),
+            Event::ApplyComplete {
+                address,
+                action,
+                elapsed_seconds,
+                ..
+            } => self.line(&format!(
+                "      {address}: {action} complete after {elapsed_seconds}s"
+            )),
+            Event::ApplyErrored {
+                address, action, ..
+            } => self.line(&format!("      {address}: {action} FAILED")),
+            Event::Provisioner {
+                address,
+                provisioner,
+                phase,
+                output,
+            } => match output {
+                Some(out) => self.line(&format!("      {address} ({provisioner}): {out}")),
+                None => self.detail(&format!("{address}: {provisioner} {phase}")),
+            },
+            Event::Diagnostic(d) => self.line(&format!(
+                "      {}: {}{}",
+                d.severity,
+                d.summary,
+                d.address
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            )),
+            Event::ChangeSummary { operation, changes } => self.detail(&format!(
+                "{operation}: {} added, {} changed, {} destroyed",
+                changes.add, changes.change, changes.remove
+            )),
+            Event::Log { message, .. } => self.detail(message),
+            Event::Version { .. }
+            | Event::PlannedChange { .. }
+            | Event::Outputs { .. }
+            | Event::Text { .. } => {}
+        }
+    }
+
     /// Prints a line above the live display (or plainly).
     pub fn line(&self, text: &str) {
         let Ok(st) = self.state.lock() else {
@@ -109,6 +165,18 @@ impl Progress {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),
         }
+    }
+}
+
+/// terraform's action as an ongoing verb: `create` → `creating`.
+fn ongoing(action: &str) -> String {
+    match action {
+        "create" => "creating".into(),
+        "update" => "updating".into(),
+        "delete" => "destroying".into(),
+        "read" => "reading".into(),
+        "replace" => "replacing".into(),
+        other => format!("{other} running"),
     }
 }
 

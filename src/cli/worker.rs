@@ -220,6 +220,10 @@ async fn worker(args: Args) -> Result<(), CmdError> {
             "cannot find the tendril executable to run jobs with: {e}"
         ))
     })?);
+    let swept = runner.remove_stale_scratch();
+    if swept > 0 {
+        eprintln!("removed {swept} scratch directory(ies) left by workers no longer running");
+    }
     let shutdown = Shutdown::default();
     install_signals(&shutdown);
     if let Some(url) = args.database_url {

@@ -109,7 +109,7 @@ pub enum DeployEvent {
 }
 
 /// How the job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobStatus {
     /// Every phase finished.

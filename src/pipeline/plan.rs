@@ -342,12 +342,15 @@ pub fn backend_for(job: &JobFile, ws: &Workspace) -> Result<(Backend, ChildEnv),
         source,
     };
     match &job.tendril.terraform.backend {
-        BackendConfig::Local { local } => Ok((
-            Backend::Local {
-                path: local.path.clone(),
-            },
-            Vec::new(),
-        )),
+        BackendConfig::Local { local } => {
+            let vine = job.job.vine_config().map_err(job_err)?;
+            Ok((
+                Backend::Local {
+                    path: local.state_path(&job.job.vineyard_id, &vine),
+                },
+                Vec::new(),
+            ))
+        }
         BackendConfig::S3(s3) => {
             let vine = job.job.vine_config().map_err(job_err)?;
             let mut env = Vec::new();

@@ -20,14 +20,30 @@ use crate::job::{CloudIdentity, Job, JobId, JobType};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::Client;
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_platform",
-    include_str!("../../migrations/0001_platform.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_platform",
+        include_str!("../../migrations/0001_platform.sql"),
+    ),
+    (
+        2,
+        "0002_worker_contract",
+        include_str!("../../migrations/0002_worker_contract.sql"),
+    ),
+];
+
+/// How often an empty claim is tried again at once while claimable jobs wait
+/// (they were held by concurrent claimers): about 1.3 s in all.
+const CLAIM_RETRIES: u32 = 16;
+
+/// The pause before retry `attempt` of an empty claim: 5 ms, doubling, at most 100 ms.
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(5u64.saturating_mul(1 << attempt.min(5)).min(100))
+}
 
 /// Applies the migrations this database has not seen yet.
 pub async fn migrate(client: &mut Client) -> Result<(), QueueError> {
@@ -71,34 +87,11 @@ pub async fn migrate(client: &mut Client) -> Result<(), QueueError> {
         .map_err(QueueError::db("commit the migrations"))
 }
 
-/// Opens one connection (no TLS: use a local socket, a private network or a TLS
-/// proxy) and drives it on the current tokio runtime.
+/// Opens one connection, with TLS as the URL's `sslmode` and `sslrootcert`
+/// say (see [`super::tls`]), and drives it on the current tokio runtime.
 pub async fn connect(url: &Secret<String>) -> Result<Client, QueueError> {
-    let config: Config = url.expose().parse().map_err(|e| QueueError::Invalid {
-        what: "--database-url".into(),
-        message: format!(
-            "is not a PostgreSQL connection string ({e}); give postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-        ),
-    })?;
-    let (client, connection) = config.connect(NoTls).await.map_err(|source| {
-        if source.code().is_some_and(|c| c.code().starts_with("28")) {
-            QueueError::Unauthorized {
-                what: "connect to PostgreSQL".into(),
-                status: 401,
-            }
-        } else {
-            QueueError::Database {
-                what: "connect to PostgreSQL".into(),
-                source,
-            }
-        }
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection ended: {e}");
-        }
-    });
-    Ok(client)
+    let target = super::tls::parse(url.expose())?;
+    super::tls::connect(&target).await
 }
 
 /// The SHA-256 hex digest stored in `workers.token_hash`.
@@ -193,11 +186,14 @@ impl PgQueue {
 
     /// Claims the next job for this worker, or `None` when there is none it may take.
     ///
-    /// A claimed job whose `cloud_identity` or fields cannot be read is marked
-    /// FAILED with the reason, and the next one is tried.
+    /// A claim that comes back empty while claimable jobs wait (concurrent
+    /// claimers held them) is tried again at once. A claimed job whose
+    /// `cloud_identity` or fields cannot be read is marked FAILED with the
+    /// reason and a SYSTEM log line, a DEPLOY is finalized (vine FAILED), and
+    /// the next one is tried.
     pub async fn claim(&self) -> Result<Option<ClaimedJob>, QueueError> {
         let client = self.client().await?;
-        for _ in 0..8 {
+        for attempt in 0..CLAIM_RETRIES {
             let row = client
                 .query_opt(
                     &format!("SELECT {CLAIM_COLUMNS} FROM claim_next_job($1)"),
@@ -205,24 +201,70 @@ impl PgQueue {
                 )
                 .await
                 .map_err(QueueError::db("claim_next_job"))?;
-            let Some(row) = row else { return Ok(None) };
+            let Some(row) = row else {
+                let waiting: bool = client
+                    .query_one("SELECT tendril_claimable_exists($1)", &[&self.worker_id])
+                    .await
+                    .map_err(QueueError::db("tendril_claimable_exists"))?
+                    .get(0);
+                if !waiting {
+                    return Ok(None);
+                }
+                tokio::time::sleep(retry_delay(attempt)).await;
+                continue;
+            };
             let id: String = row.get(0);
             match claimed_from_row(&row) {
                 Ok(job) => return Ok(Some(job)),
-                Err(message) => {
-                    client
-                        .execute(
-                            "UPDATE provision_jobs SET status = 'FAILED', completed_at = now(), error_message = $2
-                             WHERE id = $1::text::uuid",
-                            &[&id, &message],
-                        )
-                        .await
-                        .map_err(QueueError::db(format!("fail unreadable job {id}")))?;
-                    tracing::warn!("job {id} cannot be run and was marked FAILED: {message}");
-                }
+                Err(message) => self.fail_unrunnable(&id, &message).await?,
             }
         }
         Ok(None)
+    }
+
+    /// Fails a claimed job that cannot be run: FAILED with the reason, a
+    /// SYSTEM log line saying it, and (a DEPLOY) its vine finalized.
+    async fn fail_unrunnable(&self, id: &str, message: &str) -> Result<(), QueueError> {
+        let mut slot = self.tx_client.lock().await;
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            *slot = Some(connect(&self.url).await?);
+        }
+        let Some(own) = slot.as_mut() else {
+            return Err(QueueError::Invalid {
+                what: "fail an unrunnable job".into(),
+                message: "no database connection".into(),
+            });
+        };
+        let tx = own
+            .transaction()
+            .await
+            .map_err(QueueError::db(format!("begin failing job {id}")))?;
+        let row = tx
+            .query_one(
+                "UPDATE provision_jobs
+                    SET status = 'FAILED', completed_at = now(), last_activity_at = now(),
+                        error_message = $2, error_phase = 'claim'
+                  WHERE id = $1::text::uuid
+                  RETURNING job_type",
+                &[&id, &message],
+            )
+            .await
+            .map_err(QueueError::db(format!("fail unrunnable job {id}")))?;
+        tx.execute(
+            "INSERT INTO provision_job_logs (job_id, stream_type, log_chunk)
+             VALUES ($1::text::uuid, 'SYSTEM', $2)",
+            &[&id, &format!("job {id} cannot be run: {message}\n")],
+        )
+        .await
+        .map_err(QueueError::db(format!("log the failure of job {id}")))?;
+        if row.get::<_, String>(0) == "DEPLOY" {
+            super::finalize::finalize_on(&tx, id).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(QueueError::db(format!("commit the failure of job {id}")))?;
+        tracing::warn!("job {id} cannot be run and was marked FAILED: {message}");
+        Ok(())
     }
 
     /// Marks a claimed job PROCESSING. [`QueueError::JobGone`] when it is no
@@ -354,6 +396,7 @@ impl PgQueue {
                     error_message: Some(format!(
                         "the DEPLOY succeeded but its results could not be finalized: {message}"
                     )),
+                    error_phase: Some("finalize".into()),
                     execution_metadata: outcome.execution_metadata.clone(),
                 };
                 self.finish_once(job, &failed).await
@@ -384,10 +427,10 @@ impl PgQueue {
             .query_opt(
                 "UPDATE provision_jobs
                     SET status = $3, error_message = $4, execution_metadata = $5,
-                        completed_at = now(), last_activity_at = now()
+                        error_phase = $6, completed_at = now(), last_activity_at = now()
                   WHERE id = $1::text::uuid AND worker_id = $2 AND status IN ('CLAIMED', 'PROCESSING')
                   RETURNING job_type",
-                &[&job.0, &self.worker_id, &status, &outcome.error_message, &metadata],
+                &[&job.0, &self.worker_id, &status, &outcome.error_message, &metadata, &outcome.error_phase],
             )
             .await
             .map_err(QueueError::db(format!("record the result of job {job}")))?;

@@ -67,6 +67,8 @@ struct StatusBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    error_phase: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     execution_metadata: Option<&'a serde_json::Value>,
 }
 
@@ -261,13 +263,42 @@ impl TrellisClient {
         error_message: Option<&str>,
         execution_metadata: Option<&serde_json::Value>,
     ) -> Result<(), QueueError> {
+        self.put_status(
+            job,
+            StatusBody {
+                status,
+                error_message,
+                error_phase: None,
+                execution_metadata: execution_metadata.filter(|m| !m.is_null()),
+            },
+        )
+        .await
+    }
+
+    /// `PUT /api/jobs/{id}/status` with a job's final outcome: status,
+    /// `error_message`, `error_phase` (the phase it failed in) and
+    /// `execution_metadata`.
+    pub async fn report_outcome(
+        &self,
+        job: &JobId,
+        outcome: &super::JobOutcome,
+    ) -> Result<(), QueueError> {
+        self.put_status(
+            job,
+            StatusBody {
+                status: outcome.status.into(),
+                error_message: outcome.error_message.as_deref(),
+                error_phase: outcome.error_phase.as_deref(),
+                execution_metadata: Some(&outcome.execution_metadata).filter(|m| !m.is_null()),
+            },
+        )
+        .await
+    }
+
+    async fn put_status(&self, job: &JobId, body: StatusBody<'_>) -> Result<(), QueueError> {
+        let status = body.status;
         let path = format!("/api/jobs/{}/status", path_segment(&job.0));
         let what = format!("PUT /api/jobs/{job}/status ({status})");
-        let body = StatusBody {
-            status,
-            error_message,
-            execution_metadata: execution_metadata.filter(|m| !m.is_null()),
-        };
         self.send(
             &what,
             Some(job),

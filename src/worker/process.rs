@@ -1,38 +1,59 @@
 //! A [`JobRunner`] that runs each job in a child process:
-//! `tendril plan|deploy --job FILE --output json`.
+//! `tendril plan|deploy --job /dev/stdin --report-file FILE`.
 //!
-//! The job file (the claimed job plus the worker's `tendril` part) is written
-//! with mode 0600 to the temporary directory and removed when the job ends, so
-//! the job's credentials live only in the child and die with it. The child
-//! runs in its own process group: cancelling sends SIGINT to the whole group
-//! (terraform stops gracefully and releases its lock), and SIGKILL after
-//! `cancel_timeout` if it has not exited.
+//! - The job file (the claimed job plus the worker's `tendril` part) goes to
+//!   the child through a pipe on its stdin: the job's credentials are never
+//!   written to disk by the worker, and live only in the child.
+//! - Each job gets a private scratch directory (mode 0700) that the worker
+//!   owns and removes when the job ends, however it ends: the child's
+//!   `TMPDIR` (terraform's workspace, the downloaded plan, state credentials
+//!   live there) and the result file.
+//! - The child writes its end as a [`JobResult`] (status, failed phase,
+//!   error, `execution_metadata`) to the result file; the worker reads it
+//!   back. Nothing is parsed from the child's text output.
+//! - The child runs in its own process group with a parent-death signal
+//!   ([`isolate`]): if the worker dies, the job is interrupted as by a
+//!   cancel, and the child interrupts its terraform the same way.
+//! - Every process of the job carries the job's [`JobScope`] token in its
+//!   environment. When the child has exited (normally or not), whatever is
+//!   left of the job (a terraform whose `tendril deploy` was killed, a
+//!   provisioner) is interrupted, then killed after `cancel_timeout`; the job
+//!   is reported only when no process of it is left on this host.
+//! - Cancelling sends SIGINT to the child's process group (terraform stops
+//!   gracefully and releases its lock), SIGKILL after `cancel_timeout`.
 //!
-//! The child's stderr (progress, terraform output) is shipped line by line as
-//! STDERR. Its stdout is the JSON report and is not shipped (it carries the
-//! Argo CD admin password); its `execution_metadata` becomes the job's.
+//! The child's stderr (progress, every terraform event) is shipped line by
+//! line as STDERR; its stdout is not read.
 
 use super::{JobOutcome, JobRunner, RunContext};
 use crate::job::{JobFile, JobType};
-use std::collections::VecDeque;
+use crate::pipeline::deploy::JobStatus as ChildStatus;
+use crate::pipeline::result::JobResult;
+use crate::terraform::process::{
+    GroupGuard, GroupSignal, JobScope, ProcessGroup, SCOPE_ENV, isolate,
+};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The prefix of a job's scratch directory: `tendril-job-<worker pid>-<job>-<random>`.
+const SCRATCH_PREFIX: &str = "tendril-job-";
 
 /// Runs jobs as child processes of a tendril executable.
 #[derive(Debug, Clone)]
 pub struct ProcessRunner {
     /// The executable (normally this very binary).
     pub exe: PathBuf,
-    /// Where job files are written (mode 0600, removed afterwards).
+    /// Where each job's private scratch directory is made (and removed).
     pub scratch_dir: PathBuf,
-    /// How long a cancelled child has after SIGINT before SIGKILL.
+    /// How long a cancelled child, or a leftover of a job, has after SIGINT
+    /// before SIGKILL.
     pub cancel_timeout: Duration,
 }
 
 impl ProcessRunner {
-    /// Runs the current executable, job files in the temporary directory, 2 min to stop.
+    /// Runs the current executable, scratch in the temporary directory, 2 min to stop.
     pub fn current_exe() -> std::io::Result<ProcessRunner> {
         Ok(ProcessRunner {
             exe: std::env::current_exe()?,
@@ -40,37 +61,78 @@ impl ProcessRunner {
             cancel_timeout: Duration::from_secs(120),
         })
     }
+
+    /// Removes the scratch directories that workers no longer running on
+    /// this host left behind (a worker killed by SIGKILL cannot clean up);
+    /// returns how many were removed.
+    pub fn remove_stale_scratch(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.scratch_dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(owner) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive =
+                owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists();
+            if !alive && std::fs::remove_dir_all(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
 }
 
-/// Removes the job file however the run ends.
+/// A job's private directory; removed (with everything in it) when dropped.
 struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create(root: &Path, job: &str) -> std::io::Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        let safe: String = job
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(64)
+            .collect();
+        let dir = root.join(format!(
+            "{SCRATCH_PREFIX}{}-{safe}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let scratch = Scratch(dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(scratch.tmp())?;
+        Ok(scratch)
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.0.join("tmp")
+    }
+
+    fn result(&self) -> PathBuf {
+        self.0.join("result.json")
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-fn signal_group(pid: u32, signal: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) with a negative pid signals that process group; it
-        // has no memory-safety preconditions.
-        unsafe {
-            libc::kill(-pid, signal);
-        }
-    }
+/// How the child process ended.
+enum Ended {
+    Exited(std::process::ExitStatus),
+    Lost(std::io::Error),
 }
 
 impl JobRunner for ProcessRunner {
@@ -79,66 +141,31 @@ impl JobRunner for ProcessRunner {
             JobType::Plan => "plan",
             JobType::Deploy => "deploy",
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let safe_id: String = job
-            .job
-            .id
-            .0
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(64)
-            .collect();
-        let path = self.scratch_dir.join(format!(
-            "tendril-job-{safe_id}-{}-{nanos}.json",
-            std::process::id()
-        ));
-        let text = match serde_json::to_vec_pretty(&job) {
+        let text = match serde_json::to_vec(&job) {
             Ok(t) => t,
             Err(e) => return JobOutcome::failed(format!("cannot serialize the job file: {e}")),
         };
+        let scratch = match Scratch::create(&self.scratch_dir, &job.job.id.0) {
+            Ok(s) => s,
+            Err(e) => {
+                return JobOutcome::failed(format!(
+                    "cannot create the job's scratch directory in {}: {e}; check that it exists and is writable",
+                    self.scratch_dir.display()
+                ));
+            }
+        };
         drop(job);
-        if let Err(e) = write_private(&path, &text) {
-            return JobOutcome::failed(format!(
-                "cannot write the job file {}: {e}; check that the scratch directory is writable",
-                path.display()
-            ));
-        }
-        drop(text);
-        let _scratch = Scratch(path.clone());
-
+        let scope = JobScope::new();
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg(sub)
-            .arg("--job")
-            .arg(&path)
-            .args(["--output", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        // Cancelling a job is SIGINT to its process group, so the child must
-        // not inherit SIGINT ignored: a worker started in the background by a
-        // non-interactive shell has it ignored, and a shell script can then
-        // not even trap it. The child starts with SIGINT's default action.
-        // SAFETY: between fork and exec only async-signal-safe calls are
-        // allowed; signal(2) is one, and nothing is allocated.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::signal(libc::SIGINT, libc::SIG_DFL) == libc::SIG_ERR {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+            .args(["--job", "/dev/stdin", "--report-file"])
+            .arg(scratch.result())
+            .env(SCOPE_ENV, scope.token())
+            .env("TMPDIR", scratch.tmp())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        isolate(&mut cmd, GroupSignal::Interrupt);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -148,39 +175,37 @@ impl JobRunner for ProcessRunner {
                 ));
             }
         };
-        let pid = child.id().unwrap_or(0);
+        let group = ProcessGroup::led_by(child.id());
+        let mut guard = GroupGuard::new(group);
         ctx.logs.system(format!(
-            "started `tendril {sub} --job <job file> --output json` (pid {pid})"
+            "started `tendril {sub} --job /dev/stdin --report-file <scratch>/result.json` (pid {})",
+            child.id().unwrap_or(0)
         ));
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return JobOutcome::failed("the child's output pipes are missing");
+        let (Some(mut stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
+            return JobOutcome::failed("the child's pipes are missing");
         };
+        let feed = tokio::spawn(async move {
+            let r = stdin.write_all(&text).await;
+            drop(stdin);
+            r
+        });
         let logs = ctx.logs.clone();
         let err_task = tokio::spawn(async move {
-            let mut tail: VecDeque<String> = VecDeque::new();
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 logs.stderr(&line);
-                if tail.len() == 20 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
             }
-            tail
-        });
-        let out_task = tokio::spawn(async move {
-            let mut buf = String::new();
-            let _ = BufReader::new(stdout).read_to_string(&mut buf).await;
-            buf
         });
 
         let mut cancelled = false;
-        let status = tokio::select! {
+        let waited = tokio::select! {
             s = child.wait() => s,
             _ = ctx.cancel.cancelled() => {
                 cancelled = true;
                 ctx.logs.system("cancelling: SIGINT sent to the job's process group");
-                signal_group(pid, libc::SIGINT);
+                if let Some(g) = group {
+                    g.signal(GroupSignal::Interrupt);
+                }
                 match tokio::time::timeout(self.cancel_timeout, child.wait()).await {
                     Ok(s) => s,
                     Err(_) => {
@@ -188,47 +213,92 @@ impl JobRunner for ProcessRunner {
                             "the job did not stop within {} s of SIGINT; SIGKILL sent",
                             self.cancel_timeout.as_secs()
                         ));
-                        signal_group(pid, libc::SIGKILL);
+                        if let Some(g) = group {
+                            g.signal(GroupSignal::Kill);
+                        }
                         child.wait().await
                     }
                 }
             }
         };
-        let tail = err_task.await.unwrap_or_default();
-        let report = out_task.await.unwrap_or_default();
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => {
+        let ended = match waited {
+            Ok(s) => Ended::Exited(s),
+            Err(e) => Ended::Lost(e),
+        };
+        let fed = feed.await;
+        // Nothing of the job may outlive it: a terraform whose parent died,
+        // a provisioner terraform abandoned.
+        let end = scope.end(self.cancel_timeout).await;
+        if end.leftovers > 0 {
+            ctx.logs.system(format!(
+                "{} process(es) of the job were still running after `tendril {sub}` ended: interrupted{}",
+                end.leftovers,
+                if end.killed > 0 {
+                    format!(", {} killed after {} s", end.killed, self.cancel_timeout.as_secs())
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if let Some(g) = group {
+            g.signal(GroupSignal::Kill);
+        }
+        guard.disarm();
+        let _ = err_task.await;
+        if end.remaining > 0 {
+            return JobOutcome::failed(format!(
+                "{} process(es) of the job could not be stopped; the job's state may still change: \
+                 stop them before re-running the vine",
+                end.remaining
+            ));
+        }
+        let result = JobResult::read(&scratch.result());
+        drop(scratch);
+        let status = match ended {
+            Ended::Exited(s) => s,
+            Ended::Lost(e) => {
                 return JobOutcome::failed(format!("waiting for `tendril {sub}` failed: {e}"));
             }
         };
-        let error_line = tail
-            .iter()
-            .rev()
-            .find_map(|l| l.strip_prefix("error: "))
-            .map(str::to_string);
-        if cancelled {
-            return JobOutcome::cancelled(match error_line {
-                Some(e) => format!("`tendril {sub}` was interrupted ({e})"),
-                None => format!("`tendril {sub}` was interrupted ({status})"),
-            });
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let why = match fed {
+                    Ok(Err(w)) => format!("; the job file could not be sent to it: {w}"),
+                    _ => String::new(),
+                };
+                let msg = format!(
+                    "`tendril {sub}` ended ({status}) without writing its result ({e}){why}"
+                );
+                return if cancelled {
+                    JobOutcome::cancelled(msg)
+                } else {
+                    JobOutcome::failed(msg)
+                };
+            }
+        };
+        outcome_of(sub, result, cancelled)
+    }
+}
+
+/// The worker's outcome for the child's result.
+fn outcome_of(sub: &str, result: JobResult, cancelled: bool) -> JobOutcome {
+    let message = result
+        .error
+        .unwrap_or_else(|| format!("`tendril {sub}` failed without saying why"));
+    match result.status {
+        ChildStatus::Success if cancelled => JobOutcome::success(result.execution_metadata),
+        ChildStatus::Success => {
+            if sub == "deploy" && !result.execution_metadata.is_object() {
+                return JobOutcome::failed(
+                    "`tendril deploy` succeeded but its result has no execution_metadata object (docs/report.md)",
+                );
+            }
+            JobOutcome::success(result.execution_metadata)
         }
-        if !status.success() {
-            return JobOutcome::failed(
-                error_line.unwrap_or_else(|| format!("`tendril {sub}` exited with {status}")),
-            );
+        ChildStatus::Failed if !cancelled => JobOutcome::failed(message).in_phase(result.phase),
+        ChildStatus::Failed | ChildStatus::Cancelled => {
+            JobOutcome::cancelled(message).in_phase(result.phase)
         }
-        let parsed: Option<serde_json::Value> = serde_json::from_str(report.trim()).ok();
-        let metadata = parsed
-            .as_ref()
-            .and_then(|r| r.get("execution_metadata"))
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        if sub == "deploy" && !metadata.is_object() {
-            return JobOutcome::failed(
-                "`tendril deploy` succeeded but its JSON report has no execution_metadata object (docs/report.md)",
-            );
-        }
-        JobOutcome::success(metadata)
     }
 }

@@ -43,6 +43,17 @@ impl Postgres {
 
     /// Creates and starts a new cluster; panics with the server log when it cannot.
     pub fn start() -> Postgres {
+        Postgres::start_with_tls(None)
+    }
+
+    /// Creates and starts a new cluster that also accepts TLS (`ssl=on`) with
+    /// this certificate and key (PEM files; copied into the cluster's
+    /// directory). Plaintext connections stay allowed.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Postgres {
+        Postgres::start_with_tls(Some((cert, key)))
+    }
+
+    fn start_with_tls(tls: Option<(&std::path::Path, &std::path::Path)>) -> Postgres {
         let bindir = find_bindir();
         let as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -89,11 +100,34 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB",
             pg.dir.display()
         );
+        if let Some((cert, key)) = tls {
+            let (c, k) = (pg.dir.join("server.crt"), pg.dir.join("server.key"));
+            std::fs::copy(cert, &c)
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", cert.display()));
+            std::fs::copy(key, &k).unwrap_or_else(|e| panic!("cannot copy {}: {e}", key.display()));
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", k.display()));
+            if as_postgres {
+                let st = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&c)
+                    .arg(&k)
+                    .status()
+                    .unwrap_or_else(|e| panic!("cannot run chown: {e}"));
+                assert!(st.success(), "chown of the TLS files failed");
+            }
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            ));
+        }
         let log = pg.dir.join("server.log");
         let out = pg
             .command("pg_ctl")

@@ -49,6 +49,8 @@ pub struct StatusUpdate {
     pub status: String,
     /// `error_message`.
     pub error_message: Option<String>,
+    /// `error_phase`: the phase the job failed in.
+    pub error_phase: Option<String>,
     /// `execution_metadata`.
     pub execution_metadata: Value,
 }
@@ -285,6 +287,10 @@ fn route(
                 status: status.to_string(),
                 error_message: body
                     .get("error_message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                error_phase: body
+                    .get("error_phase")
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 execution_metadata: body

@@ -1,0 +1,10 @@
+#!/bin/sh
+# 8 `tendril worker` processes over 100 real PLAN and DEPLOY jobs (25 vines,
+# real terraform, state in moto's S3, a throwaway PostgreSQL), one worker
+# SIGKILLed mid-DEPLOY: checks exactly-once, no overlap within a vine, no
+# orphan process or file, and consistent states (tests/worker_soak.rs).
+# Needs terraform, python3 with moto, and the PostgreSQL server binaries.
+set -eu
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+exec cargo test --test worker_soak -- --ignored --nocapture
