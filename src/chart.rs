@@ -30,6 +30,7 @@ pub mod pack;
 mod render;
 mod semver;
 mod set;
+mod surface;
 mod values;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ use std::path::PathBuf;
 pub use load::Limits;
 pub use manifest::{Manifest, install_rank, is_cluster_scoped, manifests_to_yaml};
 pub use render::{Capabilities, DEFAULT_API_VERSIONS, DEFAULT_KUBE_VERSION, RenderOptions};
+pub use surface::{KeyPath, ValueWarning, ValueWarnings};
 pub use values::{Values, coalesce, merge_into};
 
 /// Errors of the chart module: loading, values, rendering, manifests.
@@ -112,6 +114,12 @@ pub enum ChartError {
         /// What is wrong with the object.
         reason: String,
     },
+    /// Values the chart does not act on, refused because the render is strict
+    /// (`--strict`, `tendril.argocd.strict_values`).
+    #[error(
+        "{0}; remove these values, or render without strict checking to accept them with a warning"
+    )]
+    UnsupportedValues(ValueWarnings),
     /// No chart with this name was embedded at build time.
     #[error("no embedded chart named {name:?} (embedded: {available})")]
     NoEmbedded {
@@ -166,6 +174,8 @@ pub struct Chart {
     pub crds: Vec<ChartFile>,
     /// The `crds/` files parsed: (path, documents), once parsed (or
     /// precomputed at build time for an embedded chart).
+    /// `surface.yaml`: the keys the chart declares (see [`Chart::check_values`]).
+    surface: Option<surface::Surface>,
     crd_documents: std::sync::OnceLock<Vec<(String, Vec<serde_json::Value>)>>,
     compiled: std::sync::OnceLock<render::Compiled>,
 }
@@ -225,6 +235,17 @@ impl Chart {
     /// template whose output is not valid YAML.
     pub fn render_raw(&self, opts: &RenderOptions) -> Result<Vec<(String, String)>, ChartError> {
         render::render_raw(self, opts)
+    }
+
+    /// The values in `user` that this chart does not act on: keys its
+    /// `values.yaml` does not have, outside the mappings it declares open,
+    /// each named by its path. A chart without `surface.yaml` declares no
+    /// surface and gives no warning. See `docs/chart.md`.
+    pub fn check_values(&self, user: &Values) -> ValueWarnings {
+        match &self.surface {
+            Some(s) => s.check(user.as_json(), &self.default_values),
+            None => ValueWarnings::default(),
+        }
     }
 
     /// The merged values a render with `opts` would see (chart defaults,
