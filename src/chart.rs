@@ -20,9 +20,13 @@
 //! print!("{}", manifests_to_yaml(&manifests));
 //! # Ok(()) }
 //! ```
+//!
+//! A [`Chart`] compiles its templates once, on [`Chart::compile`] or the first
+//! render, and keeps them: rendering many value sets with one loaded chart
+//! (a snapshot-test suite, a deploy that renders once and reuses the result)
+//! pays for loading and compiling once. See [`Chart::render`].
 
 mod embedded;
-mod events;
 mod filters;
 mod load;
 mod manifest;
@@ -224,8 +228,39 @@ impl Chart {
         embedded::names()
     }
 
+    /// Compiles the templates now (a render does it when needed), so a
+    /// template error shows before the first render. Compiling is done once
+    /// per loaded chart; later calls and renders reuse the result.
+    pub fn compile(&self) -> Result<(), ChartError> {
+        render::compiled(self).map(|_| ())
+    }
+
     /// Renders the chart: the CRDs from `crds/` then every template, parsed
-    /// into validated manifests in install order.
+    /// into validated manifests in install order. Same chart, same options:
+    /// same manifests, and the same bytes from [`manifests_to_yaml`].
+    ///
+    /// Load and compile once, render many value sets:
+    ///
+    /// ```
+    /// use tendril::Secret;
+    /// use tendril::chart::{Chart, RenderOptions, Values, manifests_to_yaml};
+    ///
+    /// # fn main() -> Result<(), tendril::chart::ChartError> {
+    /// let chart = Chart::embedded("argocd")?;
+    /// chart.compile()?;
+    /// for replicas in 1..=3 {
+    ///     let mut values = Values::new();
+    ///     values.set(&format!("server.replicas={replicas}"), false)?;
+    ///     assert!(chart.check_values(&values).is_empty());
+    ///     let opts = RenderOptions::new("argocd", "argocd")
+    ///         .with_values(values)
+    ///         .with_input("redis_password", Secret::new("example".to_string()));
+    ///     let first = manifests_to_yaml(&chart.render(&opts)?);
+    ///     assert_eq!(first, manifests_to_yaml(&chart.render(&opts)?));
+    ///     assert!(first.contains(&format!("replicas: {replicas}")));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn render(&self, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
         render::render(self, opts)
     }
