@@ -1,13 +1,16 @@
-//! Load + render of the embedded Argo CD chart with default values, in process.
+//! Load + render of the embedded Argo CD chart, in process.
 //!
-//! `cargo bench --bench render`. Whole-process timing (what a user waits for)
-//! is measured by `scripts/bench-render.sh`.
+//! `cargo bench --bench render`. `render_many/*` is the library API's case:
+//! the chart loaded and compiled once, one render of a value set (to
+//! manifests, and to YAML text) per iteration, cycling through the reference
+//! and combined value sets in `fixtures/argocd-values/`. Whole-process timing
+//! (what a user waits for) is measured by `scripts/bench-render.sh`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tendril::Secret;
-use tendril::chart::{Chart, RenderOptions, manifests_to_yaml};
+use tendril::chart::{Chart, RenderOptions, Values, manifests_to_yaml};
 
 const CHART: &str = "argocd";
 
@@ -52,6 +55,47 @@ fn bench(c: &mut Criterion) {
     let manifests = chart.render(&opts()).expect("render");
     group.bench_function("print_yaml", |b| {
         b.iter(|| black_box(manifests_to_yaml(&manifests)))
+    });
+    group.finish();
+    render_many(c);
+}
+
+/// The value sets of `fixtures/argocd-values/`, as render options.
+fn value_sets() -> Vec<RenderOptions> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/argocd-values");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures/argocd-values")
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let mut values = Values::new();
+            values.merge_file(file).expect("value set");
+            opts().with_values(values)
+        })
+        .collect()
+}
+
+fn render_many(c: &mut Criterion) {
+    let sets = value_sets();
+    let chart = Chart::embedded(CHART).expect("embedded chart");
+    chart.compile().expect("compile");
+    let mut group = c.benchmark_group("render_many");
+    let mut next = sets.iter().cycle();
+    group.bench_function("manifests", |b| {
+        b.iter(|| {
+            let opts = next.next().expect("a value set");
+            black_box(chart.render(opts).expect("render"))
+        })
+    });
+    let mut next = sets.iter().cycle();
+    group.bench_function("yaml", |b| {
+        b.iter(|| {
+            let opts = next.next().expect("a value set");
+            black_box(manifests_to_yaml(&chart.render(opts).expect("render")))
+        })
     });
     group.finish();
 }

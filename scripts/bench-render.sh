@@ -6,6 +6,9 @@
 # Usage: scripts/bench-render.sh [RUNS] [-- extra render flags]
 #   RUNS defaults to 50. Builds the release binary first unless
 #   TENDRIL_BIN names one. Uses hyperfine too when it is installed.
+#   With TENDRIL_BIN_BASE naming another build (e.g. of the previous commit),
+#   the two binaries run alternately, run for run, and both medians are
+#   printed: on a shared machine only such an interleaved run compares them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +31,28 @@ cmd=("$TENDRIL_BIN" render --redis-password bench-password "${extra[@]}")
 
 # Warm-up (page cache), and a check that the render works at all.
 "${cmd[@]}" > /dev/null
+
+median_of() {
+  sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'
+}
+ms() { printf '%d.%03d ms' $(($1 / 1000)) $(($1 % 1000)); }
+
+if [ -n "${TENDRIL_BIN_BASE:-}" ]; then
+  base=("$TENDRIL_BIN_BASE" "${cmd[@]:1}")
+  "${base[@]}" > /dev/null
+  t_new=(); t_base=()
+  for _ in $(seq "$runs"); do
+    start=${EPOCHREALTIME/./}; "${base[@]}" > /dev/null; end=${EPOCHREALTIME/./}
+    t_base+=($(( end - start )))
+    start=${EPOCHREALTIME/./}; "${cmd[@]}" > /dev/null; end=${EPOCHREALTIME/./}
+    t_new+=($(( end - start )))
+  done
+  rss() { { /usr/bin/time -v "$@" > /dev/null; } 2>&1 | awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}'; }
+  printf 'interleaved:   %s runs each\n' "$runs"
+  printf 'base median:   %s, peak RSS %s KiB (%s)\n' "$(ms "$(printf '%s\n' "${t_base[@]}" | median_of)")" "$(rss "${base[@]}")" "$TENDRIL_BIN_BASE"
+  printf 'this median:   %s, peak RSS %s KiB (%s)\n' "$(ms "$(printf '%s\n' "${t_new[@]}" | median_of)")" "$(rss "${cmd[@]}")" "$TENDRIL_BIN"
+  exit 0
+fi
 
 times=()
 for _ in $(seq "$runs"); do

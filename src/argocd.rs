@@ -76,6 +76,8 @@ pub struct ArgoCdSpec {
     pub timeout: Duration,
     /// Another chart (directory or `.tgz`) instead of the embedded one.
     pub chart: Option<std::path::PathBuf>,
+    /// Refuse values the chart does not act on instead of warning.
+    pub strict_values: bool,
 }
 
 impl ArgoCdSpec {
@@ -87,6 +89,7 @@ impl ArgoCdSpec {
             admin_password: None,
             timeout: Duration::from_secs(600),
             chart: None,
+            strict_values: false,
         }
     }
 }
@@ -246,6 +249,8 @@ fn with_chart<T>(
 }
 
 /// Renders the chart for `spec` with the given Redis password and admin hash.
+/// With `spec.strict_values`, values the chart does not act on are an error
+/// (see [`value_warnings`]).
 pub fn render(
     spec: &ArgoCdSpec,
     redis_password: &Secret<String>,
@@ -255,7 +260,21 @@ pub fn render(
     let opts = RenderOptions::new("argocd", spec.namespace.clone())
         .with_values(values)
         .with_input("redis_password", redis_password.clone());
-    with_chart(spec, |chart| chart.render(&opts))
+    with_chart(spec, |chart| {
+        chart
+            .check_values(&opts.values)
+            .enforce(spec.strict_values)?;
+        chart.render(&opts)
+    })
+}
+
+/// The job's values (`tendril.argocd.values`) that the chart does not act
+/// on, for the deploy report; an error with `spec.strict_values`.
+pub fn value_warnings(spec: &ArgoCdSpec) -> Result<chart::ValueWarnings, ArgoCdError> {
+    let values = Values::from_json(spec.values.clone(), "tendril.argocd.values")?;
+    with_chart(spec, |chart| {
+        chart.check_values(&values).enforce(spec.strict_values)
+    })
 }
 
 /// The values the chart sees: its defaults with the job's values merged over.

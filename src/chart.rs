@@ -20,9 +20,13 @@
 //! print!("{}", manifests_to_yaml(&manifests));
 //! # Ok(()) }
 //! ```
+//!
+//! A [`Chart`] compiles its templates once, on [`Chart::compile`] or the first
+//! render, and keeps them: rendering many value sets with one loaded chart
+//! (a snapshot-test suite, a deploy that renders once and reuses the result)
+//! pays for loading and compiling once. See [`Chart::render`].
 
 mod embedded;
-mod events;
 mod filters;
 mod load;
 mod manifest;
@@ -30,6 +34,7 @@ pub mod pack;
 mod render;
 mod semver;
 mod set;
+mod surface;
 mod values;
 
 use std::path::PathBuf;
@@ -37,6 +42,7 @@ use std::path::PathBuf;
 pub use load::Limits;
 pub use manifest::{Manifest, install_rank, is_cluster_scoped, manifests_to_yaml};
 pub use render::{Capabilities, DEFAULT_API_VERSIONS, DEFAULT_KUBE_VERSION, RenderOptions};
+pub use surface::{KeyPath, ValueWarning, ValueWarnings};
 pub use values::{Values, coalesce, merge_into};
 
 /// Errors of the chart module: loading, values, rendering, manifests.
@@ -112,6 +118,12 @@ pub enum ChartError {
         /// What is wrong with the object.
         reason: String,
     },
+    /// Values the chart does not act on, refused because the render is strict
+    /// (`--strict`, `tendril.argocd.strict_values`).
+    #[error(
+        "{0}; remove these values, or render without strict checking to accept them with a warning"
+    )]
+    UnsupportedValues(ValueWarnings),
     /// No chart with this name was embedded at build time.
     #[error("no embedded chart named {name:?} (embedded: {available})")]
     NoEmbedded {
@@ -166,6 +178,8 @@ pub struct Chart {
     pub crds: Vec<ChartFile>,
     /// The `crds/` files parsed: (path, documents), once parsed (or
     /// precomputed at build time for an embedded chart).
+    /// `surface.yaml`: the keys the chart declares (see [`Chart::check_values`]).
+    surface: Option<surface::Surface>,
     crd_documents: std::sync::OnceLock<Vec<(String, Vec<serde_json::Value>)>>,
     compiled: std::sync::OnceLock<render::Compiled>,
 }
@@ -214,8 +228,39 @@ impl Chart {
         embedded::names()
     }
 
+    /// Compiles the templates now (a render does it when needed), so a
+    /// template error shows before the first render. Compiling is done once
+    /// per loaded chart; later calls and renders reuse the result.
+    pub fn compile(&self) -> Result<(), ChartError> {
+        render::compiled(self).map(|_| ())
+    }
+
     /// Renders the chart: the CRDs from `crds/` then every template, parsed
-    /// into validated manifests in install order.
+    /// into validated manifests in install order. Same chart, same options:
+    /// same manifests, and the same bytes from [`manifests_to_yaml`].
+    ///
+    /// Load and compile once, render many value sets:
+    ///
+    /// ```
+    /// use tendril::Secret;
+    /// use tendril::chart::{Chart, RenderOptions, Values, manifests_to_yaml};
+    ///
+    /// # fn main() -> Result<(), tendril::chart::ChartError> {
+    /// let chart = Chart::embedded("argocd")?;
+    /// chart.compile()?;
+    /// for replicas in 1..=3 {
+    ///     let mut values = Values::new();
+    ///     values.set(&format!("server.replicas={replicas}"), false)?;
+    ///     assert!(chart.check_values(&values).is_empty());
+    ///     let opts = RenderOptions::new("argocd", "argocd")
+    ///         .with_values(values)
+    ///         .with_input("redis_password", Secret::new("example".to_string()));
+    ///     let first = manifests_to_yaml(&chart.render(&opts)?);
+    ///     assert_eq!(first, manifests_to_yaml(&chart.render(&opts)?));
+    ///     assert!(first.contains(&format!("replicas: {replicas}")));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn render(&self, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
         render::render(self, opts)
     }
@@ -225,6 +270,17 @@ impl Chart {
     /// template whose output is not valid YAML.
     pub fn render_raw(&self, opts: &RenderOptions) -> Result<Vec<(String, String)>, ChartError> {
         render::render_raw(self, opts)
+    }
+
+    /// The values in `user` that this chart does not act on: keys its
+    /// `values.yaml` does not have, outside the mappings it declares open,
+    /// each named by its path. A chart without `surface.yaml` declares no
+    /// surface and gives no warning. See `docs/chart.md`.
+    pub fn check_values(&self, user: &Values) -> ValueWarnings {
+        match &self.surface {
+            Some(s) => s.check(user.as_json(), &self.default_values),
+            None => ValueWarnings::default(),
+        }
     }
 
     /// The merged values a render with `opts` would see (chart defaults,

@@ -522,6 +522,10 @@ pub struct ArgoCdConfig {
     /// Another chart (directory or `.tgz`) instead of the embedded one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<PathBuf>,
+    /// Refuse `values` the chart does not act on (unsupported or unknown
+    /// keys) instead of reporting them as warnings.
+    #[serde(default)]
+    pub strict_values: bool,
 }
 
 fn default_argocd_namespace() -> String {
@@ -542,6 +546,7 @@ impl Default for ArgoCdConfig {
             values: empty_map(),
             admin_password: None,
             chart: None,
+            strict_values: false,
         }
     }
 }

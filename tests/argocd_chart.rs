@@ -16,6 +16,16 @@ const REDIS_PASSWORD: &str = "test-redis-password-0123";
 /// The four value sets Helm's reference renderings were made with.
 const REFERENCE_SETS: &[&str] = &["default", "ingress", "lb-insecure", "private-repo"];
 
+/// tendril's own value sets that combine keys of the surface
+/// (`fixtures/argocd-values/combined-*.yaml`). Helm cannot run here: they are
+/// compared with Helm's rendering when `reference/argo-cd/rendered/NAME.yaml`
+/// exists beside the others, and snapshotted either way.
+const COMBINED_SETS: &[&str] = &[
+    "combined-grpc-exec",
+    "combined-ha-scheduling",
+    "combined-external-redis-rbac",
+];
+
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -190,6 +200,19 @@ fn snapshot_private_repo() {
     snapshot("private-repo");
 }
 
+#[test]
+fn snapshot_combined_sets() {
+    for name in COMBINED_SETS {
+        assert!(
+            chart()
+                .check_values(&options(&fixture(name)).values)
+                .is_empty(),
+            "{name} sets a key the chart does not act on"
+        );
+        snapshot(name);
+    }
+}
+
 // ---- comparison with Helm's renderings of the upstream chart ---------------
 
 /// `../shared` (CI keeps a copy beside the clone), or `TENDRIL_SHARED_DIR`.
@@ -225,6 +248,24 @@ fn reference_renderings_match_through_manifest_diff() {
     };
     let tool = shared.join("tools/manifest-diff");
     let tmp = tempfile::tempdir().expect("temp dir");
+    for name in COMBINED_SETS {
+        let reference = shared.join(format!("reference/argo-cd/rendered/{name}.yaml"));
+        if !reference.is_file() {
+            eprintln!(
+                "\n!!! SKIPPED the manifest-diff of {name}: no Helm rendering {} !!!\n",
+                reference.display()
+            );
+            continue;
+        }
+        let candidate = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(&candidate, manifests_to_yaml(&render(&fixture(name))))
+            .expect("write rendering");
+        let (ok, report) = manifest_diff(&tool, &reference, &candidate);
+        assert!(
+            ok && report.contains("missing 0, differing 0, unexpected 0"),
+            "{name}:\n{report}"
+        );
+    }
     for name in REFERENCE_SETS {
         // The value files in fixtures/ must be the ones Helm used.
         let reference_values = shared.join(format!("reference/argo-cd/values/{name}.yaml"));
@@ -1204,4 +1245,265 @@ fn metrics_services_and_service_monitors() {
         assert_eq!(&svc_labels[k], v, "{k}");
     }
     assert!(has(&ms, "ServiceMonitor", "argocd-application-controller"));
+}
+
+// ---- keys found missing against the upstream templates ---------------------
+
+/// `server.ingressGrpc`: upstream's second Ingress, host `grpc.` + the server
+/// host, always to the HTTPS port, its own TLS Secret.
+#[test]
+fn grpc_ingress_follows_the_upstream_template() {
+    let ms = render(&fixture("combined-grpc-exec"));
+    let grpc = find(&ms, "Ingress", "argocd-server-grpc");
+    let spec = &grpc["spec"];
+    assert_eq!(spec["ingressClassName"], "nginx");
+    assert_eq!(
+        grpc["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"],
+        "GRPC"
+    );
+    let backend =
+        serde_json::json!({"service": {"name": "argocd-server", "port": {"number": 443}}});
+    assert_eq!(
+        spec["rules"],
+        serde_json::json!([
+            {"host": "grpc.cd.example.org", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": backend}]}},
+            {"host": "grpc-alt.example.org", "http": {"paths": [
+                {"path": "/api", "pathType": "Prefix", "backend": backend}]}},
+        ])
+    );
+    assert_eq!(
+        spec["tls"],
+        serde_json::json!([{"hosts": ["grpc.cd.example.org"], "secretName": "argocd-server-grpc-tls"}])
+    );
+    // The main Ingress still goes to port 80 (server.insecure).
+    let main = find(&ms, "Ingress", "argocd-server");
+    assert_eq!(
+        main["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"],
+        80
+    );
+    // An explicit hostname wins over the derived one.
+    let ms = render("server:\n  ingressGrpc:\n    enabled: true\n    hostname: cli.example.org\n");
+    assert_eq!(
+        find(&ms, "Ingress", "argocd-server-grpc")["spec"]["rules"][0]["host"],
+        "cli.example.org"
+    );
+    assert!(!has(&render(""), "Ingress", "argocd-server-grpc"));
+}
+
+/// `configs.cm."exec.enabled"` grants `pods/exec create` in the server's
+/// Role as well as in its ClusterRole, as both upstream templates do.
+#[test]
+fn exec_enabled_reaches_the_server_role_and_cluster_role() {
+    let exec_rule =
+        serde_json::json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]});
+    let rules = |ms: &[Manifest], kind: &str| -> Vec<Value> {
+        find(ms, kind, "argocd-server")["rules"]
+            .as_array()
+            .expect("rules")
+            .clone()
+    };
+    for on in ["true", "\"true\""] {
+        let ms = render(&format!("configs:\n  cm:\n    exec.enabled: {on}\n"));
+        assert!(
+            rules(&ms, "Role").contains(&exec_rule),
+            "Role, exec.enabled: {on}"
+        );
+        assert!(
+            rules(&ms, "ClusterRole").contains(&exec_rule),
+            "ClusterRole, exec.enabled: {on}"
+        );
+    }
+    let ms = render(&fixture("combined-external-redis-rbac"));
+    assert!(!rules(&ms, "Role").contains(&exec_rule));
+    assert!(!rules(&ms, "ClusterRole").contains(&exec_rule));
+}
+
+/// `configs.ssh.extraHosts` follows the default known hosts after the blank
+/// line Helm's `nindent` of a text ending in a newline leaves, byte for byte.
+#[test]
+fn extra_known_hosts_follow_a_blank_line() {
+    let known = |ms: &[Manifest]| -> String {
+        data(ms, "argocd-ssh-known-hosts-cm")["ssh_known_hosts"]
+            .as_str()
+            .expect("known hosts")
+            .to_string()
+    };
+    let defaults = known(&render(""));
+    assert!(defaults.ends_with('\n') && !defaults.ends_with("\n\n"));
+    let extra = "git.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExamp\n";
+    assert_eq!(
+        known(&render(&fixture("combined-grpc-exec"))),
+        format!("{defaults}\n{extra}")
+    );
+    // A knownHosts text without a final newline leaves no blank line.
+    let ms = render(
+        "configs:\n  ssh:\n    knownHosts: \"a ssh-rsa AAA\"\n    extraHosts: \"b ssh-rsa BBB\"\n",
+    );
+    assert_eq!(known(&ms), "a ssh-rsa AAA\nb ssh-rsa BBB\n");
+}
+
+#[test]
+fn default_deny_ingress_policy() {
+    let ms = render(&fixture("combined-grpc-exec"));
+    let deny = find(&ms, "NetworkPolicy", "argocd-default-deny");
+    assert_eq!(
+        deny["spec"],
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress"]})
+    );
+    assert!(!has(&render(""), "NetworkPolicy", "argocd-default-deny"));
+    let off = "global:\n  networkPolicy:\n    create: false\n    defaultDenyIngress: true\n";
+    assert!(!has(&render(off), "NetworkPolicy", "argocd-default-deny"));
+}
+
+// ---- values the chart does not act on --------------------------------------
+
+#[test]
+fn unsupported_and_unknown_values_are_named() {
+    let values = options(
+        "server:\n  replica: 2\n  autoscaling: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
+         configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
+         global:\n  nodeSelector: {pool: a}\n\
+         controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
+    )
+    .values;
+    let warnings = chart().check_values(&values);
+    let described: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 3, "{described:#?}");
+    let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
+    assert_eq!(
+        paths,
+        ["server.autoscaling", "server.ingress.aws", "server.replica"]
+    );
+    assert!(
+        described[0].contains("HorizontalPodAutoscalers are not ported"),
+        "{}",
+        described[0]
+    );
+    assert!(
+        described[2].contains("not a key of this chart"),
+        "{}",
+        described[2]
+    );
+    assert!(matches!(
+        warnings.clone().enforce(true),
+        Err(ChartError::UnsupportedValues(w)) if w == warnings
+    ));
+    assert_eq!(
+        warnings.clone().enforce(false).expect("not strict"),
+        warnings
+    );
+    // Deleting a default with null, or giving every supported key, is fine.
+    let fine =
+        options("global:\n  nodeSelector: null\nserver:\n  ingressGrpc: {enabled: false}\n").values;
+    assert!(chart().check_values(&fine).is_empty());
+}
+
+/// The audit: every key of the upstream chart's default values is either
+/// supported or listed as unsupported with a reason (none is unknown), and
+/// every listed key appears in docs/argocd-chart.md.
+#[test]
+fn every_upstream_key_is_supported_or_listed_as_unsupported() {
+    let surface = std::fs::read_to_string(manifest_dir().join("templates/argocd/surface.yaml"))
+        .expect("surface.yaml");
+    let surface: Value = serde_saphyr::from_str(&surface).expect("surface.yaml parses");
+    let docs = std::fs::read_to_string(manifest_dir().join("docs/argocd-chart.md")).expect("docs");
+    for key in surface["unsupported"]
+        .as_object()
+        .expect("unsupported map")
+        .keys()
+    {
+        assert!(
+            docs.contains(&format!("`{key}`")),
+            "docs/argocd-chart.md does not list `{key}`"
+        );
+    }
+    let Some(shared) = shared_dir() else {
+        eprintln!(
+            "\n!!! SKIPPED the upstream-key audit: no shared/reference beside the checkout \
+             (set TENDRIL_SHARED_DIR) !!!\n"
+        );
+        return;
+    };
+    let upstream = std::fs::read_to_string(shared.join("reference/argo-cd/chart-values.yaml"))
+        .expect("upstream values");
+    let warnings = chart().check_values(&options(&upstream).values);
+    let unknown: Vec<String> = warnings
+        .iter()
+        .filter(|w| matches!(w, tendril::chart::ValueWarning::Unknown { .. }))
+        .map(|w| w.path().to_string())
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "upstream keys neither supported nor listed: {unknown:#?}"
+    );
+    assert!(
+        !warnings.is_empty(),
+        "the upstream chart has keys tendril does not port"
+    );
+}
+
+#[test]
+fn tendril_render_warns_and_strict_refuses() {
+    let run = |strict: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tendril"));
+        cmd.args(["render", "--redis-password", REDIS_PASSWORD])
+            .args(["--set", "server.ingressGrpc.enabled=true,server.replica=2"])
+            .args(["--set", "server.certificate.enabled=true"]);
+        if strict {
+            cmd.arg("--strict");
+        }
+        cmd.output().expect("run tendril render")
+    };
+    let lenient = run(false);
+    assert!(
+        lenient.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lenient.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&lenient.stderr);
+    assert!(
+        stderr.contains("warning: value `server.certificate` is not supported"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: value `server.replica` is not a key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ingressGrpc"), "{stderr}");
+    assert!(String::from_utf8_lossy(&lenient.stdout).contains("name: argocd-server-grpc"));
+
+    let strict = run(true);
+    assert!(!strict.status.success());
+    assert!(
+        strict.stdout.is_empty(),
+        "nothing is printed when strict refuses"
+    );
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        stderr.contains("`server.certificate`") && stderr.contains("`server.replica`"),
+        "{stderr}"
+    );
+}
+
+/// The job option `tendril.argocd.strict_values` makes the deploy's render
+/// refuse what would otherwise be a warning in the report.
+#[test]
+fn strict_values_job_option_refuses_the_render() {
+    use tendril::argocd::{self, ArgoCdSpec};
+    let mut spec = ArgoCdSpec::new("argocd");
+    spec.values = serde_json::json!({"redis": {"exporter": {"enabled": true}}});
+    let password = Secret::new(REDIS_PASSWORD.to_string());
+    let warnings = argocd::value_warnings(&spec).expect("lenient");
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&warnings).expect("serialises"),
+        serde_json::json!([{"kind": "unsupported", "path": "redis.exporter",
+            "reason": "the Redis metrics exporter is not ported"}])
+    );
+    assert!(argocd::render(&spec, &password, None).is_ok());
+    spec.strict_values = true;
+    let err = argocd::render(&spec, &password, None).expect_err("strict refuses");
+    assert!(err.to_string().contains("`redis.exporter`"), "{err}");
+    assert!(argocd::value_warnings(&spec).is_err());
 }

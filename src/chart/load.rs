@@ -385,6 +385,7 @@ pub(crate) fn from_files(
     let mut default_values = serde_json::Value::Object(serde_json::Map::new());
     let mut templates = Vec::new();
     let mut crds = Vec::new();
+    let mut surface = None;
     for (path, data) in files {
         if path == "Chart.yaml" {
             let text = utf8(origin, &path, data)?;
@@ -400,6 +401,12 @@ pub(crate) fn from_files(
                 default_values =
                     super::values::parse_values(&text, &format!("{origin}/values.yaml"))?;
             }
+        } else if path == "surface.yaml" {
+            let text = utf8(origin, &path, data)?;
+            surface = Some(super::surface::Surface::parse(
+                &text,
+                &format!("{origin}/surface.yaml"),
+            )?);
         } else if path.starts_with("templates/") {
             let text = utf8(origin, &path, data)?;
             templates.push(ChartFile { path, text });
@@ -453,6 +460,7 @@ pub(crate) fn from_files(
         default_values,
         templates,
         crds,
+        surface,
         crd_documents,
         compiled: std::sync::OnceLock::new(),
     })

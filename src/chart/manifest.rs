@@ -146,9 +146,6 @@ pub(crate) fn parse_documents(text: &str, file: &str) -> Result<Vec<Value>, Char
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(docs) = super::events::documents(text) {
-        return Ok(docs.into_iter().filter(|d| !d.is_null()).collect());
-    }
     let docs: Vec<Value> =
         serde_saphyr::from_multiple_with_options(text, super::values::yaml_options()).map_err(
             |e| ChartError::Manifest {

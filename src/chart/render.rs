@@ -1,6 +1,6 @@
 //! Rendering a chart with Tera.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::json;
 
@@ -152,52 +152,31 @@ fn template_error(err: &tera::Error, fallback_file: &str) -> ChartError {
     }
 }
 
-/// A chart's compiled templates, kept for the next render: one Tera instance,
-/// or two when a render compiled the manifest templates in two halves on two
-/// threads (see [`render_documents`]); every helper (`_` file) is in each
-/// instance so components resolve everywhere. `owner` tells which instance
-/// holds a template.
+/// A chart's templates compiled into one Tera instance (every template but
+/// NOTES.txt; helpers included so their components resolve), kept in the
+/// chart for the next render.
 #[derive(Debug)]
-pub(crate) struct Compiled {
-    instances: Vec<tera::Tera>,
-    owner: HashMap<String, usize>,
-}
+pub(crate) struct Compiled(tera::Tera);
 
-fn new_tera() -> tera::Tera {
+/// Compiles every template (but NOTES.txt).
+fn compile_all(chart: &Chart) -> Result<Compiled, ChartError> {
     let mut tera = tera::Tera::new();
     tera.autoescape_on(Vec::<&'static str>::new());
     super::filters::register(&mut tera);
-    tera
-}
-
-fn compile_set<'a>(files: impl Iterator<Item = &'a ChartFile>) -> Result<tera::Tera, tera::Error> {
-    let mut tera = new_tera();
-    tera.add_raw_templates(files.map(|t| (t.path.as_str(), t.text.as_str())))?;
-    Ok(tera)
-}
-
-/// Compiles every template (but NOTES.txt) into one instance.
-fn compile_all(chart: &Chart) -> Result<Compiled, ChartError> {
     let all = chart
         .templates
         .iter()
-        .filter(|t| t.path != "templates/NOTES.txt");
+        .filter(|t| t.path != "templates/NOTES.txt")
+        .map(|t| (t.path.as_str(), t.text.as_str()));
     // Syntax errors name their file; errors across files (an unknown
     // component, a circular include) name the templates directory.
-    let tera = compile_set(all).map_err(|e| template_error(&e, "templates/"))?;
-    let owner = chart
-        .templates
-        .iter()
-        .map(|t| (t.path.clone(), 0))
-        .collect();
-    Ok(Compiled {
-        instances: vec![tera],
-        owner,
-    })
+    tera.add_raw_templates(all)
+        .map_err(|e| template_error(&e, "templates/"))?;
+    Ok(Compiled(tera))
 }
 
-/// The chart's templates compiled: by an earlier render, or now into one instance.
-fn compiled(chart: &Chart) -> Result<&Compiled, ChartError> {
+/// The chart's templates compiled: by an earlier call, or now.
+pub(crate) fn compiled(chart: &Chart) -> Result<&Compiled, ChartError> {
     if let Some(t) = chart.compiled.get() {
         return Ok(t);
     }
@@ -267,18 +246,25 @@ pub(crate) fn render_raw(
     let mut ctx = context(chart, opts);
     let mut out = Vec::new();
     for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
-        let index = compiled.owner.get(&t.path).copied().unwrap_or(0);
-        let tera = &compiled.instances[index];
-        ctx.insert(
-            "template",
-            &json!({ "name": t.path, "base_path": "templates" }),
-        );
-        let text = tera
-            .render(&t.path, &ctx)
-            .map_err(|e| template_error(&e, &t.path))?;
-        out.push((t.path.clone(), text));
+        out.push((t.path.clone(), render_template(compiled, t, &mut ctx)?));
     }
     Ok(out)
+}
+
+/// Renders one manifest template to text.
+fn render_template(
+    compiled: &Compiled,
+    template: &ChartFile,
+    ctx: &mut tera::Context,
+) -> Result<String, ChartError> {
+    ctx.insert(
+        "template",
+        &json!({ "name": template.path, "base_path": "templates" }),
+    );
+    compiled
+        .0
+        .render(&template.path, ctx)
+        .map_err(|e| template_error(&e, &template.path))
 }
 
 /// Refuses to render for a Kubernetes version outside the chart's `kubeVersion`.
@@ -325,283 +311,18 @@ fn crd_documents(chart: &Chart) -> Result<&[(String, Vec<serde_json::Value>)], C
     Ok(chart.crd_documents.get_or_init(|| parsed))
 }
 
-/// The templates rendered as manifests, with their index in
-/// `chart.templates` (which is in path order).
-fn manifest_templates(chart: &Chart) -> Vec<(usize, &ChartFile)> {
-    chart
-        .templates
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| is_rendered(&t.path))
-        .collect()
-}
-
-/// What a render produced: per template, its index in `chart.templates`, its
-/// path and its documents, in template order.
-type Rendered = Vec<(usize, String, Vec<serde_json::Value>)>;
-
-/// The work shared by the threads of a render. Each thread renders the
-/// templates of its compiled instance and queues the text; every thread then
-/// parses queued text until none is left and no thread is still rendering. So
-/// a thread that finishes rendering early parses what the others rendered,
-/// and the threads finish together.
-struct Pipeline {
-    state: std::sync::Mutex<PipelineState>,
-    queued: std::sync::Condvar,
-}
-
-struct PipelineState {
-    /// Rendered text waiting to be parsed: (index, path, text).
-    waiting: std::collections::VecDeque<(usize, String, String)>,
-    /// Threads that have not finished rendering.
-    rendering: usize,
-    /// Parsed templates.
-    done: Rendered,
-    /// Errors, with the index of the template they belong to.
-    errors: Vec<(usize, ChartError)>,
-}
-
-/// Counts a thread out of the renderers when dropped, even by a panic, so no
-/// thread waits for text that will never come.
-struct Renderer<'a>(&'a Pipeline);
-
-impl Drop for Renderer<'_> {
-    fn drop(&mut self) {
-        self.0.lock().rendering -= 1;
-        self.0.queued.notify_all();
-    }
-}
-
-impl Pipeline {
-    /// A pipeline that `renderers` threads will render into.
-    fn new(renderers: usize) -> Self {
-        Pipeline {
-            state: std::sync::Mutex::new(PipelineState {
-                waiting: std::collections::VecDeque::new(),
-                rendering: renderers,
-                done: Vec::new(),
-                errors: Vec::new(),
-            }),
-            queued: std::sync::Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, PipelineState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Renders `templates` with `tera` (or nothing when it failed to
-    /// compile), queueing each text; stops at the first error.
-    fn render(
-        &self,
-        tera: Option<&tera::Tera>,
-        templates: &[(usize, &ChartFile)],
-        ctx: &tera::Context,
-    ) {
-        let _counted = Renderer(self);
-        let Some(tera) = tera else { return };
-        let mut ctx = ctx.clone();
-        for (index, t) in templates {
-            ctx.insert(
-                "template",
-                &json!({ "name": t.path, "base_path": "templates" }),
-            );
-            match tera.render(&t.path, &ctx) {
-                Ok(text) => {
-                    self.lock()
-                        .waiting
-                        .push_back((*index, t.path.clone(), text));
-                    self.queued.notify_one();
-                }
-                Err(e) => {
-                    self.lock()
-                        .errors
-                        .push((*index, template_error(&e, &t.path)));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Parses queued text until there is none and nothing is being rendered.
-    fn parse(&self) {
-        loop {
-            let next = {
-                let mut state = self.lock();
-                loop {
-                    if let Some(item) = state.waiting.pop_front() {
-                        break Some(item);
-                    }
-                    if state.rendering == 0 {
-                        break None;
-                    }
-                    state = self
-                        .queued
-                        .wait(state)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-            };
-            let Some((index, path, text)) = next else {
-                return;
-            };
-            let parsed = manifest::parse_documents(&text, &path);
-            let mut state = self.lock();
-            match parsed {
-                Ok(docs) => state.done.push((index, path, docs)),
-                Err(e) => state.errors.push((index, e)),
-            }
-        }
-    }
-
-    /// The parsed templates in order, or the error of the earliest template
-    /// that failed. Each thread renders its templates in order up to its
-    /// first error, so which error that is does not depend on timing.
-    fn finish(self) -> Result<Rendered, ChartError> {
-        let state = self
-            .state
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, e)) = state.errors.into_iter().min_by_key(|(index, _)| *index) {
-            return Err(e);
-        }
-        let mut done = state.done;
-        done.sort_by_key(|(index, ..)| *index);
-        Ok(done)
-    }
-}
-
-/// Joins a render thread; a panic in it is resumed here.
-fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    match handle.join() {
-        Ok(result) => result,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-/// Renders and parses every manifest template on two threads. Compiling is
-/// split: each thread compiles the helpers and half of the templates (by
-/// size), then renders that half; parsing is shared (see [`Pipeline`]). The
-/// result does not depend on the threads: documents come back in file order,
-/// and of two errors the one from the earlier file is reported.
-fn render_documents(chart: &Chart, ctx: &tera::Context) -> Result<Rendered, ChartError> {
-    let templates = manifest_templates(chart);
-    if let Some(compiled) = chart.compiled.get() {
-        return render_compiled(compiled, &templates, ctx);
-    }
-    // A handful of templates is not worth compiling the helpers twice.
-    if templates.len() < 4 {
-        return render_compiled(compiled(chart)?, &templates, ctx);
-    }
-    let helpers: Vec<&ChartFile> = chart
-        .templates
-        .iter()
-        .filter(|t| is_helper(&t.path))
-        .collect();
-    let (first, second) = templates.split_at(half_by_size(&templates));
-    let pipeline = Pipeline::new(2);
-    let compile_render_parse = |half: &[(usize, &ChartFile)]| {
-        let tera = compile_set(helpers.iter().copied().chain(half.iter().map(|(_, t)| *t)));
-        pipeline.render(tera.as_ref().ok(), half, ctx);
-        pipeline.parse();
-        tera
-    };
-    let (a, b) = std::thread::scope(|s| {
-        let later = s.spawn(|| compile_render_parse(second));
-        (compile_render_parse(first), join(later))
-    });
-    match (a, b) {
-        (Ok(tera_a), Ok(tera_b)) => {
-            let mut owner = HashMap::new();
-            for (_, t) in first {
-                owner.insert(t.path.clone(), 0);
-            }
-            for (_, t) in second {
-                owner.insert(t.path.clone(), 1);
-            }
-            let _ = chart.compiled.set(Compiled {
-                instances: vec![tera_a, tera_b],
-                owner,
-            });
-            pipeline.finish()
-        }
-        // A half may fail to compile only because it lacks a template the
-        // other half holds (an include across halves), or for a real error:
-        // compile everything together, which either works or reports it.
-        _ => render_compiled(compiled(chart)?, &templates, ctx),
-    }
-}
-
-/// Renders and parses with templates compiled before: one rendering thread
-/// per compiled instance, and a second thread to parse when there is only one.
-fn render_compiled(
-    compiled: &Compiled,
-    templates: &[(usize, &ChartFile)],
-    ctx: &tera::Context,
-) -> Result<Rendered, ChartError> {
-    let owned_by = |i: usize| -> Vec<(usize, &ChartFile)> {
-        templates
-            .iter()
-            .filter(|(_, t)| compiled.owner.get(&t.path).copied().unwrap_or(0) == i)
-            .copied()
-            .collect()
-    };
-    let pipeline = Pipeline::new(compiled.instances.len());
-    std::thread::scope(|s| {
-        let pipeline = &pipeline;
-        let mut helpers = Vec::new();
-        for (i, tera) in compiled.instances.iter().enumerate().skip(1) {
-            let mine = owned_by(i);
-            helpers.push(s.spawn(move || {
-                pipeline.render(Some(tera), &mine, ctx);
-                pipeline.parse();
-            }));
-        }
-        if helpers.is_empty() {
-            helpers.push(s.spawn(|| pipeline.parse()));
-        }
-        pipeline.render(compiled.instances.first(), &owned_by(0), ctx);
-        pipeline.parse();
-        helpers.into_iter().for_each(join);
-    });
-    pipeline.finish()
-}
-
-/// The index that splits `templates` into two halves of about the same text size.
-fn half_by_size(templates: &[(usize, &ChartFile)]) -> usize {
-    let total: usize = templates.iter().map(|(_, t)| t.text.len()).sum();
-    let mut acc = 0;
-    templates
-        .iter()
-        .position(|(_, t)| {
-            acc += t.text.len();
-            acc * 2 >= total
-        })
-        .map_or(templates.len(), |i| i + 1)
-}
-
 pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
     check_kube_version(chart, opts)?;
-    let ctx = context(chart, opts);
-    // The CRDs are plain files: on a thread of their own while the templates
-    // render, they are parsed (unless they were before, or at build time) and
-    // copied into this render's documents.
-    let crd_docs = || -> Result<Vec<Doc>, ChartError> {
-        let mut docs = Vec::new();
-        for (path, objects) in crd_documents(chart)? {
-            docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
-        }
-        Ok(docs)
-    };
-    let (crds, rendered) = std::thread::scope(|s| {
-        let crds = s.spawn(crd_docs);
-        let rendered = render_documents(chart, &ctx);
-        (join(crds), rendered)
-    });
-    let mut docs = crds?;
-    for (_, path, objects) in rendered? {
-        docs.extend(objects.into_iter().map(|o| (path.clone(), o, false)));
+    let compiled = compiled(chart)?;
+    let mut docs: Vec<Doc> = Vec::new();
+    for (path, objects) in crd_documents(chart)? {
+        docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
+    }
+    let mut ctx = context(chart, opts);
+    for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
+        let text = render_template(compiled, t, &mut ctx)?;
+        let objects = manifest::parse_documents(&text, &t.path)?;
+        docs.extend(objects.into_iter().map(|o| (t.path.clone(), o, false)));
     }
 
     // Kinds the chart itself declares cluster-scoped (its CRDs).

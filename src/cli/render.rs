@@ -54,6 +54,10 @@ pub struct Flags {
     /// Extra API versions templates see in `capabilities.api_versions`; repeatable.
     #[arg(long = "api-versions", value_name = "GROUP/VERSION")]
     pub api_versions: Vec<String>,
+    /// Refuse values the chart does not act on (unsupported or unknown keys)
+    /// instead of warning about them.
+    #[arg(long)]
+    pub strict: bool,
     /// Write the YAML to this file (atomically) instead of stdout.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -83,6 +87,9 @@ fn render(args: Flags) -> Result<(String, Option<PathBuf>), ChartError> {
     }
     for expr in &args.set_string {
         values.set(expr, true)?;
+    }
+    for warning in &chart.check_values(&values).enforce(args.strict)? {
+        eprintln!("warning: {warning}");
     }
     let mut caps = Capabilities::default();
     if let Some(v) = args.kube_version {

@@ -960,6 +960,7 @@ fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, JobError> {
         admin_password,
         timeout: a.timeout,
         chart: a.chart.clone(),
+        strict_values: a.strict_values,
     })
 }
 
