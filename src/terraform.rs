@@ -632,6 +632,13 @@ impl Terraform {
         for (k, v) in &self.env {
             cmd.env(k, v.expose());
         }
+        tracing::debug!(
+            binary = %self.binary.display(),
+            args = ?args,
+            workdir = %self.workdir.display(),
+            env = ?self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            "running terraform {command}"
+        );
         let mut child = cmd.spawn().map_err(|source| TerraformError::NotFound {
             binary: self.binary.clone(),
             source,
@@ -738,6 +745,7 @@ impl Terraform {
             command,
             problem: "terraform's exit status was lost".to_string(),
         })?;
+        tracing::debug!(%status, interrupted, killed, "terraform {command} exited");
         Ok(Finished {
             status,
             stdout,

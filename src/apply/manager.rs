@@ -159,12 +159,19 @@ impl ResourceManager {
             }
             Err(kube::Error::Api(s)) if s.code == 404 => None,
             Err(source) => {
+                tracing::debug!(api_version, error = %source, "discovery failed");
                 return Err(ApplyError::Discovery {
                     api_version: api_version.to_string(),
                     source,
                 });
             }
         };
+        tracing::debug!(
+            api_version,
+            kinds = entry.as_ref().map_or(0, |m| m.len()),
+            served = entry.is_some(),
+            "discovered"
+        );
         // "Not served" is not cached: a CRD may be created at any moment.
         if entry.is_some()
             && let Ok(mut cache) = self.discovery.lock()
@@ -880,9 +887,14 @@ impl ResourceManager {
                 }
             }
         }
+        tracing::debug!(
+            objects = targets.len(),
+            "waiting for readiness until the deadline"
+        );
         let watches = targets.iter().enumerate().map(|(k, t)| {
             let last = last.clone();
             async move {
+                tracing::debug!(object = %t.id, "watching for readiness");
                 let api = watched_api(&self.client, &t.ar, t.id.namespace.as_deref());
                 let cfg =
                     watcher::Config::default().fields(&format!("metadata.name={}", t.id.name));

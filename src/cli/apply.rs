@@ -8,6 +8,7 @@ use std::time::Duration;
 use tendril::apply::{
     self, Action, ApplyEvent, ApplyOptions, ApplyReport, ReadinessOptions, ResourceManager, Status,
 };
+use tendril::kubeconfig::KubeconfigSource;
 
 /// Flags of `tendril apply`.
 #[derive(clap::Args)]
@@ -24,7 +25,7 @@ pub struct Args {
     #[arg(long)]
     wait: bool,
     /// Overall limit for applying and waiting, e.g. 90s, 5m.
-    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, default_value = "5m", value_parser = super::format::duration)]
     timeout: Duration,
     /// Take over fields that other field managers own.
     #[arg(long)]
@@ -56,30 +57,16 @@ pub struct Args {
     /// Kubeconfig context (default: the current context).
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
-    /// `text` (summary table on stderr) or `json` (the report on stdout as well).
-    #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
-    output: String,
-}
-
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    tendril::job::parse_duration(text)
+    /// `text` (summary table on stderr), `json` or `yaml` (the report on stdout as well).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: super::format::OutputFormat,
 }
 
 /// Errors of the command itself (the apply module has its own).
 #[derive(Debug, thiserror::Error)]
 enum CliError {
-    #[error("cannot read kubeconfig {path}: {source}")]
-    KubeconfigFile {
-        path: String,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error(
-        "cannot load a kubeconfig (from --kubeconfig, $KUBECONFIG or ~/.kube/config): {0}; pass --kubeconfig FILE"
-    )]
-    Kubeconfig(#[source] kube::config::KubeconfigError),
-    #[error("cannot create a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Kubeconfig(#[from] tendril::kubeconfig::KubeconfigError),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
 }
@@ -99,10 +86,8 @@ pub fn run(args: Args) -> ExitCode {
     };
     if let Some(r) = report {
         print_summary(r);
-        if args.output == "json" {
-            let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer_pretty(&mut out, r);
-            let _ = writeln!(out);
+        if let Err(e) = args.output.print(r) {
+            eprintln!("error: {e}");
         }
     }
     match result {
@@ -112,35 +97,13 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyReport, CliError> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        cluster: None,
-        user: None,
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                CliError::KubeconfigFile {
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(|source| CliError::KubeconfigFile {
-                    path: path.display().to_string(),
-                    source,
-                })?
-        }
-        None => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(CliError::Kubeconfig)?,
-    };
+    let client = KubeconfigSource::resolve(args.kubeconfig.as_deref())?
+        .client(args.context.as_deref())
+        .await?;
     let namespace = args
         .namespace
         .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).map_err(CliError::Client)?;
+        .unwrap_or_else(|| client.default_namespace().to_string());
     let manager = ResourceManager::new(client, namespace);
     let opts = ApplyOptions {
         field_manager: args.field_manager.clone(),
