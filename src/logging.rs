@@ -58,7 +58,7 @@ where
         let response = self.inner.call(req);
         Box::pin(async move {
             let result = response.await;
-            let millis = started.elapsed().as_millis();
+            let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             match &result {
                 Ok(r) => {
                     tracing::debug!(%method, %path, status = r.status().as_u16(), millis, "API request")

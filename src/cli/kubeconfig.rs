@@ -242,6 +242,7 @@ async fn write(args: Args) -> Result<String, CliError> {
         });
     let kubeconfig = kubeconfig_for_cluster(&cluster, &context, &auth)?;
     let target = target.primary();
+    create_parent(target)?;
     write_kubeconfig(target, kubeconfig)?;
     Ok(format!(
         "wrote context `{context}` for {} cluster `{}` to {}{}",
@@ -254,6 +255,25 @@ async fn write(args: Args) -> Result<String, CliError> {
             ""
         }
     ))
+}
+
+/// Creates the directory a kubeconfig goes into (`~/.kube` on a fresh
+/// machine), private to the user as kubectl makes it.
+fn create_parent(path: &std::path::Path) -> Result<(), CliError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| {
+                CliError::Kube(tendril::kubeconfig::KubeconfigError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }),
+        _ => Ok(()),
+    }
 }
 
 fn azure_identity(args: &Args) -> Result<AzureIdentity, CliError> {

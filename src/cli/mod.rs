@@ -32,12 +32,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// Upper bounds on crates whose trace events carry secrets, applied over any
+/// filter: aws-sigv4 traces the canonical request of a presigned URL (the EKS
+/// token), session token included.
+const SECRET_BEARING_TARGETS: &[&str] = &["aws_sigv4=debug"];
+
 /// Logs go to stderr; `TENDRIL_LOG` (or `RUST_LOG`) sets the filter, `warn` by default.
 pub fn init_tracing(format: LogFormat) {
     let filter = std::env::var("TENDRIL_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "warn".to_string());
-    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let filter = SECRET_BEARING_TARGETS
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(tracing_subscriber::EnvFilter::new(filter), |f, d| {
+            f.add_directive(d)
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
