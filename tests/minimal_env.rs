@@ -168,6 +168,14 @@ fn plan_deploy_render_and_token_need_only_terraform() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["status"], "SUCCESS", "{report:#}");
     assert_eq!(report["cluster"]["name"], "shop-prod");
+    // one name per phase everywhere: the report says `argocd`, as the docs and errors do
+    let phases: Vec<&str> = report["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["phase"].as_str())
+        .collect();
+    assert!(phases.contains(&"argocd"), "{phases:?}");
     let argocd = std::fs::read_to_string(out_dir.join("argocd.yaml")).unwrap();
     assert!(argocd.contains("kind: Deployment"), "{argocd}");
 
