@@ -147,6 +147,10 @@ fn plan_deploy_render_and_token_need_only_terraform() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["change_summary"]["add"], 4, "{report:#}");
+    // the demo's snapshot keys (`provider`, `repositories`) warn no more
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("undeclared variable"), "{stderr}");
+    assert_eq!(report["warnings"], Value::Array(vec![]), "{report:#}");
 
     // TODO(--no-cluster): switch to `--no-cluster` once `deploy` has it; today's
     // `--dry-run` without any kubeconfig is that behaviour (render only).
@@ -167,6 +171,18 @@ fn plan_deploy_render_and_token_need_only_terraform() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["status"], "SUCCESS", "{report:#}");
+    // no terminal: each phase is one line, printed when it ends
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for n in 1..=10 {
+        let head = format!("[{n}/10] ");
+        let lines = stderr.lines().filter(|l| l.starts_with(&head)).count();
+        assert!(lines <= 1, "phase {n} printed {lines} lines:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("[1/10] assume cloud credentials ok in"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" ..."), "{stderr}");
     assert_eq!(report["cluster"]["name"], "shop-prod");
     // one name per phase everywhere: the report says `argocd`, as the docs and errors do
     let phases: Vec<&str> = report["timings"]
