@@ -9,6 +9,10 @@
 //! parsing that YAML is most of the cost of loading the chart, and it does not
 //! depend on anything a render is given. When a file does not parse here,
 //! nothing is precomputed for the chart and loading it reports the error.
+//!
+//! It also gives the binary what `tendril version` prints: the git commit
+//! (`TENDRIL_GIT_COMMIT` when set, else `git rev-parse`, else `unknown`, so a
+//! source tarball without `.git` still builds) and the target triple.
 
 #[allow(dead_code)]
 #[path = "src/chart/pack.rs"]
@@ -67,7 +71,48 @@ fn preparse(files: &[(String, Vec<u8>)]) -> Option<Value> {
     Some(json!({ "values": values, "crds": crds }))
 }
 
+/// The commit the build is of: `TENDRIL_GIT_COMMIT`, else what git says, else `unknown`.
+fn git_commit() -> String {
+    println!("cargo:rerun-if-env-changed=TENDRIL_GIT_COMMIT");
+    if let Ok(commit) = std::env::var("TENDRIL_GIT_COMMIT")
+        && !commit.trim().is_empty()
+    {
+        return commit.trim().to_string();
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let Some(commit) = git(&["rev-parse", "HEAD"]) else {
+        return "unknown".to_string();
+    };
+    // Optimised builds follow every commit; dev builds do not, so that a
+    // commit does not rebuild the library (their commit may be stale).
+    if std::env::var("PROFILE").as_deref() != Ok("debug")
+        && let Some(log) = git(&["rev-parse", "--git-path", "logs/HEAD"])
+    {
+        println!("cargo:rerun-if-changed={log}");
+    }
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
+    if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    }
+}
+
 fn main() {
+    println!("cargo:rustc-env=TENDRIL_GIT_COMMIT={}", git_commit());
+    println!(
+        "cargo:rustc-env=TENDRIL_TARGET={}",
+        std::env::var("TARGET").unwrap_or_else(|_| "unknown".to_string())
+    );
     println!("cargo:rerun-if-changed=templates");
     println!("cargo:rerun-if-changed=src/chart/pack.rs");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_else(|| {

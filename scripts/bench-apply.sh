@@ -14,6 +14,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ $# -gt 0 ]; then export TENDRIL_BENCH_BUNDLE="$1"; fi
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
-cargo build --release --bin tendril
-export TENDRIL_BIN="$CARGO_TARGET_DIR/release/tendril"
+cargo build --profile dist --bin tendril
+export TENDRIL_BIN="$CARGO_TARGET_DIR/dist/tendril"
 cargo bench --bench apply

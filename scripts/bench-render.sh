@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Whole-process timing of `tendril render > /dev/null` (embedded Argo CD chart,
-# default values) with the release binary: the median of N runs, and the peak
+# default values) with the shipped (`dist` profile) binary: the median of N runs, and the peak
 # resident memory reported by GNU time (`/usr/bin/time -v`).
 #
 # Usage: scripts/bench-render.sh [RUNS] [-- extra render flags]
-#   RUNS defaults to 50. Builds the release binary first unless
+#   RUNS defaults to 50. Builds the dist binary first unless
 #   TENDRIL_BIN names one. Uses hyperfine too when it is installed.
 #   With TENDRIL_BIN_BASE naming another build (e.g. of the previous commit),
 #   the two binaries run alternately, run for run, and both medians are
@@ -19,8 +19,8 @@ extra=("$@")
 
 if [ -z "${TENDRIL_BIN:-}" ]; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-  cargo build --release --bin tendril >&2
-  TENDRIL_BIN=$CARGO_TARGET_DIR/release/tendril
+  cargo build --profile dist --bin tendril >&2
+  TENDRIL_BIN=$CARGO_TARGET_DIR/dist/tendril
 fi
 if [ ! -x /usr/bin/time ]; then
   echo "GNU time is missing: apt-get install -y time" >&2

@@ -6,17 +6,17 @@
 #
 #   scripts/bench-token.sh [RUNS]        (default 200 runs; aws CLI: 20 runs)
 #
-# Env: TENDRIL (binary; default target/release/tendril, built if missing).
+# Env: TENDRIL (binary; default target/dist/tendril, built if missing).
 set -euo pipefail
 
 runs="${1:-200}"
 aws_runs="${AWS_RUNS:-20}"
 cd "$(dirname "$0")/.."
 root="$PWD"
-bin="${TENDRIL:-$root/target/release/tendril}"
+bin="${TENDRIL:-$root/target/dist/tendril}"
 if [[ ! -x "$bin" ]]; then
     echo "building $bin ..." >&2
-    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" cargo build --release --bin tendril >&2
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" cargo build --profile dist --bin tendril >&2
 fi
 if [[ ! -x /usr/bin/time ]]; then
     echo "installing GNU time for peak RSS ..." >&2

@@ -7,6 +7,7 @@
 //!   [`ClusterFacts`], whose every request carries a token that is refreshed
 //!   before it expires, so a long wait never ends in a 401;
 //! - [`client_from_kubeconfig`]: a client for a kubeconfig a job gives;
+//! - [`KubeconfigSource`]: `--kubeconfig`, else `$KUBECONFIG`, else `~/.kube/config`;
 //! - [`write_kubeconfig`]: a kubeconfig file merged atomically into an existing one.
 //!
 //! TLS is always verified against the cluster's CA: there is no way to skip it.
@@ -15,6 +16,7 @@ pub mod aks;
 pub mod eks;
 mod file;
 pub mod gke;
+pub mod locate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use crate::cloud::{CachedToken, CloudError, TokenSource};
 use crate::facts::{ClusterFacts, keys};
 
 pub use file::{UserAuth, kubeconfig_for_cluster, merge, write_kubeconfig};
+pub use locate::KubeconfigSource;
 
 /// What went wrong while building cluster access.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +198,7 @@ pub fn client_for_cluster(
     let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, kube::client::Body>(https);
     let service = ServiceBuilder::new()
+        .layer(crate::logging::RequestLogLayer)
         .layer(BearerLayer {
             tokens: Arc::new(CachedToken::new(tokens)),
         })
@@ -298,7 +302,9 @@ pub async fn client_from_kubeconfig_value(
                 .into(),
         ));
     }
-    kube::Client::try_from(config).map_err(|e| err(error_chain(&e)))
+    kube::client::ClientBuilder::try_from(config)
+        .map(|b| b.with_layer(&crate::logging::RequestLogLayer).build())
+        .map_err(|e| err(error_chain(&e)))
 }
 
 #[derive(Clone)]

@@ -20,6 +20,7 @@
 //! | [`terraform`] | running the terraform binary |
 //! | [`facts`] | typed infrastructure facts from Terraform outputs |
 //! | [`kubeconfig`] | kube clients and kubeconfig files from facts |
+//! | [`logging`] | what the library logs about its own I/O (API requests) |
 //! | [`chart`] | chart archives, values, Tera rendering, manifests |
 //! | [`apply`] | staged server-side apply, readiness, waiting |
 //! | [`argocd`] | the Argo CD install |
@@ -40,6 +41,7 @@ pub mod confighash;
 pub mod facts;
 pub mod job;
 pub mod kubeconfig;
+pub mod logging;
 pub mod pipeline;
 pub mod queue;
 pub mod terraform;

@@ -14,13 +14,30 @@ mod cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use std::process::ExitCode;
 
 /// tendril: DEPLOY jobs for infrastructure platforms, with no helm, kubectl or cloud CLI.
 #[derive(Parser)]
-#[command(name = "tendril", version, about, propagate_version = true)]
+#[command(
+    name = "tendril",
+    version,
+    long_version = cli::version::LONG_VERSION,
+    about,
+    propagate_version = true
+)]
 struct Tendril {
+    /// Log format on stderr: `text` (colours only on a terminal) or `json`
+    /// (one object per line, with the job and phase spans). The level comes
+    /// from TENDRIL_LOG (or RUST_LOG), e.g. `debug`; default `warn`.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "TENDRIL_LOG_FORMAT"
+    )]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,11 +62,18 @@ enum Command {
     Worker(cli::worker::Args),
     /// Write a finished DEPLOY job's results into the platform database.
     Finalize(cli::finalize::Args),
+    /// Print the version, git commit and target of this build.
+    Version(cli::version::Args),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion(cli::completion::Args),
+    /// Print the manual page (roff), or write one per command with --out-dir.
+    Man(cli::man::Args),
 }
 
 fn main() -> ExitCode {
-    cli::init_tracing();
-    match Tendril::parse().command {
+    let tendril = Tendril::parse();
+    cli::init_tracing(tendril.log_format);
+    match tendril.command {
         Command::Render(args) => cli::render::run(args),
         Command::Chart(args) => cli::chart::run(args),
         Command::Token(args) => cli::token::run(args),
@@ -59,5 +83,8 @@ fn main() -> ExitCode {
         Command::Deploy(args) => cli::deploy::run(args),
         Command::Worker(args) => cli::worker::run(args),
         Command::Finalize(args) => cli::finalize::run(args),
+        Command::Version(args) => cli::version::run(args),
+        Command::Completion(args) => cli::completion::run(args, Tendril::command()),
+        Command::Man(args) => cli::man::run(args, Tendril::command()),
     }
 }

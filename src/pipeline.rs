@@ -38,6 +38,7 @@ pub enum Phase {
     /// Build the Kubernetes client.
     KubeClient,
     /// Render, apply and wait for Argo CD.
+    #[serde(rename = "argocd")]
     ArgoCd,
     /// Render and apply the App of Apps.
     AppOfApps,
@@ -167,7 +168,8 @@ impl<'a> Phases<'a> {
     {
         (self.sink)(PhaseEvent::Started(phase));
         let start = Instant::now();
-        let result = work.await;
+        let result =
+            tracing::Instrument::instrument(work, tracing::info_span!("phase", %phase)).await;
         let elapsed = start.elapsed();
         let outcome = if result.is_ok() {
             PhaseOutcome::Ok

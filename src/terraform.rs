@@ -634,6 +634,13 @@ impl Terraform {
         for (k, v) in &self.env {
             cmd.env(k, v.expose());
         }
+        tracing::debug!(
+            binary = %self.binary.display(),
+            args = ?args,
+            workdir = %self.workdir.display(),
+            env = ?self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            "running terraform {command}"
+        );
         // terraform writes into files, not pipes: if tendril dies, terraform
         // (interrupted by its parent-death signal) can still print while it
         // stops its provisioners and writes the state. A Go program writing
@@ -715,6 +722,7 @@ impl Terraform {
             command,
             problem: "terraform's exit status was lost".to_string(),
         })?;
+        tracing::debug!(%status, interrupted, killed, "terraform {command} exited");
         Ok(Finished {
             status,
             stdout,

@@ -419,7 +419,7 @@ fn chart_package_command_writes_the_same_bytes_twice() {
         let status = Command::new(env!("CARGO_BIN_EXE_tendril"))
             .args(["chart", "package"])
             .arg(fixture("basic"))
-            .arg("-o")
+            .arg("--output-file")
             .arg(out)
             .status()
             .unwrap();
@@ -440,7 +440,7 @@ fn chart_package_refuses_a_broken_chart_and_writes_nothing() {
     let output = Command::new(env!("CARGO_BIN_EXE_tendril"))
         .args(["chart", "package"])
         .arg(&dir)
-        .arg("-o")
+        .arg("--output-file")
         .arg(&out)
         .output()
         .unwrap();

@@ -764,7 +764,7 @@ fn command_errors_exit_non_zero_and_write_nothing() {
         fixture("basic").to_str().unwrap(),
         "--set",
         "a[x]=1",
-        "-o",
+        "--output-file",
         out_file.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
@@ -808,7 +808,7 @@ fn command_output_file_matches_stdout() {
     ];
     let stdout = tendril(&base).stdout;
     let mut with_o: Vec<&str> = base.to_vec();
-    with_o.extend(["-o", out_file.to_str().unwrap()]);
+    with_o.extend(["--output-file", out_file.to_str().unwrap()]);
     let out = tendril(&with_o);
     assert!(out.status.success());
     assert!(out.stdout.is_empty());

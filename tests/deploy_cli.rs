@@ -25,8 +25,10 @@ fn terraform_available() -> bool {
 fn tendril(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tendril"))
         .args(args)
-        // no cluster: the dry run renders only
-        .env_remove("TENDRIL_E2E_KUBECONFIG")
+        // no cluster: the dry run renders only (the job's identity is `local`,
+        // so an ambient KUBECONFIG or ~/.kube/config would be used)
+        .env_remove("KUBECONFIG")
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
         .output()
         .unwrap()
 }

@@ -43,7 +43,7 @@ fn aws_outputs_give_an_exec_plugin_kubeconfig_with_mode_0600() {
         "kubeconfig",
         "--facts",
         fixture("aws").to_str().unwrap(),
-        "-o",
+        "--kubeconfig",
         out.to_str().unwrap(),
     ]));
     assert_eq!(
@@ -93,14 +93,14 @@ fn gcp_and_azure_outputs() {
         "kubeconfig",
         "--facts",
         fixture("gcp").to_str().unwrap(),
-        "-o",
+        "--kubeconfig",
         out.to_str().unwrap(),
     ]));
     ok(&tendril(&[
         "kubeconfig",
         "--facts",
         fixture("azure").to_str().unwrap(),
-        "-o",
+        "--kubeconfig",
         out.to_str().unwrap(),
         "--context",
         "aks",
@@ -163,7 +163,7 @@ fn merge_keeps_other_entries_and_replaces_the_same_context() {
         "kubeconfig",
         "--facts",
         aws.to_str().unwrap(),
-        "-o",
+        "--kubeconfig",
         out.to_str().unwrap(),
         "--context",
         "shop",
@@ -196,7 +196,7 @@ fn errors_leave_the_existing_file_untouched() {
         "kubeconfig",
         "--facts",
         fixture("aws").to_str().unwrap(),
-        "-o",
+        "--kubeconfig",
         out.to_str().unwrap(),
     ]);
     assert!(!r.status.success());
@@ -220,7 +220,7 @@ fn errors_leave_the_existing_file_untouched() {
         facts.to_str().unwrap(),
         "--provider",
         "gcp",
-        "-o",
+        "--kubeconfig",
         target.to_str().unwrap(),
     ]);
     assert!(!r.status.success());
@@ -241,7 +241,7 @@ fn errors_leave_the_existing_file_untouched() {
         "kubeconfig",
         "--facts",
         "/nonexistent/out.json",
-        "-o",
+        "--kubeconfig",
         target.to_str().unwrap(),
     ]);
     assert!(!r.status.success());
@@ -268,7 +268,7 @@ fn embedded_eks_token_and_facts_file_input() {
             "kubeconfig",
             "--facts",
             facts_path.to_str().unwrap(),
-            "-o",
+            "--kubeconfig",
             out.to_str().unwrap(),
             "--embed-token",
         ])

@@ -610,7 +610,8 @@ fn cli_plan_is_cancelled_by_sigterm() {
     for line in lines.by_ref() {
         let line = line.unwrap();
         seen.push(line.clone());
-        if line.contains("==> plan") {
+        // without a terminal, the line after init is the end of init: plan is running
+        if line.contains("==> init done") {
             break;
         }
     }

@@ -5,14 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use tendril::apply::{
     self, Action, ApplyEvent, ApplyOptions, ApplyReport, ApplySet, ObjectError, ReadinessOptions,
     ResourceManager, Status,
 };
 use tendril::appofapps::ApplicationReadiness;
+use tendril::kubeconfig::KubeconfigSource;
 
 /// Flags of `tendril apply`.
 #[derive(clap::Args)]
@@ -29,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     wait: bool,
     /// Overall limit for applying and waiting, e.g. 90s, 5m.
-    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, default_value = "5m", value_parser = super::format::duration)]
     timeout: Duration,
     /// Take over fields that other field managers own.
     #[arg(long)]
@@ -68,31 +66,17 @@ pub struct Args {
     /// Kubeconfig context (default: the current context).
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
-    /// `text` (summary table on stderr) or `json` (the report on stdout as well).
-    #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
-    output: String,
-}
-
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    tendril::job::parse_duration(text)
+    /// `text` (summary table on stderr), `json` or `yaml` (the report on stdout as well).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: super::format::OutputFormat,
 }
 
 /// Errors of the command itself (the apply module has its own).
 #[derive(Debug, thiserror::Error)]
 enum CliError {
-    #[error("cannot read kubeconfig {path}: {source}")]
-    KubeconfigFile {
-        path: String,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error(
-        "cannot load a kubeconfig (from --kubeconfig, $KUBECONFIG or ~/.kube/config): {0}; pass --kubeconfig FILE"
-    )]
-    Kubeconfig(#[source] kube::config::KubeconfigError),
-    #[error("cannot create a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-    #[error("--applyset: {0}")]
+    #[error(transparent)]
+    Kubeconfig(#[from] tendril::kubeconfig::KubeconfigError),
+    #[error("applyset: {0}")]
     ApplySet(#[source] apply::InventoryError),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
@@ -105,20 +89,17 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     let rt = super::runtime();
-    let requests = Arc::new(AtomicU64::new(0));
-    let result = rt.block_on(execute(&args, manifests, requests.clone()));
+    let result = rt.block_on(execute(&args, manifests));
     let report = match &result {
         Ok(r) => Some(r),
         Err(CliError::Apply(e)) => e.report(),
         Err(_) => None,
     };
     if let Some(r) = report {
-        print_summary(r, requests.load(Ordering::Relaxed));
+        print_summary(r, tendril::logging::api_requests_sent());
         print_hints(r);
-        if args.output == "json" {
-            let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer_pretty(&mut out, r);
-            let _ = writeln!(out);
+        if let Err(e) = args.output.print(r) {
+            eprintln!("error: {e}");
         }
     }
     match result {
@@ -127,48 +108,14 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn execute(
-    args: &Args,
-    manifests: Vec<apply::Manifest>,
-    requests: Arc<AtomicU64>,
-) -> Result<ApplyReport, CliError> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        cluster: None,
-        user: None,
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                CliError::KubeconfigFile {
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(|source| CliError::KubeconfigFile {
-                    path: path.display().to_string(),
-                    source,
-                })?
-        }
-        None => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(CliError::Kubeconfig)?,
-    };
+async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyReport, CliError> {
+    let client = KubeconfigSource::resolve(args.kubeconfig.as_deref())?
+        .client(args.context.as_deref())
+        .await?;
     let namespace = args
         .namespace
         .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    // Every request the engine sends is counted for the summary.
-    let counting = tower::util::MapRequestLayer::new(move |req| {
-        requests.fetch_add(1, Ordering::Relaxed);
-        req
-    });
-    let client = kube::client::ClientBuilder::try_from(config)
-        .map_err(CliError::Client)?
-        .with_layer(&counting)
-        .build();
+        .unwrap_or_else(|| client.default_namespace().to_string());
     let applyset = match &args.applyset {
         Some(name) => {
             Some(ApplySet::new(name.clone(), namespace.clone()).map_err(CliError::ApplySet)?)

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use sha2::Digest as _;
 
+use super::format::OutputFormat;
+
 /// Flags of `tendril chart`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,30 +22,53 @@ enum Command {
         /// The chart directory (holding Chart.yaml).
         dir: PathBuf,
         /// The archive to write (atomically).
-        #[arg(short = 'o', long, value_name = "FILE")]
-        output: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        output_file: PathBuf,
+        /// Output format: `json` or `yaml` print the file, size and digest on stdout.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: OutputFormat,
     },
+}
+
+/// What `tendril chart package -o json|yaml` prints.
+#[derive(serde::Serialize)]
+struct Packaged {
+    file: PathBuf,
+    bytes: usize,
+    sha256: String,
 }
 
 /// Runs `tendril chart`.
 pub fn run(args: Args) -> ExitCode {
     match args.command {
-        Command::Package { dir, output } => {
+        Command::Package {
+            dir,
+            output_file,
+            output,
+        } => {
             let bytes = match tendril::chart::package_dir(&dir) {
                 Ok(b) => b,
                 Err(e) => return super::fail(&e),
             };
-            if let Err(e) = super::render::write_atomic(&output, &bytes) {
-                eprintln!("error: cannot write {}: {e}", output.display());
+            if let Err(e) = super::render::write_atomic(&output_file, &bytes) {
+                eprintln!("error: cannot write {}: {e}", output_file.display());
                 return ExitCode::FAILURE;
             }
+            let packaged = Packaged {
+                file: output_file,
+                bytes: bytes.len(),
+                sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            };
             eprintln!(
                 "wrote {} ({} bytes, sha256 {})",
-                output.display(),
-                bytes.len(),
-                hex::encode(sha2::Sha256::digest(&bytes))
+                packaged.file.display(),
+                packaged.bytes,
+                packaged.sha256
             );
-            ExitCode::SUCCESS
+            match output.print(&packaged) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => super::fail(&e),
+            }
         }
     }
 }

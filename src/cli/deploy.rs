@@ -2,7 +2,7 @@
 //!
 //! Progress goes to stderr (a phase list with a spinner on a terminal, plain
 //! lines otherwise) and ends with a summary; `--output json` prints the report
-//! on stdout. Exit code 0 only on success; 130 when cancelled (SIGINT/SIGTERM).
+//! (or `--output yaml`) on stdout. Exit code 0 only on success; 130 when cancelled (SIGINT/SIGTERM).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,8 +23,8 @@ pub struct Args {
     /// The job file (YAML or JSON) of a DEPLOY job.
     #[arg(long, value_name = "FILE")]
     pub job: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    /// Output format: `json` or `yaml` print the report on stdout.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
     /// Change nothing in the cluster: with a cluster, the server's dry run;
     /// without one, only render. Writes manifests, kubeconfig and report to
@@ -38,8 +38,10 @@ pub struct Args {
     #[arg(long)]
     pub include_sensitive_outputs: bool,
     /// A kubeconfig to use instead of the job's `tendril.kubernetes` and of
-    /// building access from the outputs (also `TENDRIL_E2E_KUBECONFIG`).
-    #[arg(long, value_name = "FILE", env = "TENDRIL_E2E_KUBECONFIG")]
+    /// building access from the outputs. When the job gives no cluster
+    /// (cloud identity `local`, no `tendril.kubernetes`), `$KUBECONFIG` or
+    /// `~/.kube/config` is used if it exists.
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The context in `--kubeconfig`.
     #[arg(long, value_name = "NAME")]
@@ -131,6 +133,35 @@ fn summary(report: &DeployReport) {
     }
 }
 
+/// The kubeconfig `--kubeconfig` names; else, only when the job itself gives
+/// no way to the cluster, the one `$KUBECONFIG` or `~/.kube/config` names.
+fn kubeconfig_of(
+    args: &Args,
+    job: &JobFile,
+) -> Result<Option<PathBuf>, tendril::kubeconfig::KubeconfigError> {
+    use tendril::kubeconfig::{KubeconfigError, KubeconfigSource};
+    let job_gives_cluster = job.tendril.kubernetes.kubeconfig.is_some()
+        || !matches!(job.cloud_identity, tendril::job::CloudIdentity::Local);
+    if args.kubeconfig.is_none() && job_gives_cluster {
+        return Ok(None);
+    }
+    let Ok(source) = KubeconfigSource::resolve(args.kubeconfig.as_deref()) else {
+        return Ok(None);
+    };
+    match source.files() {
+        [one] if matches!(source, KubeconfigSource::Flag(_)) || one.is_file() => {
+            Ok(Some(one.clone()))
+        }
+        [_] => Ok(None),
+        _ => Err(KubeconfigError::Kubeconfig {
+            path: source.primary().to_path_buf(),
+            reason: "$KUBECONFIG names several files and tendril deploy reads one; pass \
+                     --kubeconfig FILE"
+                .into(),
+        }),
+    }
+}
+
 /// Runs `tendril deploy`.
 pub fn run(args: Args) -> ExitCode {
     let job = match JobFile::load(&args.job) {
@@ -153,7 +184,10 @@ pub fn run(args: Args) -> ExitCode {
         dry_run: args.dry_run,
         output_dir: out_dir,
         include_sensitive_outputs: args.include_sensitive_outputs,
-        kubeconfig: args.kubeconfig.clone().map(|k| (k, args.context.clone())),
+        kubeconfig: match kubeconfig_of(&args, &job) {
+            Ok(k) => k.map(|k| (k, args.context.clone())),
+            Err(e) => return super::fail(&e),
+        },
         field_manager: args.field_manager.clone(),
         ..DeployOptions::default()
     };
@@ -176,11 +210,8 @@ pub fn run(args: Args) -> ExitCode {
     {
         return super::fail(&e);
     }
-    if args.output == Output::Json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => return super::fail(&e),
-        }
+    if let Err(e) = args.output.print(&report) {
+        return super::fail(&e);
     }
     match report.status {
         JobStatus::Success => ExitCode::SUCCESS,

@@ -10,7 +10,9 @@ use tendril::cloud::aws::{self, AwsCredentials, AwsOptions, AwsRole};
 use tendril::cloud::azure::{AzureCredential, AzureIdentity};
 use tendril::cloud::gcp::{GcpCredentialSource, GcpTokenSource};
 use tendril::facts::{CloudProvider, ClusterFacts, InfraFacts, OutputMapping};
-use tendril::kubeconfig::{UserAuth, aks, eks, kubeconfig_for_cluster, write_kubeconfig};
+use tendril::kubeconfig::{
+    KubeconfigSource, UserAuth, aks, eks, kubeconfig_for_cluster, write_kubeconfig,
+};
 
 /// Flags of `tendril kubeconfig`.
 #[derive(clap::Args)]
@@ -18,9 +20,10 @@ pub struct Args {
     /// `terraform output -json` of the infrastructure, or a facts file (JSON or YAML).
     #[arg(long)]
     facts: PathBuf,
-    /// The kubeconfig to write; an existing file is merged (context added or replaced).
-    #[arg(short = 'o', long = "output")]
-    output: PathBuf,
+    /// The kubeconfig to write (default: the first file in $KUBECONFIG, else
+    /// ~/.kube/config); an existing file is merged (context added or replaced).
+    #[arg(long, visible_alias = "output-file", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// The cloud (default: guessed from the output names eks_/gke_/aks_).
     #[arg(long)]
     provider: Option<String>,
@@ -143,6 +146,7 @@ async fn aws_credentials(args: &Args, region: &str) -> Result<AwsCredentials, Cl
 }
 
 async fn write(args: Args) -> Result<String, CliError> {
+    let target = KubeconfigSource::resolve(args.kubeconfig.as_deref())?;
     let mut cluster = load_cluster(&args)?;
     let mut exec_args: Vec<String> = vec!["token".into()];
     let mut aws_creds = None;
@@ -237,18 +241,39 @@ async fn write(args: Args) -> Result<String, CliError> {
             _ => cluster.name.clone(),
         });
     let kubeconfig = kubeconfig_for_cluster(&cluster, &context, &auth)?;
-    write_kubeconfig(&args.output, kubeconfig)?;
+    let target = target.primary();
+    create_parent(target)?;
+    write_kubeconfig(target, kubeconfig)?;
     Ok(format!(
         "wrote context `{context}` for {} cluster `{}` to {}{}",
         cluster.provider,
         cluster.name,
-        args.output.display(),
+        target.display(),
         if args.embed_token {
             " (embedded token: it expires; use the exec plugin for long use)"
         } else {
             ""
         }
     ))
+}
+
+/// Creates the directory a kubeconfig goes into (`~/.kube` on a fresh
+/// machine), private to the user as kubectl makes it.
+fn create_parent(path: &std::path::Path) -> Result<(), CliError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| {
+                CliError::Kube(tendril::kubeconfig::KubeconfigError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }),
+        _ => Ok(()),
+    }
 }
 
 fn azure_identity(args: &Args) -> Result<AzureIdentity, CliError> {

@@ -2,29 +2,67 @@
 
 pub mod apply;
 pub mod chart;
+pub mod completion;
 pub mod deploy;
 pub mod finalize;
+pub mod format;
 pub mod kubeconfig;
+pub mod man;
 pub mod plan;
 pub mod progress;
 pub mod render;
 pub mod token;
+pub mod version;
 pub mod worker;
 
 use std::error::Error;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// `--log-format`: how log lines look on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, colours only when stderr is a terminal (and
+    /// `NO_COLOR` is unset).
+    #[default]
+    Text,
+    /// One JSON object per event, with the current span and the spans it is in
+    /// (`job`, `phase`), for log shippers.
+    Json,
+}
+
+/// Upper bounds on crates whose trace events carry secrets, applied over any
+/// filter: aws-sigv4 traces the canonical request of a presigned URL (the EKS
+/// token), session token included.
+const SECRET_BEARING_TARGETS: &[&str] = &["aws_sigv4=debug"];
+
 /// Logs go to stderr; `TENDRIL_LOG` (or `RUST_LOG`) sets the filter, `warn` by default.
-pub fn init_tracing() {
+pub fn init_tracing(format: LogFormat) {
     let filter = std::env::var("TENDRIL_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "warn".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    let filter = SECRET_BEARING_TARGETS
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(tracing_subscriber::EnvFilter::new(filter), |f, d| {
+            f.add_directive(d)
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// A tokio runtime for the commands that need one (render does not).

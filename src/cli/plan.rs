@@ -1,10 +1,11 @@
 //! `tendril plan`: run a PLAN job from a job file.
 //!
-//! Progress and a human summary go to stderr; with `--output json` the report
+//! Progress and a human summary go to stderr; with `--output json|yaml` the report
 //! (or, on failure, `{job_id, status, phase, error}`) goes to stdout.
 //! SIGINT/SIGTERM cancel the job: terraform is interrupted, stops at a safe
 //! point and writes its state, and the job ends CANCELLED (exit code 130).
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,14 +16,7 @@ use tendril::pipeline::result::JobResult;
 use tendril::terraform::Event;
 use tokio_util::sync::CancellationToken;
 
-/// Output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// A human summary on stderr.
-    Text,
-    /// The JSON report on stdout (the human summary still goes to stderr).
-    Json,
-}
+pub use super::format::OutputFormat as Output;
 
 /// Flags of `tendril plan`.
 #[derive(clap::Args)]
@@ -30,8 +24,8 @@ pub struct Args {
     /// The job file (YAML or JSON) of a PLAN job.
     #[arg(long, value_name = "FILE")]
     pub job: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    /// Output format: `json` or `yaml` print the report on stdout.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
     /// Also write the job's result (status, failed phase, error) as JSON to
     /// this file, mode 0600 (the worker's contract).
@@ -44,8 +38,12 @@ pub const EXIT_CANCELLED: u8 = 130;
 
 fn print_event(event: PlanEvent) {
     match &event {
-        PlanEvent::PhaseStarted(phase) => eprintln!("==> {phase}"),
-        PlanEvent::PhaseFinished { phase, millis } => eprintln!("    {phase} done in {millis} ms"),
+        // a terminal sees what is running; a log gets one line per phase, when it ends
+        PlanEvent::PhaseStarted(phase) if std::io::stderr().is_terminal() => {
+            eprintln!("==> {phase}")
+        }
+        PlanEvent::PhaseStarted(_) => {}
+        PlanEvent::PhaseFinished { phase, millis } => eprintln!("==> {phase} done in {millis} ms"),
         PlanEvent::Terraform(e) => match e {
             Event::PlannedChange { address, action } => eprintln!("    {action:>8} {address}"),
             Event::Diagnostic(d) => {
@@ -117,13 +115,10 @@ pub fn run(args: Args) -> ExitCode {
     match result {
         Ok(report) => {
             print_summary(&report);
-            if args.output == Output::Json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => return super::fail(&e),
-                }
+            match args.output.print(&report) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => super::fail(&e),
             }
-            ExitCode::SUCCESS
         }
         Err(err) => failed(&job, &err, args.output),
     }
@@ -145,14 +140,14 @@ fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {
         eprintln!("terraform stderr:\n{}", stderr.trim_end());
     }
     let code = super::fail(err);
-    if output == Output::Json {
-        let doc = serde_json::json!({
-            "job_id": job.job.id.0,
-            "status": if cancelled { "CANCELLED" } else { "FAILED" },
-            "phase": err.phase().as_str(),
-            "error": err.to_string(),
-        });
-        println!("{doc:#}");
+    let doc = serde_json::json!({
+        "job_id": job.job.id.0,
+        "status": if cancelled { "CANCELLED" } else { "FAILED" },
+        "phase": err.phase().as_str(),
+        "error": err.to_string(),
+    });
+    if let Err(e) = output.print(&doc) {
+        eprintln!("error: {e}");
     }
     if cancelled {
         eprintln!("job {} CANCELLED", job.job.id);

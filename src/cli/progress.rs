@@ -1,5 +1,6 @@
 //! Human progress on stderr for the job commands: a phase list with a spinner
-//! for the running phase when stderr is a terminal, plain lines otherwise.
+//! for the running phase when stderr is a terminal, otherwise one plain line
+//! per phase when it ends (and the phase's detail lines before it).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -56,8 +57,6 @@ impl Progress {
                     bar.set_prefix(head);
                     bar.enable_steady_tick(Duration::from_millis(100));
                     st.bar = Some(bar);
-                } else {
-                    eprintln!("{head} ...");
                 }
             }
             PhaseEvent::Finished {

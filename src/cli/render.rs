@@ -1,12 +1,18 @@
 //! `tendril render`: render a chart (the embedded Argo CD chart by default)
-//! to multi-document YAML on stdout, or atomically into a file with `-o`.
+//! to multi-document YAML (or, with `-o json`, a JSON `v1/List`) on stdout,
+//! atomically into a file with `--output-file`, or one file per template
+//! into a directory with `--output-dir`, as `helm template --output-dir` does.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tendril::Secret;
-use tendril::chart::{Capabilities, Chart, ChartError, RenderOptions, Values, manifests_to_yaml};
+use tendril::chart::{
+    Capabilities, Chart, ChartError, Manifest, RenderOptions, Values, manifests_to_yaml,
+};
+
+use super::format::OutputFormat;
 
 /// The embedded chart rendered when `--chart` is not given.
 pub const DEFAULT_CHART: &str = "argocd";
@@ -58,9 +64,26 @@ pub struct Flags {
     /// instead of warning about them.
     #[arg(long)]
     pub strict: bool,
-    /// Write the YAML to this file (atomically) instead of stdout.
-    #[arg(short = 'o', long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// Output format: `yaml` (or `text`) multi-document YAML, `json` one `v1/List`.
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: OutputFormat,
+    /// Write to this file (atomically) instead of stdout.
+    #[arg(long, value_name = "FILE", conflicts_with = "output_dir")]
+    pub output_file: Option<PathBuf>,
+    /// Write one YAML file per template into DIR/CHART/ (e.g.
+    /// DIR/argo-cd/templates/x.yaml), as `helm template --output-dir` does.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+}
+
+/// A finished render and where it goes.
+enum Rendered {
+    /// One document on stdout.
+    Stdout(String),
+    /// One document in a file.
+    File(PathBuf, String),
+    /// One YAML file per template: the files' paths (under `--output-dir`) and texts.
+    Dir(Vec<(PathBuf, String)>),
 }
 
 /// Draws a random alphanumeric password of `len` characters.
@@ -73,11 +96,17 @@ pub fn random_password(len: usize) -> String {
         .collect()
 }
 
-fn render(args: Flags) -> Result<(String, Option<PathBuf>), ChartError> {
+fn render(args: Flags) -> Result<Rendered, RenderError> {
     let chart = match &args.chart {
         Some(path) => Chart::load(path.clone())?,
         None => Chart::embedded(DEFAULT_CHART)?,
     };
+    if args.output_dir.is_some() && args.output == OutputFormat::Json {
+        return Err(RenderError::Usage(
+            "--output-dir writes YAML files, one per template; drop `-o json` or use --output-file"
+                .into(),
+        ));
+    }
     let mut values = Values::new();
     for file in &args.values {
         values.merge_file(file)?;
@@ -106,17 +135,108 @@ fn render(args: Flags) -> Result<(String, Option<PathBuf>), ChartError> {
             return Err(ChartError::Set {
                 expr: kv.clone(),
                 reason: "--input needs NAME=VALUE".to_string(),
-            });
+            }
+            .into());
         };
         opts = opts.with_input(k, Secret::new(v.to_string()));
     }
     let manifests = chart.render(&opts)?;
-    let yaml = manifests_to_yaml(&manifests);
+    let text = || match args.output {
+        OutputFormat::Json => as_json_list(&manifests),
+        OutputFormat::Text | OutputFormat::Yaml => Ok(manifests_to_yaml(&manifests)),
+    };
+    let rendered = match (&args.output_file, &args.output_dir) {
+        (Some(file), _) => Rendered::File(file.clone(), text()?),
+        (None, Some(dir)) => {
+            let base = dir.join(&chart.metadata.name);
+            let files = per_template(&manifests)?;
+            Rendered::Dir(files.into_iter().map(|(p, t)| (base.join(p), t)).collect())
+        }
+        (None, None) => Rendered::Stdout(text()?),
+    };
     // The process ends right after printing: freeing the compiled templates
     // and every parsed object one allocation at a time would only delay that.
     std::mem::forget(chart);
     std::mem::forget(manifests);
-    Ok((yaml, args.output))
+    Ok(rendered)
+}
+
+/// What can go wrong in `tendril render`.
+#[derive(Debug, thiserror::Error)]
+enum RenderError {
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Output(#[from] super::format::OutputError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The objects as one JSON `v1/List`, as `kubectl get -o json` prints several.
+fn as_json_list(manifests: &[Manifest]) -> Result<String, RenderError> {
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": manifests.iter().map(|m| &m.object).collect::<Vec<_>>(),
+    });
+    Ok(OutputFormat::Json.document(&list)?.unwrap_or_default())
+}
+
+/// The manifests grouped by the template they came from, in order: (relative path, YAML).
+fn per_template(manifests: &[Manifest]) -> Result<Vec<(PathBuf, String)>, RenderError> {
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    for m in manifests {
+        let path = PathBuf::from(&m.source);
+        if !path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(RenderError::Usage(format!(
+                "the chart file `{}` has a path that cannot be written under --output-dir",
+                m.source
+            )));
+        }
+        let text = manifests_to_yaml(std::slice::from_ref(m));
+        match files.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, yaml)) => yaml.push_str(&text),
+            None => files.push((path, text)),
+        }
+    }
+    Ok(files)
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), RenderError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| RenderError::Write {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    write_atomic(path, text.as_bytes()).map_err(|source| RenderError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_all(rendered: Rendered) -> Result<(), RenderError> {
+    match rendered {
+        Rendered::Stdout(text) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(RenderError::Output(super::format::OutputError::Stdout(e)))
+                }
+                _ => Ok(()),
+            }
+        }
+        Rendered::File(path, text) => write_file(&path, &text),
+        Rendered::Dir(files) => files.iter().try_for_each(|(p, t)| write_file(p, t)),
+    }
 }
 
 /// Writes `data` to `path` through a temporary file in the same directory.
@@ -144,25 +264,8 @@ pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> 
 
 /// Runs `tendril render`.
 pub fn run(args: Args) -> ExitCode {
-    match render(*args.flags) {
-        Ok((yaml, None)) => {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out.write_all(yaml.as_bytes()).and_then(|()| out.flush()) {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
-                eprintln!("error: cannot write to stdout: {e}");
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
-        }
-        Ok((yaml, Some(path))) => match write_atomic(&path, yaml.as_bytes()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                ExitCode::FAILURE
-            }
-        },
+    match render(*args.flags).and_then(write_all) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => super::fail(&e),
     }
 }

@@ -349,6 +349,7 @@ pub enum DeployError {
 }
 
 /// Runs a DEPLOY job. Never panics on bad input; the report says what failed.
+#[tracing::instrument(name = "job", skip_all, fields(id = %job.job.id, job_type = "DEPLOY"))]
 pub async fn run_deploy(
     job: &JobFile,
     opts: &DeployOptions,
@@ -920,7 +921,7 @@ async fn kube_client(
                 return Ok(None);
             }
             return Err(DeployError::Facts(
-                "cloud identity `local` gives no cluster credentials: set tendril.kubernetes.kubeconfig in the job (or TENDRIL_E2E_KUBECONFIG), or use --dry-run".into(),
+                "cloud identity `local` gives no cluster credentials: set tendril.kubernetes.kubeconfig in the job, pass --kubeconfig FILE or set KUBECONFIG, or use --dry-run".into(),
             ));
         }
     };

@@ -519,7 +519,8 @@ impl<'a> Timer<'a> {
     {
         (self.progress)(PlanEvent::PhaseStarted(phase));
         let start = Instant::now();
-        let out = fut.await?;
+        let out =
+            tracing::Instrument::instrument(fut, tracing::info_span!("phase", %phase)).await?;
         let millis = start.elapsed().as_millis() as u64;
         self.timings.insert(phase.as_str(), millis);
         (self.progress)(PlanEvent::PhaseFinished { phase, millis });
@@ -531,16 +532,34 @@ fn tf_err(phase: Phase) -> impl Fn(TerraformError) -> PlanError {
     move |source| PlanError::Terraform { phase, source }
 }
 
+/// Names terraform reserves: no module can declare a variable called so.
+const RESERVED_VARIABLE_NAMES: &[&str] = &[
+    "count",
+    "depends_on",
+    "for_each",
+    "lifecycle",
+    "locals",
+    "provider",
+    "providers",
+    "source",
+    "version",
+];
+
 /// Writes the tfvars file: every top-level key of `config_snapshot` becomes
-/// a variable value (terraform warns about, and ignores, undeclared ones).
+/// a variable value (terraform warns about, and ignores, undeclared ones),
+/// except the names terraform reserves (e.g. the snapshot's `provider`),
+/// which no module can declare and would only ever warn.
 fn write_tfvars(job: &JobFile, ws: &Workspace) -> Result<PathBuf, PlanError> {
     let path = ws.tfvars_file();
-    let bytes =
-        serde_json::to_vec_pretty(&job.job.config_snapshot).map_err(|e| PlanError::Workspace {
-            action: "serialize tfvars for",
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+    let mut vars = job.job.config_snapshot.clone();
+    if let Some(map) = vars.as_object_mut() {
+        map.retain(|k, _| !RESERVED_VARIABLE_NAMES.contains(&k.as_str()));
+    }
+    let bytes = serde_json::to_vec_pretty(&vars).map_err(|e| PlanError::Workspace {
+        action: "serialize tfvars for",
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
     ws.write(&path, &bytes)?;
     Ok(path)
 }
@@ -565,6 +584,7 @@ fn warnings_of(diags: &[terraform::Diagnostic]) -> Vec<String> {
 ///
 /// `child_env` is what terraform gets on top of the allow-listed variables
 /// (cloud credentials; see [`local_child_env`] for provider `local`).
+#[tracing::instrument(name = "job", skip_all, fields(id = %job.job.id, job_type = "PLAN"))]
 pub async fn run_plan(
     job: &JobFile,
     child_env: Vec<(String, Secret<String>)>,
