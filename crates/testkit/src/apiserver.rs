@@ -16,16 +16,21 @@
 //!   that have one), `dryRun=All`, `metadata.generation`, `uid`,
 //!   `resourceVersion`, `creationTimestamp`;
 //! - watches with resourceVersions, `BOOKMARK` events, `sendInitialEvents`
-//!   and `410 Gone` (as an `ERROR` event) for compacted resourceVersions;
+//!   history from the server's start (a watch from resourceVersion 1
+//!   replays it) and `410 Gone` (as an `ERROR` event) once compacted;
 //! - CustomResourceDefinitions: an applied CRD is marked `NamesAccepted` and
 //!   `Established`, and its custom resources are served;
 //! - deleting a Namespace deletes its contents; immutable fields (a Service's
 //!   `spec.clusterIP`, a Deployment's `spec.selector`, a Job's
 //!   `spec.template`) are rejected with `422 Invalid` like the real server.
 //!
-//! There are no controllers: nothing becomes ready by itself. Tests set
-//! status through the status subresource, exactly as they would on a real
-//! cluster. See `docs/test-apiserver.md`.
+//! It answers as the recorded real server of `../shared/k8s-contract/` does
+//! (replayed by `tests/k8s_contract.rs`): text 404s for unknown groups, the
+//! real managedFields bookkeeping, a `kube-root-ca.crt` in every new
+//! namespace, asynchronous namespace deletion, CRDs that establish in stages.
+//! Beyond those simulated controllers nothing becomes ready by itself: tests
+//! set status through the status subresource, exactly as they would on a
+//! real cluster. See `docs/test-apiserver.md`.
 
 mod fields;
 mod http;
