@@ -9,6 +9,10 @@
 
 ALTER TABLE provision_jobs ADD COLUMN error_phase text;
 
+-- "Is an older job of this vine still QUEUED?" is an index probe.
+CREATE INDEX provision_jobs_queued_by_vine ON provision_jobs (vine_id, created_at, id)
+    WHERE status = 'QUEUED';
+
 CREATE OR REPLACE FUNCTION tendril_try_claim(p_job provision_jobs, p_worker text)
 RETURNS provision_jobs
 LANGUAGE plpgsql AS $$

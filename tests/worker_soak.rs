@@ -172,12 +172,14 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
                 "region": "eu-west-1", "provider": "local", "sleep_seconds": sleep, "revision": round + 1})
             .to_string();
             db.execute(
+                // explicit times: PLAN r, DEPLOY r, PLAN r+1 ... in this order
                 "WITH p AS (
-                   INSERT INTO provision_jobs (job_type, vine_id, vineyard_id, config_snapshot)
-                   VALUES ('PLAN', $1::text::uuid, $2::text::uuid, $3::text::jsonb) RETURNING *)
+                   INSERT INTO provision_jobs (job_type, vine_id, vineyard_id, config_snapshot, created_at)
+                   VALUES ('PLAN', $1::text::uuid, $2::text::uuid, $3::text::jsonb,
+                           now() + make_interval(secs => $4::int * 0.01)) RETURNING *)
                  INSERT INTO provision_jobs (job_type, vine_id, vineyard_id, config_snapshot, plan_job_id, created_at)
                  SELECT 'DEPLOY', vine_id, vineyard_id, config_snapshot, id, created_at + interval '1 ms' FROM p",
-                &[&vine, &vineyard, &snapshot],
+                &[&vine, &vineyard, &snapshot, &(round as i32)],
             )
             .await
             .unwrap();
@@ -384,7 +386,8 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
             .unwrap();
         assert!(
             resp.status().is_success(),
-            "vine {v}: no state at {key}; the bucket holds: {listing}"
+            "vine {v}: GET {key} answered {}; the bucket holds: {listing}",
+            resp.status()
         );
         let state: serde_json::Value = resp.json().await.unwrap();
         let names: Vec<&str> = state["resources"]
