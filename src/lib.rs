@@ -17,9 +17,11 @@
 //! | [`cloud`] | assuming credentials per provider |
 //! | [`artifact`] | plan artifacts and their digests |
 //! | [`confighash`] | canonical config hashing, the stale-plan check |
+//! | [`errors`] | printing an error with its causes |
 //! | [`terraform`] | running the terraform binary |
 //! | [`facts`] | typed infrastructure facts from Terraform outputs |
 //! | [`kubeconfig`] | kube clients and kubeconfig files from facts |
+//! | [`outfile`] | writing output files safely (atomic, links, FIFOs, modes) |
 //! | [`chart`] | chart archives, values, Tera rendering, manifests |
 //! | [`apply`] | staged server-side apply, readiness, waiting |
 //! | [`argocd`] | the Argo CD install |
@@ -37,9 +39,11 @@ pub mod artifact;
 pub mod chart;
 pub mod cloud;
 pub mod confighash;
+pub mod errors;
 pub mod facts;
 pub mod job;
 pub mod kubeconfig;
+pub mod outfile;
 pub mod pipeline;
 pub mod queue;
 pub mod terraform;

@@ -68,16 +68,8 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 /// Errors of the command itself (the apply module has its own).
 #[derive(Debug, thiserror::Error)]
 enum CliError {
-    #[error("cannot read kubeconfig {path}: {source}")]
-    KubeconfigFile {
-        path: String,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error(
-        "cannot load a kubeconfig (from --kubeconfig, $KUBECONFIG or ~/.kube/config): {0}; pass --kubeconfig FILE"
-    )]
-    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error(transparent)]
+    Kubeconfig(#[from] tendril::kubeconfig::KubeconfigError),
     #[error("cannot create a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
     #[error(transparent)]
@@ -112,30 +104,14 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyReport, CliError> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        cluster: None,
-        user: None,
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                CliError::KubeconfigFile {
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(|source| CliError::KubeconfigFile {
-                    path: path.display().to_string(),
-                    source,
-                })?
-        }
-        None => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(CliError::Kubeconfig)?,
-    };
+    // refuses insecure-skip-tls-verify and credentials over http://; the
+    // connection (TCP + TLS handshake) is bounded by --timeout
+    let config = tendril::kubeconfig::config_from_kubeconfig(
+        args.kubeconfig.as_deref(),
+        args.context.as_deref(),
+        &tendril::kubeconfig::ClientOptions::with_timeout(args.timeout),
+    )
+    .await?;
     let namespace = args
         .namespace
         .clone()

@@ -33,9 +33,9 @@ pub fn run(args: Args) -> ExitCode {
                 Ok(b) => b,
                 Err(e) => return super::fail(&e),
             };
-            if let Err(e) = super::render::write_atomic(&output, &bytes) {
-                eprintln!("error: cannot write {}: {e}", output.display());
-                return ExitCode::FAILURE;
+            if let Err(e) = tendril::outfile::write(&output, &bytes, tendril::outfile::Mode::Public)
+            {
+                return super::fail(&e);
             }
             eprintln!(
                 "wrote {} ({} bytes, sha256 {})",

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tendril::apply::ApplyEvent;
 use tendril::job::JobFile;
-use tendril::pipeline::deploy::{self, DeployEvent, DeployOptions, DeployReport, JobStatus};
+use tendril::pipeline::deploy::{
+    self, DeployEvent, DeployMode, DeployOptions, DeployReport, JobStatus,
+};
 use tendril::terraform::Event;
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +28,19 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
-    /// Change nothing in the cluster: with a cluster, the server's dry run;
-    /// without one, only render. Writes manifests, kubeconfig and report to
-    /// `--out-dir` (default `./tendril-out`).
-    #[arg(long)]
+    /// Change nothing, anywhere: terraform only shows the plan (no apply; the
+    /// plan stays usable); the report has the plan's change summary and the
+    /// facts from its known outputs (unknown ones shown as `(known after
+    /// apply)`); the manifests are rendered from them and, with a kubeconfig,
+    /// sent with the server's dry run. Writes to `--out-dir` (default
+    /// `./tendril-out`).
+    #[arg(long, conflicts_with = "no_cluster")]
     pub dry_run: bool,
+    /// Apply the terraform plan and write the manifests, kubeconfig and
+    /// report to `--out-dir` (default `./tendril-out`), but leave any cluster
+    /// alone (nothing is applied to it).
+    #[arg(long)]
+    pub no_cluster: bool,
     /// Where to write the rendered manifests, the kubeconfig and the report.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
@@ -104,6 +114,12 @@ fn detail(progress: &Progress, event: &DeployEvent) {
 fn summary(report: &DeployReport) {
     eprintln!();
     match report.status {
+        JobStatus::Success if report.dry_run => {
+            eprintln!(
+                "DEPLOY {} SUCCESS (dry run: nothing changed)",
+                report.job_id
+            )
+        }
         JobStatus::Success => eprintln!("DEPLOY {} SUCCESS", report.job_id),
         JobStatus::Failed => eprintln!("DEPLOY {} FAILED", report.job_id),
         JobStatus::Cancelled => eprintln!("DEPLOY {} CANCELLED", report.job_id),
@@ -147,18 +163,42 @@ fn summary(report: &DeployReport) {
     }
 }
 
+/// Prints the report (`--output json`) and maps its status to an exit code.
+fn finish(report: &DeployReport, output: Output) -> ExitCode {
+    summary(report);
+    if output == Output::Json {
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return super::fail(&e),
+        }
+    }
+    match report.status {
+        JobStatus::Success => ExitCode::SUCCESS,
+        JobStatus::Failed => ExitCode::FAILURE,
+        JobStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
+    }
+}
+
 /// Runs `tendril deploy`.
 pub fn run(args: Args) -> ExitCode {
+    let mode = if args.dry_run {
+        DeployMode::DryRun
+    } else if args.no_cluster {
+        DeployMode::NoCluster
+    } else {
+        DeployMode::Apply
+    };
     let job = match JobFile::load(&args.job) {
         Ok(job) => job,
-        Err(e) => return super::fail(&e),
+        Err(e) => return finish(&DeployReport::unreadable_job(&e, mode), args.output),
     };
     let out_dir = args
         .out_dir
         .clone()
-        .or_else(|| args.dry_run.then(|| PathBuf::from("tendril-out")));
+        .or_else(|| (mode != DeployMode::Apply).then(|| PathBuf::from("tendril-out")));
     let opts = DeployOptions {
         dry_run: args.dry_run,
+        no_cluster: args.no_cluster,
         output_dir: out_dir,
         include_sensitive_outputs: args.include_sensitive_outputs,
         kubeconfig: args.kubeconfig.clone().map(|k| (k, args.context.clone())),
@@ -178,16 +218,5 @@ pub fn run(args: Args) -> ExitCode {
         watcher.abort();
         report
     });
-    summary(&report);
-    if args.output == Output::Json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => return super::fail(&e),
-        }
-    }
-    match report.status {
-        JobStatus::Success => ExitCode::SUCCESS,
-        JobStatus::Failed => ExitCode::FAILURE,
-        JobStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
-    }
+    finish(&report, args.output)
 }

@@ -73,13 +73,13 @@ fn print_summary(report: &PlanReport) {
 pub fn run(args: Args) -> ExitCode {
     let job = match JobFile::load(&args.job) {
         Ok(job) => job,
-        Err(e) => return super::fail(&e),
+        Err(e) => return failed_early(None, "config", &e, args.output),
     };
     let rt = super::runtime();
     let result = rt.block_on(async {
         let creds = match credentials::assume(&job).await {
             Ok(creds) => creds,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         };
         let cancel = CancellationToken::new();
         let watcher = tokio::spawn(super::cancel_on_signal(
@@ -92,10 +92,7 @@ pub fn run(args: Args) -> ExitCode {
     });
     let result = match result {
         Ok(r) => r,
-        Err(msg) => {
-            eprintln!("error: credentials phase: {msg}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return failed_early(Some(&job), "credentials", &e, args.output),
     };
     match result {
         Ok(report) => {
@@ -110,6 +107,28 @@ pub fn run(args: Args) -> ExitCode {
         }
         Err(err) => failed(&job, &err, args.output),
     }
+}
+
+/// A job that failed before its phases ran (the file, the credentials): the
+/// error on stderr and, with `--output json`, the same JSON shape as any
+/// failure on stdout.
+fn failed_early(
+    job: Option<&JobFile>,
+    phase: &str,
+    err: &(dyn std::error::Error + 'static),
+    output: Output,
+) -> ExitCode {
+    let code = super::fail(err);
+    if output == Output::Json {
+        let doc = serde_json::json!({
+            "job_id": job.map(|j| j.job.id.0.clone()),
+            "status": "FAILED",
+            "phase": phase,
+            "error": tendril::errors::chain_lines(err),
+        });
+        println!("{doc:#}");
+    }
+    code
 }
 
 fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {

@@ -1,5 +1,6 @@
 //! `tendril render`: render a chart (the embedded Argo CD chart by default)
-//! to multi-document YAML on stdout, or atomically into a file with `-o`.
+//! to multi-document YAML on stdout, or into a file with `-o` (see
+//! [`tendril::outfile`] for how files, links, FIFOs and devices are written).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 
 use tendril::Secret;
 use tendril::chart::{Capabilities, Chart, ChartError, RenderOptions, Values, manifests_to_yaml};
+use tendril::outfile::{self, Mode};
 
 /// The embedded chart rendered when `--chart` is not given.
 pub const DEFAULT_CHART: &str = "argocd";
@@ -54,7 +56,9 @@ pub struct Flags {
     /// Extra API versions templates see in `capabilities.api_versions`; repeatable.
     #[arg(long = "api-versions", value_name = "GROUP/VERSION")]
     pub api_versions: Vec<String>,
-    /// Write the YAML to this file (atomically) instead of stdout.
+    /// Write the YAML to this file instead of stdout: a regular file is
+    /// replaced atomically (mode 0600, it holds the Redis password), a
+    /// symlink's target is written, `-`, a FIFO or a device is written through.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -112,29 +116,6 @@ fn render(args: Flags) -> Result<(String, Option<PathBuf>), ChartError> {
     Ok((yaml, args.output))
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory.
-pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".to_string());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Runs `tendril render`.
 pub fn run(args: Args) -> ExitCode {
     match render(*args.flags) {
@@ -149,12 +130,11 @@ pub fn run(args: Args) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok((yaml, Some(path))) => match write_atomic(&path, yaml.as_bytes()) {
+        // the output holds the Redis password: 0600; `-`, FIFOs and devices
+        // (`/dev/null`) are written through, never replaced
+        Ok((yaml, Some(path))) => match outfile::write(&path, yaml.as_bytes(), Mode::Secret) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                ExitCode::FAILURE
-            }
+            Err(e) => super::fail(&e),
         },
         Err(e) => super::fail(&e),
     }
