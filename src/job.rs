@@ -622,12 +622,28 @@ impl SecretValue {
     }
 }
 
+/// `p` against `base`, with `.` and `..` resolved lexically so that messages
+/// name `/srv/target/demo`, not `/srv/fixtures/jobs/../../target/demo`.
 fn absolutize(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    use std::path::Component;
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 mod duration_text {

@@ -130,6 +130,59 @@ fn is_rendered(path: &str) -> bool {
 }
 
 /// Maps a Tera error to a [`ChartError::Template`], naming the file and line.
+/// The most text one template may render to: a loop gone wrong (or hostile
+/// values) fails naming the template instead of exhausting memory.
+pub const MAX_RENDERED_BYTES: usize = 64 << 20;
+
+/// A buffer that refuses to grow past [`MAX_RENDERED_BYTES`].
+struct Capped {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > MAX_RENDERED_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered output limit reached"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders one template into memory, at most [`MAX_RENDERED_BYTES`].
+fn render_template(
+    tera: &tera::Tera,
+    path: &str,
+    ctx: &tera::Context,
+) -> Result<String, ChartError> {
+    let mut out = Capped {
+        buf: Vec::new(),
+        over: false,
+    };
+    match tera.render_to(path, ctx, &mut out) {
+        Ok(()) => String::from_utf8(out.buf).map_err(|_| ChartError::Template {
+            file: path.to_string(),
+            line: 0,
+            message: "rendered text is not UTF-8".to_string(),
+        }),
+        Err(_) if out.over => Err(ChartError::Template {
+            file: path.to_string(),
+            line: 0,
+            message: format!(
+                "renders more than {} MiB, far more than any manifest needs; check its loops and the values they iterate over",
+                MAX_RENDERED_BYTES >> 20
+            ),
+        }),
+        Err(e) => Err(template_error(&e, path)),
+    }
+}
+
 fn template_error(err: &tera::Error, fallback_file: &str) -> ChartError {
     match err.kind() {
         tera::ErrorKind::SyntaxError(report) | tera::ErrorKind::RenderingError(report) => {
@@ -273,9 +326,7 @@ pub(crate) fn render_raw(
             "template",
             &json!({ "name": t.path, "base_path": "templates" }),
         );
-        let text = tera
-            .render(&t.path, &ctx)
-            .map_err(|e| template_error(&e, &t.path))?;
+        let text = render_template(tera, &t.path, &ctx)?;
         out.push((t.path.clone(), text));
     }
     Ok(out)
@@ -408,7 +459,7 @@ impl Pipeline {
                 "template",
                 &json!({ "name": t.path, "base_path": "templates" }),
             );
-            match tera.render(&t.path, &ctx) {
+            match render_template(tera, &t.path, &ctx) {
                 Ok(text) => {
                     self.lock()
                         .waiting
@@ -416,9 +467,7 @@ impl Pipeline {
                     self.queued.notify_one();
                 }
                 Err(e) => {
-                    self.lock()
-                        .errors
-                        .push((*index, template_error(&e, &t.path)));
+                    self.lock().errors.push((*index, e));
                     return;
                 }
             }

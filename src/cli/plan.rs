@@ -136,7 +136,11 @@ fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {
     if let Some(stderr) = err.terraform_stderr().filter(|s| !s.trim().is_empty()) {
         eprintln!("terraform stderr:\n{}", stderr.trim_end());
     }
-    let code = super::fail(err);
+    eprintln!(
+        "error: phase {} failed: {}",
+        err.phase(),
+        tendril::errors::chain_lines(err)
+    );
     if output == Output::Json {
         let doc = serde_json::json!({
             "job_id": job.job.id.0,
@@ -150,6 +154,6 @@ fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {
         eprintln!("job {} CANCELLED", job.job.id);
         ExitCode::from(EXIT_CANCELLED)
     } else {
-        code
+        ExitCode::FAILURE
     }
 }
