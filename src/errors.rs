@@ -16,6 +16,16 @@ pub fn chain_inline(err: &(dyn Error + 'static)) -> String {
     join(err, ": ")
 }
 
+/// A parser's message without hints meant for the programmer using the
+/// library (serde-saphyr's `set DuplicateKeyPolicy in Options if
+/// acceptable`), with what a person can do instead.
+pub fn for_people(message: &str) -> String {
+    message.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        " (a key may appear only once in a mapping: remove or merge the repeated one)",
+    )
+}
+
 fn join(err: &(dyn Error + 'static), separator: &str) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -33,6 +43,18 @@ fn join(err: &(dyn Error + 'static), separator: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_hints_are_replaced() {
+        let m = for_people(
+            "duplicate mapping key: id, set DuplicateKeyPolicy in Options if acceptable",
+        );
+        assert!(!m.contains("DuplicateKeyPolicy"), "{m}");
+        assert!(
+            m.contains("duplicate mapping key: id (a key may appear only once"),
+            "{m}"
+        );
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer: {0}")]

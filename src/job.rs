@@ -711,7 +711,7 @@ impl JobFile {
     pub fn parse(text: &str, base: &Path) -> Result<JobFile, JobError> {
         let mut job: JobFile = serde_saphyr::from_str(text).map_err(|e| JobError::Parse {
             path: PathBuf::from("<input>"),
-            message: e.to_string(),
+            message: crate::errors::for_people(&e.to_string()),
         })?;
         job.resolve_paths(base);
         job.validate()?;

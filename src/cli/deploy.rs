@@ -113,6 +113,13 @@ fn detail(progress: &Progress, event: &DeployEvent) {
 
 fn summary(report: &DeployReport) {
     eprintln!();
+    if report.job_id.is_empty() {
+        // the job file could not be read: there is only the error
+        if let Some(e) = &report.error {
+            eprintln!("DEPLOY FAILED\nerror: {e}");
+        }
+        return;
+    }
     match report.status {
         JobStatus::Success if report.dry_run => {
             eprintln!(
@@ -145,16 +152,18 @@ fn summary(report: &DeployReport) {
         );
     }
     let total: u64 = report.timings.iter().map(|t| t.millis).sum();
-    eprintln!(
-        "  timings   {} total: {}",
-        human(Duration::from_millis(total)),
-        report
-            .timings
-            .iter()
-            .map(|t| format!("{} {}", t.phase, human(Duration::from_millis(t.millis))))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if !report.timings.is_empty() {
+        eprintln!(
+            "  timings   {} total: {}",
+            human(Duration::from_millis(total)),
+            report
+                .timings
+                .iter()
+                .map(|t| format!("{} {}", t.phase, human(Duration::from_millis(t.millis))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for w in &report.warnings {
         eprintln!("  warning   {w}");
     }
