@@ -282,9 +282,9 @@ fn check_certificates(pem: &str) -> Result<(), String> {
     let mut n = 0;
     for (i, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
         let cert = cert.map_err(|e| format!("certificate {} is not valid PEM ({e})", i + 1))?;
-        webpki::anchor_from_trusted_cert(&cert).map_err(|e| {
+        webpki::anchor_from_trusted_cert(&cert).map_err(|_| {
             format!(
-                "certificate {} is not a valid X.509 certificate ({e}); give the cluster's CA certificate",
+                "certificate {} is not a valid X.509 certificate (its DER encoding does not parse); give the cluster's CA certificate",
                 i + 1
             )
         })?;

@@ -274,10 +274,18 @@ impl ClientOptions {
 
 /// Reads a kubeconfig file.
 pub fn read_kubeconfig(path: &Path) -> Result<kube::config::Kubeconfig, KubeconfigError> {
-    kube::config::Kubeconfig::read_from(path).map_err(|e| KubeconfigError::Kubeconfig {
+    let err = |reason: String| KubeconfigError::Kubeconfig {
         path: path.to_path_buf(),
-        reason: format!("cannot be read as a kubeconfig ({})", error_chain(&e)),
-    })
+        reason,
+    };
+    // the file itself first, so that the message is about the file
+    std::fs::File::open(path).map_err(|e| {
+        err(format!(
+            "cannot be read ({e}); give the path of a readable kubeconfig file"
+        ))
+    })?;
+    kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| err(format!("is not a valid kubeconfig ({})", error_chain(&e))))
 }
 
 /// Checks what can be known about a kubeconfig without contacting the
