@@ -270,39 +270,25 @@ pub fn check_job_id(id: &str) -> Result<(), ArtifactError> {
     }
 }
 
-/// Writes a file atomically: a temporary file in the same directory, synced,
-/// then renamed over `path`. Parent directories are created.
+/// Writes a file atomically and 0600 (a plan can hold secrets) with
+/// [`crate::outfile::write`]; parent directories are created.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
-    use std::io::Write;
-    let io = |action: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ArtifactError::Io {
-            action,
-            path: p,
-            source,
-        }
-    };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("rename into place", path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    std::fs::create_dir_all(dir).map_err(|source| ArtifactError::Io {
+        action: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    crate::outfile::write(path, bytes, crate::outfile::Mode::Secret).map_err(|e| {
+        ArtifactError::Io {
+            action: "write",
+            path: path.to_path_buf(),
+            source: match e {
+                crate::outfile::OutfileError::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            },
+        }
+    })
 }
 
 impl Store {

@@ -274,6 +274,28 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Checks that every PEM CERTIFICATE block in `pem` is an X.509 certificate
+/// usable as a trust anchor.
+fn check_certificates(pem: &str) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut n = 0;
+    for (i, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
+        let cert = cert.map_err(|e| format!("certificate {} is not valid PEM ({e})", i + 1))?;
+        webpki::anchor_from_trusted_cert(&cert).map_err(|_| {
+            format!(
+                "certificate {} is not a valid X.509 certificate (its DER encoding does not parse); give the cluster's CA certificate",
+                i + 1
+            )
+        })?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("no PEM CERTIFICATE block found".into());
+    }
+    Ok(())
+}
+
 /// A PEM bundle of one or more CA certificates.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -298,6 +320,7 @@ impl CaBundle {
         {
             return Err("no PEM CERTIFICATE block found".into());
         }
+        check_certificates(&pem)?;
         Ok(CaBundle(format!("{}\n", pem.trim())))
     }
 

@@ -650,12 +650,28 @@ impl SecretValue {
     }
 }
 
+/// `p` against `base`, with `.` and `..` resolved lexically so that messages
+/// name `/srv/target/demo`, not `/srv/fixtures/jobs/../../target/demo`.
 fn absolutize(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    use std::path::Component;
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 mod duration_text {
@@ -723,7 +739,7 @@ impl JobFile {
     pub fn parse(text: &str, base: &Path) -> Result<JobFile, JobError> {
         let mut job: JobFile = serde_saphyr::from_str(text).map_err(|e| JobError::Parse {
             path: PathBuf::from("<input>"),
-            message: e.to_string(),
+            message: crate::errors::for_people(&e.to_string()),
         })?;
         job.resolve_paths(base);
         job.validate()?;

@@ -247,34 +247,238 @@ pub async fn verify_access(
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::errors::chain_inline(e)
+}
+
+/// How a client built from a kubeconfig connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// How long connecting (TCP and the TLS handshake) may take; a listener
+    /// that never answers fails after this long.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(30),
         }
-        source = cause.source();
     }
-    msg
+}
+
+impl ClientOptions {
+    /// Connecting may take at most `timeout` (and never more than the default 30 s).
+    pub fn with_timeout(timeout: Duration) -> Self {
+        ClientOptions {
+            connect_timeout: timeout.min(ClientOptions::default().connect_timeout),
+        }
+    }
+}
+
+/// Reads a kubeconfig file.
+pub fn read_kubeconfig(path: &Path) -> Result<kube::config::Kubeconfig, KubeconfigError> {
+    let err = |reason: String| KubeconfigError::Kubeconfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // the file itself first, so that the message is about the file
+    std::fs::File::open(path).map_err(|e| {
+        err(format!(
+            "cannot be read ({e}); give the path of a readable kubeconfig file"
+        ))
+    })?;
+    kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| err(format!("is not a valid kubeconfig ({})", error_chain(&e))))
+}
+
+/// Checks what can be known about a kubeconfig without contacting the
+/// cluster: the context exists and names a cluster with a server; TLS is
+/// verified (no `insecure-skip-tls-verify`); the CA, when given, is X.509;
+/// and no credential (bearer token, token file, client key, exec plugin,
+/// auth provider, password) would travel over plain `http://`.
+pub fn check_kubeconfig(
+    kubeconfig: &kube::config::Kubeconfig,
+    context: Option<&str>,
+    label: &Path,
+) -> Result<(), KubeconfigError> {
+    let err = |reason: String| KubeconfigError::Kubeconfig {
+        path: label.to_path_buf(),
+        reason,
+    };
+    let names = |list: Vec<&str>| {
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    let context_name = match context.or(kubeconfig.current_context.as_deref()) {
+        Some(c) => c,
+        None => {
+            return Err(err(format!(
+                "has no current-context; pass --context NAME (its contexts: {})",
+                names(
+                    kubeconfig
+                        .contexts
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect()
+                )
+            )));
+        }
+    };
+    let ctx = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .ok_or_else(|| {
+            err(format!(
+                "has no context `{context_name}`; its contexts are {}: pass one with --context NAME",
+                names(kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect())
+            ))
+        })?;
+    let cluster = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == ctx.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| {
+            err(format!(
+                "context `{context_name}` names cluster `{}`, which the file does not define",
+                ctx.cluster
+            ))
+        })?;
+    let server = cluster.server.as_deref().unwrap_or_default();
+    if server.is_empty() {
+        return Err(err(format!(
+            "cluster `{}` has no server; give its https:// API server URL",
+            ctx.cluster
+        )));
+    }
+    if cluster.insecure_skip_tls_verify == Some(true) {
+        return Err(err(format!(
+            "cluster `{}` sets insecure-skip-tls-verify; tendril always verifies TLS: remove it and \
+             give the cluster's certificate-authority-data",
+            ctx.cluster
+        )));
+    }
+    if let Some(data) = &cluster.certificate_authority_data {
+        crate::facts::CaBundle::parse(data).map_err(|reason| {
+            err(format!(
+                "cluster `{}`: certificate-authority-data is not a CA certificate: {reason}",
+                ctx.cluster
+            ))
+        })?;
+    }
+    if let Some(file) = &cluster.certificate_authority {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            err(format!(
+                "cluster `{}`: cannot read certificate-authority {file}: {e}",
+                ctx.cluster
+            ))
+        })?;
+        crate::facts::CaBundle::parse(&text).map_err(|reason| {
+            err(format!(
+                "cluster `{}`: certificate-authority {file} is not a CA certificate: {reason}",
+                ctx.cluster
+            ))
+        })?;
+    }
+    if server.to_ascii_lowercase().starts_with("http://") {
+        let user = ctx.user.as_deref().unwrap_or_default();
+        let auth = kubeconfig
+            .auth_infos
+            .iter()
+            .find(|a| a.name == user)
+            .and_then(|a| a.auth_info.as_ref());
+        if let Some(credential) = auth.and_then(credential_kind) {
+            return Err(err(format!(
+                "cluster `{}` is served over plain http:// ({server}) and user `{user}` would send \
+                 {credential} without TLS; tendril never sends credentials unencrypted: use the \
+                 cluster's https:// endpoint with its certificate-authority-data",
+                ctx.cluster
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The kind of credential a kubeconfig user sends, if any.
+fn credential_kind(auth: &kube::config::AuthInfo) -> Option<&'static str> {
+    if auth.token.is_some() || auth.token_file.is_some() {
+        Some("a bearer token")
+    } else if auth.client_key.is_some() || auth.client_key_data.is_some() {
+        Some("a client certificate's key")
+    } else if auth.exec.is_some() {
+        Some("an exec plugin's credential")
+    } else if auth.auth_provider.is_some() {
+        Some("an auth provider's token")
+    } else if auth.password.is_some() {
+        Some("a password")
+    } else {
+        None
+    }
+}
+
+/// The kube-rs configuration for a kubeconfig file (`None`: `$KUBECONFIG`,
+/// else `~/.kube/config`, as [`KubeconfigSource::resolve`] picks) and context, after [`check_kubeconfig`]; its
+/// connect timeout follows `options`.
+pub async fn config_from_kubeconfig(
+    path: Option<&Path>,
+    context: Option<&str>,
+    options: &ClientOptions,
+) -> Result<kube::Config, KubeconfigError> {
+    let source = KubeconfigSource::resolve(path)?;
+    let kubeconfig = match path {
+        Some(p) => read_kubeconfig(p)?,
+        None => source.read()?,
+    };
+    config_from_kubeconfig_value(kubeconfig, context, source.primary(), options).await
+}
+
+async fn config_from_kubeconfig_value(
+    kubeconfig: kube::config::Kubeconfig,
+    context: Option<&str>,
+    label: &Path,
+    options: &ClientOptions,
+) -> Result<kube::Config, KubeconfigError> {
+    check_kubeconfig(&kubeconfig, context, label)?;
+    let kube_options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube_options)
+        .await
+        .map_err(|e| KubeconfigError::Kubeconfig {
+            path: label.to_path_buf(),
+            reason: error_chain(&e),
+        })?;
+    config.accept_invalid_certs = false;
+    config.connect_timeout = Some(options.connect_timeout);
+    Ok(config)
 }
 
 /// A client for a kubeconfig file a job gives (`tendril.kubernetes.kubeconfig`),
-/// with its `context` or the current one. kube-rs handles its auth (tokens,
-/// client certificates, exec plugins). A kubeconfig that asks to skip TLS
-/// verification is refused.
+/// with its `context` or the current one, after [`check_kubeconfig`]. kube-rs
+/// handles its auth (tokens, client certificates, exec plugins). Connecting
+/// may take 30 s; [`client_from_kubeconfig_with`] sets another limit.
 pub async fn client_from_kubeconfig(
     path: &Path,
     context: Option<&str>,
 ) -> Result<kube::Client, KubeconfigError> {
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(path).map_err(|e| KubeconfigError::Kubeconfig {
-            path: path.to_path_buf(),
-            reason: error_chain(&e),
-        })?;
-    client_from_kubeconfig_value(kubeconfig, context, path).await
+    client_from_kubeconfig_with(path, context, &ClientOptions::default()).await
+}
+
+/// [`client_from_kubeconfig`] with the connection settings of `options`.
+pub async fn client_from_kubeconfig_with(
+    path: &Path,
+    context: Option<&str>,
+    options: &ClientOptions,
+) -> Result<kube::Client, KubeconfigError> {
+    let kubeconfig = read_kubeconfig(path)?;
+    client_from_kubeconfig_value(kubeconfig, context, path, options).await
 }
 
 /// A client for an in-memory kubeconfig (e.g. one fetched with
@@ -283,28 +487,24 @@ pub async fn client_from_kubeconfig_value(
     kubeconfig: kube::config::Kubeconfig,
     context: Option<&str>,
     label: &Path,
+    options: &ClientOptions,
 ) -> Result<kube::Client, KubeconfigError> {
-    let err = |reason: String| KubeconfigError::Kubeconfig {
-        path: label.to_path_buf(),
-        reason,
-    };
-    let options = kube::config::KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .map_err(|e| err(error_chain(&e)))?;
-    if config.accept_invalid_certs {
-        return Err(err(
-            "the cluster sets insecure-skip-tls-verify; tendril always verifies TLS: give the \
-             cluster's certificate-authority-data instead"
-                .into(),
-        ));
-    }
+    let config = config_from_kubeconfig_value(kubeconfig, context, label, options).await?;
+    client_from_config(config, label)
+}
+
+/// A client for a checked kube-rs configuration, carrying the request-log
+/// layer every tendril client has; `label` names the kubeconfig in errors.
+pub fn client_from_config(
+    config: kube::Config,
+    label: &Path,
+) -> Result<kube::Client, KubeconfigError> {
     kube::client::ClientBuilder::try_from(config)
         .map(|b| b.with_layer(&crate::logging::RequestLogLayer).build())
-        .map_err(|e| err(error_chain(&e)))
+        .map_err(|e| KubeconfigError::Kubeconfig {
+            path: label.to_path_buf(),
+            reason: error_chain(&e),
+        })
 }
 
 #[derive(Clone)]

@@ -17,10 +17,12 @@
 //! | [`cloud`] | assuming credentials per provider |
 //! | [`artifact`] | plan artifacts and their digests |
 //! | [`confighash`] | canonical config hashing, the stale-plan check |
+//! | [`errors`] | printing an error with its causes |
 //! | [`terraform`] | running the terraform binary |
 //! | [`facts`] | typed infrastructure facts from Terraform outputs |
 //! | [`kubeconfig`] | kube clients and kubeconfig files from facts |
 //! | [`logging`] | what the library logs about its own I/O (API requests) |
+//! | [`outfile`] | writing output files safely (atomic, links, FIFOs, modes) |
 //! | [`chart`] | chart archives, values, Tera rendering, manifests |
 //! | [`apply`] | staged server-side apply, readiness, waiting |
 //! | [`argocd`] | the Argo CD install |
@@ -38,10 +40,12 @@ pub mod artifact;
 pub mod chart;
 pub mod cloud;
 pub mod confighash;
+pub mod errors;
 pub mod facts;
 pub mod job;
 pub mod kubeconfig;
 pub mod logging;
+pub mod outfile;
 pub mod pipeline;
 pub mod queue;
 pub mod terraform;

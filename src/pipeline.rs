@@ -8,6 +8,8 @@
 pub mod credentials;
 pub mod deploy;
 pub mod plan;
+pub mod planned;
+pub mod preflight;
 pub mod result;
 
 use serde::Serialize;
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Check every input that can be checked before terraform runs.
+    Preflight,
     /// Assume cloud credentials.
     Credentials,
     /// Download the plan artifact and verify its digest.
@@ -50,6 +54,7 @@ impl Phase {
     /// The phase's name as shown to people and used as a key in reports.
     pub fn name(self) -> &'static str {
         match self {
+            Phase::Preflight => "preflight",
             Phase::Credentials => "credentials",
             Phase::Artifact => "artifact",
             Phase::ConfigHash => "config_hash",
@@ -68,6 +73,7 @@ impl Phase {
     /// A short description for progress output.
     pub fn title(self) -> &'static str {
         match self {
+            Phase::Preflight => "check the job and the flags",
             Phase::Credentials => "assume cloud credentials",
             Phase::Artifact => "download the plan artifact",
             Phase::ConfigHash => "check the config hash",

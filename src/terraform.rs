@@ -505,6 +505,20 @@ impl Terraform {
         planfile: &Path,
         cancel: &CancellationToken,
     ) -> Result<ChangeSummary, TerraformError> {
+        let v = self.show_plan_json(planfile, cancel).await?;
+        ChangeSummary::from_show_json(&v).map_err(|problem| TerraformError::UnexpectedOutput {
+            command: "show",
+            problem,
+        })
+    }
+
+    /// `terraform show -json PLANFILE`, the whole document (planned values,
+    /// output changes, resource changes).
+    pub async fn show_plan_json(
+        &self,
+        planfile: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<serde_json::Value, TerraformError> {
         let args: Vec<OsString> = vec![
             "show".into(),
             "-json".into(),
@@ -515,14 +529,9 @@ impl Terraform {
             .exec("show", args, Stdout::Capture, None, cancel)
             .await?;
         let done = self.check("show", done, None)?;
-        let v: serde_json::Value =
-            serde_json::from_str(&done.stdout).map_err(|e| TerraformError::UnexpectedOutput {
-                command: "show",
-                problem: format!("not JSON: {e}"),
-            })?;
-        ChangeSummary::from_show_json(&v).map_err(|problem| TerraformError::UnexpectedOutput {
+        serde_json::from_str(&done.stdout).map_err(|e| TerraformError::UnexpectedOutput {
             command: "show",
-            problem,
+            problem: format!("not JSON: {e}"),
         })
     }
 

@@ -1,5 +1,5 @@
 //! `tendril deploy` as a user runs it: the demo-shaped job (real terraform,
-//! local backend and artifacts in a temp dir) with `--dry-run` and no
+//! local backend and artifacts in a temp dir) with `--no-cluster` and no
 //! cluster, exit codes, `--output json` on stdout and progress on stderr.
 
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ fn write_jobs(dir: &Path, deploy_region: &str) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn dry_run_without_a_cluster_writes_manifests_kubeconfig_and_report() {
+fn no_cluster_writes_manifests_kubeconfig_and_report() {
     if !terraform_available() {
         return;
     }
@@ -85,7 +85,7 @@ fn dry_run_without_a_cluster_writes_manifests_kubeconfig_and_report() {
         "deploy",
         "--job",
         deploy.to_str().unwrap(),
-        "--dry-run",
+        "--no-cluster",
         "--out-dir",
         out_dir.to_str().unwrap(),
         "--output",
@@ -101,7 +101,8 @@ fn dry_run_without_a_cluster_writes_manifests_kubeconfig_and_report() {
         )
     });
     assert_eq!(report["status"], "SUCCESS");
-    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["dry_run"], false);
+    assert_eq!(report["mode"], "no_cluster");
     assert_eq!(report["cluster"]["name"], "shop-prod");
     assert!(stderr.contains("terraform apply"), "{stderr}");
     assert!(stderr.contains("SUCCESS"), "{stderr}");

@@ -465,10 +465,10 @@ async fn sensitive_outputs_are_included_when_asked() {
     }
     let world = World::new("eks", "argocd");
     world.plan().await;
-    // no cluster: a dry run renders only, which is enough for the outputs
+    // no cluster: terraform applies, the manifests are only rendered
     let job = world.deploy_job(&json!({}));
     let opts = DeployOptions {
-        dry_run: true,
+        no_cluster: true,
         include_sensitive_outputs: true,
         ..DeployOptions::default()
     };
@@ -491,7 +491,7 @@ async fn stale_plan_stops_before_terraform() {
     changed["region"] = json!("eu-central-1");
     let job = world.job("DEPLOY", changed, &json!({}));
     let opts = DeployOptions {
-        dry_run: true,
+        no_cluster: true,
         ..DeployOptions::default()
     };
     let (report, events) = run(&job, &opts).await;
@@ -519,7 +519,7 @@ async fn terraform_failure_names_the_resource_and_keeps_state() {
     world.plan().await;
     let job = world.deploy_job(&json!({}));
     let opts = DeployOptions {
-        dry_run: true,
+        no_cluster: true,
         ..DeployOptions::default()
     };
     let (report, _) = run(&job, &opts).await;
@@ -717,7 +717,7 @@ async fn missing_output_names_output_and_key() {
     world.plan().await;
     let job = world.deploy_job(&json!({"outputs": {"cluster_name": "k8s_cluster_name"}}));
     let opts = DeployOptions {
-        dry_run: true,
+        no_cluster: true,
         ..DeployOptions::default()
     };
     let (report, _) = run(&job, &opts).await;
@@ -806,12 +806,12 @@ async fn a_missing_job_secret_stops_the_job_before_terraform() {
     let job = world.deploy_job(&json!({"argocd": {"namespace": "argocd",
         "admin_password": {"env": "TENDRIL_TEST_SURELY_UNSET_ADMIN_PASSWORD"}}}));
     let opts = DeployOptions {
-        dry_run: true,
+        no_cluster: true,
         ..DeployOptions::default()
     };
     let (report, _) = run(&job, &opts).await;
     assert_eq!(report.status, JobStatus::Failed);
-    assert_eq!(report.failed_phase, Some(Phase::Credentials));
+    assert_eq!(report.failed_phase, Some(Phase::Preflight));
     let error = report.error.as_deref().unwrap();
     assert!(error.contains("tendril.argocd.admin_password"), "{error}");
     assert!(

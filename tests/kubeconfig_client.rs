@@ -156,23 +156,19 @@ fn wrong_ca_is_an_error_naming_the_output() {
 #[test]
 fn malformed_ca_and_bad_endpoint_name_their_outputs() {
     let api = TlsApi::start(|_| true);
-    // PEM-shaped but not a certificate
+    // PEM-shaped but not a certificate: refused where the output is read,
+    // naming it
     let bogus = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-    let f = facts(&api.url(), bogus);
-    let err = rt().block_on(async {
-        kubeconfig::client_for_cluster(
-            &f,
-            Counting {
-                n: AtomicU64::new(0),
-                ttl: 600,
-            },
-        )
-        .err()
-        .unwrap()
-        .to_string()
+    let outputs = serde_json::json!({
+        "eks_cluster_name": {"value": "shop-prod"},
+        "eks_cluster_certificate_authority_data": {"value": bogus},
     });
+    let mapping = tendril::facts::OutputMapping::defaults(CloudProvider::Aws);
+    let err = tendril::facts::InfraFacts::from_outputs(CloudProvider::Aws, &outputs, &mapping)
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("eks_cluster_certificate_authority_data"),
+        err.contains("eks_cluster_certificate_authority_data") && err.contains("X.509"),
         "{err}"
     );
 

@@ -129,6 +129,59 @@ fn is_rendered(path: &str) -> bool {
     !is_helper(path) && base != "NOTES.txt"
 }
 
+/// The most text one template may render to: a loop gone wrong (or hostile
+/// values) fails naming the template instead of exhausting memory.
+pub const MAX_RENDERED_BYTES: usize = 64 << 20;
+
+/// A buffer that refuses to grow past [`MAX_RENDERED_BYTES`].
+struct Capped {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > MAX_RENDERED_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered output limit reached"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders one template into memory, at most [`MAX_RENDERED_BYTES`].
+fn render_capped(
+    tera: &tera::Tera,
+    path: &str,
+    ctx: &tera::Context,
+) -> Result<String, ChartError> {
+    let mut out = Capped {
+        buf: Vec::new(),
+        over: false,
+    };
+    match tera.render_to(path, ctx, &mut out) {
+        Ok(()) => String::from_utf8(out.buf).map_err(|_| ChartError::Template {
+            file: path.to_string(),
+            line: 0,
+            message: "rendered text is not UTF-8".to_string(),
+        }),
+        Err(_) if out.over => Err(ChartError::Template {
+            file: path.to_string(),
+            line: 0,
+            message: format!(
+                "renders more than {} MiB, far more than any manifest needs; check its loops and the values they iterate over",
+                MAX_RENDERED_BYTES >> 20
+            ),
+        }),
+        Err(e) => Err(template_error(&e, path)),
+    }
+}
+
 /// Maps a Tera error to a [`ChartError::Template`], naming the file and line.
 fn template_error(err: &tera::Error, fallback_file: &str) -> ChartError {
     match err.kind() {
@@ -261,10 +314,7 @@ fn render_template(
         "template",
         &json!({ "name": template.path, "base_path": "templates" }),
     );
-    compiled
-        .0
-        .render(&template.path, ctx)
-        .map_err(|e| template_error(&e, &template.path))
+    render_capped(&compiled.0, &template.path, ctx)
 }
 
 /// Refuses to render for a Kubernetes version outside the chart's `kubeVersion`.

@@ -19,11 +19,16 @@ use super::ChartError;
 
 const MAX_INDEX: usize = 65536;
 
+/// How deeply a `--set` path may nest: the same limit as a values file's
+/// (serde-saphyr's default budget), so no expression can exhaust the stack.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     expr: &'a str,
     chars: Vec<char>,
     pos: usize,
     force_string: bool,
+    depth: usize,
 }
 
 /// Applies `expr` onto `root`.
@@ -37,11 +42,13 @@ pub(crate) fn apply(
         chars: expr.chars().collect(),
         pos: 0,
         force_string,
+        depth: 0,
     };
     if p.chars.is_empty() {
         return Err(p.err("empty expression; write KEY=VALUE"));
     }
     loop {
+        p.depth = 0;
         p.assign_in_map(root)?;
         match p.next() {
             None => return Ok(()),
@@ -64,8 +71,19 @@ enum KeyEnd {
 
 impl Parser<'_> {
     fn err(&self, reason: &str) -> ChartError {
+        // a hostile expression can be megabytes long: name its start only
+        const SHOWN: usize = 80;
+        let expr = if self.chars.len() > SHOWN {
+            format!(
+                "{}… ({} characters)",
+                self.chars[..SHOWN].iter().collect::<String>(),
+                self.chars.len()
+            )
+        } else {
+            self.expr.to_string()
+        };
         ChartError::Set {
-            expr: self.expr.to_string(),
+            expr,
             reason: reason.to_string(),
         }
     }
@@ -137,7 +155,19 @@ impl Parser<'_> {
     }
 
     /// Parses one `key...=value` relative to `map`.
+    /// One level deeper, or an error past [`MAX_DEPTH`].
+    fn descend(&mut self) -> Result<(), ChartError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(&format!(
+                "nested more than {MAX_DEPTH} levels deep (the limit values files have too)"
+            )));
+        }
+        Ok(())
+    }
+
     fn assign_in_map(&mut self, map: &mut Map<String, Value>) -> Result<(), ChartError> {
+        self.descend()?;
         let (key, end) = self.key()?;
         match end {
             KeyEnd::Assign => {
@@ -169,6 +199,7 @@ impl Parser<'_> {
 
     /// After `name[idx]`: `=value`, `.rest`, or `[j]...`.
     fn assign_in_list(&mut self, list: &mut Vec<Value>, idx: usize) -> Result<(), ChartError> {
+        self.descend()?;
         if list.len() <= idx {
             list.resize(idx + 1, Value::Null);
         }
@@ -276,4 +307,24 @@ pub(crate) fn typed_value(raw: String) -> Value {
         return Value::from(i);
     }
     Value::String(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_with_the_values_file_limit() {
+        let mut root = Map::new();
+        let deep = format!("{}=1", vec!["a"; 20_000].join("."));
+        let err = apply(&deep, false, &mut root).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 levels"), "{err}");
+        assert!(err.len() < 300, "the message names the start only: {err}");
+        let lists = format!("a{}=1", "[0]".repeat(20_000));
+        let err = apply(&lists, false, &mut root).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 levels"), "{err}");
+        // 64 levels are fine, and each assignment of a list has its own budget
+        let ok = format!("{}=1", vec!["b"; 64].join("."));
+        apply(&format!("{ok},{ok}"), false, &mut root).unwrap();
+    }
 }

@@ -121,7 +121,7 @@ pub(crate) fn parse_yaml(text: &str, file: &str) -> Result<Value, ChartError> {
     serde_saphyr::from_str_with_options::<Value>(text, yaml_options()).map_err(|e| {
         ChartError::Yaml {
             file: file.to_string(),
-            message: e.to_string(),
+            message: crate::errors::for_people(&e.to_string()),
         }
     })
 }

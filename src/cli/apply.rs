@@ -109,8 +109,13 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 async fn execute(args: &Args, manifests: Vec<apply::Manifest>) -> Result<ApplyReport, CliError> {
+    // refuses insecure-skip-tls-verify and credentials over http://; the
+    // connection (TCP + TLS handshake) is bounded by --timeout
     let client = KubeconfigSource::resolve(args.kubeconfig.as_deref())?
-        .client(args.context.as_deref())
+        .client(
+            args.context.as_deref(),
+            &tendril::kubeconfig::ClientOptions::with_timeout(args.timeout),
+        )
         .await?;
     let namespace = args
         .namespace

@@ -50,9 +50,9 @@ pub fn run(args: Args) -> ExitCode {
                 Ok(b) => b,
                 Err(e) => return super::fail(&e),
             };
-            if let Err(e) = super::render::write_atomic(&output_file, &bytes) {
-                eprintln!("error: cannot write {}: {e}", output_file.display());
-                return ExitCode::FAILURE;
+            if let Err(e) = tendril::outfile::write(&output_file, &bytes, tendril::outfile::Mode::Public)
+            {
+                return super::fail(&e);
             }
             let packaged = Packaged {
                 file: output_file,

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tendril::apply::ApplyEvent;
 use tendril::job::JobFile;
-use tendril::pipeline::deploy::{self, DeployEvent, DeployOptions, DeployReport, JobStatus};
+use tendril::pipeline::deploy::{
+    self, DeployEvent, DeployMode, DeployOptions, DeployReport, JobStatus,
+};
 use tendril::pipeline::result::JobResult;
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +28,19 @@ pub struct Args {
     /// Output format: `json` or `yaml` print the report on stdout.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
-    /// Change nothing in the cluster: with a cluster, the server's dry run;
-    /// without one, only render. Writes manifests, kubeconfig and report to
-    /// `--out-dir` (default `./tendril-out`).
-    #[arg(long)]
+    /// Change nothing, anywhere: terraform only shows the plan (no apply; the
+    /// plan stays usable); the report has the plan's change summary and the
+    /// facts from its known outputs (unknown ones shown as `(known after
+    /// apply)`); the manifests are rendered from them and, with a kubeconfig,
+    /// sent with the server's dry run. Writes to `--out-dir` (default
+    /// `./tendril-out`).
+    #[arg(long, conflicts_with = "no_cluster")]
     pub dry_run: bool,
+    /// Apply the terraform plan and write the manifests, kubeconfig and
+    /// report to `--out-dir` (default `./tendril-out`), but leave any cluster
+    /// alone (nothing is applied to it).
+    #[arg(long)]
+    pub no_cluster: bool,
     /// Where to write the rendered manifests, the kubeconfig and the report.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
@@ -89,7 +99,20 @@ fn detail(progress: &Progress, event: &DeployEvent) {
 
 fn summary(report: &DeployReport) {
     eprintln!();
+    if report.job_id.is_empty() {
+        // the job file could not be read: there is only the error
+        if let Some(e) = &report.error {
+            eprintln!("DEPLOY FAILED\nerror: {e}");
+        }
+        return;
+    }
     match report.status {
+        JobStatus::Success if report.dry_run => {
+            eprintln!(
+                "DEPLOY {} SUCCESS (dry run: nothing changed)",
+                report.job_id
+            )
+        }
         JobStatus::Success => eprintln!("DEPLOY {} SUCCESS", report.job_id),
         JobStatus::Failed => eprintln!("DEPLOY {} FAILED", report.job_id),
         JobStatus::Cancelled => eprintln!("DEPLOY {} CANCELLED", report.job_id),
@@ -115,16 +138,18 @@ fn summary(report: &DeployReport) {
         );
     }
     let total: u64 = report.timings.iter().map(|t| t.millis).sum();
-    eprintln!(
-        "  timings   {} total: {}",
-        human(Duration::from_millis(total)),
-        report
-            .timings
-            .iter()
-            .map(|t| format!("{} {}", t.phase, human(Duration::from_millis(t.millis))))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if !report.timings.is_empty() {
+        eprintln!(
+            "  timings   {} total: {}",
+            human(Duration::from_millis(total)),
+            report
+                .timings
+                .iter()
+                .map(|t| format!("{} {}", t.phase, human(Duration::from_millis(t.millis))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for w in &report.warnings {
         eprintln!("  warning   {w}");
     }
@@ -162,26 +187,45 @@ fn kubeconfig_of(
     }
 }
 
+/// Prints the summary and the report (`-o json|yaml`), writes the worker's
+/// `--report-file`, and maps the report's status to an exit code.
+fn finish(report: &DeployReport, args: &Args) -> ExitCode {
+    summary(report);
+    if let Some(path) = &args.report_file
+        && let Err(e) = JobResult::of_deploy(report).write(path)
+    {
+        return super::fail(&e);
+    }
+    if let Err(e) = args.output.print(report) {
+        return super::fail(&e);
+    }
+    match report.status {
+        JobStatus::Success => ExitCode::SUCCESS,
+        JobStatus::Failed => ExitCode::FAILURE,
+        JobStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
+    }
+}
+
 /// Runs `tendril deploy`.
 pub fn run(args: Args) -> ExitCode {
+    let mode = if args.dry_run {
+        DeployMode::DryRun
+    } else if args.no_cluster {
+        DeployMode::NoCluster
+    } else {
+        DeployMode::Apply
+    };
     let job = match JobFile::load(&args.job) {
         Ok(job) => job,
-        Err(e) => {
-            if let Some(path) = &args.report_file {
-                let result = JobResult::failed_early("", "job_file", e.to_string());
-                if let Err(w) = result.write(path) {
-                    super::fail(&w);
-                }
-            }
-            return super::fail(&e);
-        }
+        Err(e) => return finish(&DeployReport::unreadable_job(&e, mode), &args),
     };
     let out_dir = args
         .out_dir
         .clone()
-        .or_else(|| args.dry_run.then(|| PathBuf::from("tendril-out")));
+        .or_else(|| (mode != DeployMode::Apply).then(|| PathBuf::from("tendril-out")));
     let opts = DeployOptions {
         dry_run: args.dry_run,
+        no_cluster: args.no_cluster,
         output_dir: out_dir,
         include_sensitive_outputs: args.include_sensitive_outputs,
         kubeconfig: match kubeconfig_of(&args, &job) {
@@ -204,18 +248,5 @@ pub fn run(args: Args) -> ExitCode {
         watcher.abort();
         report
     });
-    summary(&report);
-    if let Some(path) = &args.report_file
-        && let Err(e) = JobResult::of_deploy(&report).write(path)
-    {
-        return super::fail(&e);
-    }
-    if let Err(e) = args.output.print(&report) {
-        return super::fail(&e);
-    }
-    match report.status {
-        JobStatus::Success => ExitCode::SUCCESS,
-        JobStatus::Failed => ExitCode::FAILURE,
-        JobStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
-    }
+    finish(&report, &args)
 }

@@ -80,17 +80,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Prints an error and its chain of causes to stderr and returns exit code 1.
-pub fn fail(err: &dyn Error) -> ExitCode {
-    let mut msg = format!("error: {err}");
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(&format!("\n  caused by: {text}"));
-        }
-        source = cause.source();
-    }
-    eprintln!("{msg}");
+pub fn fail(err: &(dyn Error + 'static)) -> ExitCode {
+    eprintln!("error: {}", tendril::errors::chain_lines(err));
     ExitCode::FAILURE
 }
 

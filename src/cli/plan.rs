@@ -77,19 +77,13 @@ fn print_summary(report: &PlanReport) {
 pub fn run(args: Args) -> ExitCode {
     let job = match JobFile::load(&args.job) {
         Ok(job) => job,
-        Err(e) => {
-            write_result(
-                &args,
-                &JobResult::failed_early("", "job_file", e.to_string()),
-            );
-            return super::fail(&e);
-        }
+        Err(e) => return failed_early(&args, None, "job_file", &e),
     };
     let rt = super::runtime();
     let result = rt.block_on(async {
         let creds = match credentials::assume(&job).await {
             Ok(creds) => creds,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         };
         let cancel = CancellationToken::new();
         let watcher = tokio::spawn(super::cancel_on_signal(
@@ -102,14 +96,7 @@ pub fn run(args: Args) -> ExitCode {
     });
     let result = match result {
         Ok(r) => r,
-        Err(msg) => {
-            write_result(
-                &args,
-                &JobResult::failed_early(&job.job.id.0, "credentials", msg.clone()),
-            );
-            eprintln!("error: credentials phase: {msg}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return failed_early(&args, Some(&job), "credentials", &e),
     };
     write_result(&args, &JobResult::of_plan(&job.job.id.0, &result));
     match result {
@@ -134,12 +121,44 @@ fn write_result(args: &Args, result: &JobResult) {
     }
 }
 
+/// A job that failed before its phases ran (the file, the credentials): the
+/// error on stderr, the result for `--report-file` and, with `-o json|yaml`,
+/// the same shape as any failure on stdout.
+fn failed_early(
+    args: &Args,
+    job: Option<&JobFile>,
+    phase: &str,
+    err: &(dyn std::error::Error + 'static),
+) -> ExitCode {
+    let job_id = job.map(|j| j.job.id.0.clone());
+    let message = tendril::errors::chain_lines(err);
+    write_result(
+        args,
+        &JobResult::failed_early(job_id.as_deref().unwrap_or(""), phase, message.clone()),
+    );
+    let code = super::fail(err);
+    let doc = serde_json::json!({
+        "job_id": job_id,
+        "status": "FAILED",
+        "phase": phase,
+        "error": message,
+    });
+    if let Err(e) = args.output.print(&doc) {
+        eprintln!("error: {e}");
+    }
+    code
+}
+
 fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {
     let cancelled = err.is_cancelled();
     if let Some(stderr) = err.terraform_stderr().filter(|s| !s.trim().is_empty()) {
         eprintln!("terraform stderr:\n{}", stderr.trim_end());
     }
-    let code = super::fail(err);
+    eprintln!(
+        "error: phase {} failed: {}",
+        err.phase(),
+        tendril::errors::chain_lines(err)
+    );
     let doc = serde_json::json!({
         "job_id": job.job.id.0,
         "status": if cancelled { "CANCELLED" } else { "FAILED" },
@@ -153,6 +172,6 @@ fn failed(job: &JobFile, err: &PlanError, output: Output) -> ExitCode {
         eprintln!("job {} CANCELLED", job.job.id);
         ExitCode::from(EXIT_CANCELLED)
     } else {
-        code
+        ExitCode::FAILURE
     }
 }

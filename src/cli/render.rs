@@ -1,7 +1,8 @@
 //! `tendril render`: render a chart (the embedded Argo CD chart by default)
 //! to multi-document YAML (or, with `-o json`, a JSON `v1/List`) on stdout,
-//! atomically into a file with `--output-file`, or one file per template
-//! into a directory with `--output-dir`, as `helm template --output-dir` does.
+//! into a file with `--output-file`, or one file per template into a
+//! directory with `--output-dir`, as `helm template --output-dir` does (see
+//! [`tendril::outfile`] for how files, links, FIFOs and devices are written).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use tendril::Secret;
 use tendril::chart::{
     Capabilities, Chart, ChartError, Manifest, RenderOptions, Values, manifests_to_yaml,
 };
+
+use tendril::outfile::{self, Mode};
 
 use super::format::OutputFormat;
 
@@ -170,6 +173,8 @@ enum RenderError {
     Usage(String),
     #[error(transparent)]
     Output(#[from] super::format::OutputError),
+    #[error(transparent)]
+    File(#[from] tendril::outfile::OutfileError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -217,10 +222,9 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), RenderError> {
             source,
         })?;
     }
-    write_atomic(path, text.as_bytes()).map_err(|source| RenderError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    // the output holds the Redis password: 0600; `-`, FIFOs and devices
+    // (`/dev/null`) are written through, never replaced
+    Ok(outfile::write(path, text.as_bytes(), Mode::Secret)?)
 }
 
 fn write_all(rendered: Rendered) -> Result<(), RenderError> {
@@ -237,29 +241,6 @@ fn write_all(rendered: Rendered) -> Result<(), RenderError> {
         Rendered::File(path, text) => write_file(&path, &text),
         Rendered::Dir(files) => files.iter().try_for_each(|(p, t)| write_file(p, t)),
     }
-}
-
-/// Writes `data` to `path` through a temporary file in the same directory.
-pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".to_string());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Runs `tendril render`.

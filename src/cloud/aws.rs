@@ -368,16 +368,24 @@ impl AwsCredentials {
                 return Ok(creds.clone());
             }
         }
-        let creds =
-            self.inner
-                .source
-                .provide_credentials()
-                .await
-                .map_err(|e| CloudError::Refused {
+        let creds = self
+            .inner
+            .source
+            .provide_credentials()
+            .await
+            .map_err(|e| match e {
+                aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(
+                    _,
+                ) => CloudError::NoCredentials {
+                    provider: "AWS",
+                    hint: NO_CREDENTIALS_HINT.to_string(),
+                },
+                other => CloudError::Refused {
                     service: "AWS",
                     action: format!("credentials from {}", self.inner.described_as),
-                    message: aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
-                })?;
+                    message: credentials_error_message(&other),
+                },
+            })?;
         *cache = Some(creds.clone());
         Ok(creds)
     }
@@ -443,6 +451,32 @@ impl ProvideCredentials for AwsCredentials {
                 .await
                 .map_err(CredentialsError::provider_error)
         })
+    }
+}
+
+/// Where the default chain looked, for a person who has no credentials yet.
+const NO_CREDENTIALS_HINT: &str = "tried, in order: the environment (AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY), the shared files (~/.aws/credentials and ~/.aws/config, profile \
+     AWS_PROFILE or default), web identity (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), the \
+     ECS container endpoint and the EC2 instance metadata service; give the base credentials \
+     through one of them";
+
+/// What a failed credentials lookup says to a person: for no credentials at
+/// all, which sources were tried and how to give one; otherwise the provider's
+/// own message (never the SDK's Debug form).
+fn credentials_error_message(
+    e: &aws_credential_types::provider::error::CredentialsError,
+) -> String {
+    use aws_credential_types::provider::error::CredentialsError;
+    match e {
+        CredentialsError::CredentialsNotLoaded(_) => NO_CREDENTIALS_HINT.to_string(),
+        CredentialsError::ProviderTimedOut(_) => {
+            "the credential provider timed out (the EC2 instance metadata service or the container \
+             endpoint did not answer); give the base credentials through the environment or \
+             ~/.aws/credentials"
+                .to_string()
+        }
+        other => crate::errors::chain_inline(other),
     }
 }
 

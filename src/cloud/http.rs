@@ -57,15 +57,8 @@ pub(crate) async fn send_json<T: DeserializeOwned>(
         .map_err(|e| transport(format!("the answer is not the expected JSON ({e})")))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        msg.push_str(": ");
-        msg.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    msg
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::errors::chain_inline(e)
 }
 
 /// Extracts the human part of an OAuth2 / Google / Azure error body.

@@ -1,6 +1,5 @@
 //! Kubeconfig files: one cluster's entries, merged into an existing file, written atomically.
 
-use std::io::Write;
 use std::path::Path;
 
 use kube::config::{
@@ -139,38 +138,13 @@ pub fn write_kubeconfig(path: &Path, new: Kubeconfig) -> Result<(), KubeconfigEr
         path: path.to_path_buf(),
         reason: format!("cannot serialize the kubeconfig: {e}"),
     })?;
-    atomic_write(path, yaml.as_bytes()).map_err(|source| KubeconfigError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tendril-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+    crate::outfile::write(path, yaml.as_bytes(), crate::outfile::Mode::Secret).map_err(|e| {
+        KubeconfigError::Write {
+            path: path.to_path_buf(),
+            source: match e {
+                crate::outfile::OutfileError::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            },
         }
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    })
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{KubeconfigError, client_from_kubeconfig_value, error_chain};
+use super::{ClientOptions, KubeconfigError, client_from_kubeconfig_value, error_chain};
 
 /// The variable kubectl reads, and so does tendril.
 pub const KUBECONFIG_ENV: &str = "KUBECONFIG";
@@ -115,9 +115,14 @@ impl KubeconfigSource {
     }
 
     /// A Kubernetes client for `context` (default: the current context) of
-    /// this kubeconfig, with the checks of [`client_from_kubeconfig_value`].
-    pub async fn client(&self, context: Option<&str>) -> Result<kube::Client, KubeconfigError> {
-        client_from_kubeconfig_value(self.read()?, context, self.primary()).await
+    /// this kubeconfig, with the checks of [`client_from_kubeconfig_value`]
+    /// and the connection settings of `options`.
+    pub async fn client(
+        &self,
+        context: Option<&str>,
+        options: &ClientOptions,
+    ) -> Result<kube::Client, KubeconfigError> {
+        client_from_kubeconfig_value(self.read()?, context, self.primary(), options).await
     }
 }
 

@@ -30,21 +30,26 @@ use tokio_util::sync::CancellationToken;
 
 use super::credentials::{self, JobCredentials};
 use super::plan::{self as tf_steps, PlanError, Workspace};
+use super::planned::{self, PlannedOutputs};
+pub use super::preflight::DeployMode;
+use super::preflight::{self, Checked, KubeconfigRef, PreflightInput};
 use super::{Phase, PhaseError, PhaseEvent, PhaseTiming, Phases};
 use crate::Secret;
 use crate::apply::ApplyEvent;
-use crate::appofapps::{self, AppOfApps, AppsSource, RepoCredentials};
-use crate::argocd::{self, AdminPassword, ArgoCdSpec, ArgoCdUrl, InstallOptions};
+use crate::appofapps;
+use crate::argocd::{self, AdminPassword, ArgoCdUrl, InstallOptions};
 use crate::artifact::Artifact;
 use crate::chart::manifests_to_yaml;
 use crate::confighash::ConfigHash;
 use crate::facts::{CloudProvider, InfraFacts, OutputMapping};
 use crate::job::{JobError, JobFile};
 use crate::kubeconfig::{self, KubeconfigError, UserAuth};
+use crate::outfile::Mode;
 use crate::terraform::{self, Event as TerraformEvent, Outputs};
 
 /// The phases of a DEPLOY job, in order.
 pub const PHASES: &[Phase] = &[
+    Phase::Preflight,
     Phase::Credentials,
     Phase::Artifact,
     Phase::ConfigHash,
@@ -57,18 +62,20 @@ pub const PHASES: &[Phase] = &[
     Phase::Report,
 ];
 
-/// What the written `argocd.yaml` carries instead of the Redis password.
-const REDACTED_PLACEHOLDER: &str = "[redacted]";
-
 /// Largest plan file a DEPLOY job accepts.
 pub const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
 
 /// How to run a DEPLOY job.
 #[derive(Debug, Clone)]
 pub struct DeployOptions {
-    /// Change nothing in the cluster: with a cluster, apply with the server's
-    /// dry run; without one, only render. Terraform still applies the plan.
+    /// Change nothing anywhere: terraform only shows the plan (no apply);
+    /// facts come from the plan's known output values; the manifests are
+    /// rendered from them and, with a kubeconfig, sent with the server's dry
+    /// run. Wins over `no_cluster`.
     pub dry_run: bool,
+    /// Apply the plan and render (and write) the manifests, but leave any
+    /// cluster alone: no kube client, nothing applied.
+    pub no_cluster: bool,
     /// Where to write the rendered manifests, the kubeconfig and the report.
     pub output_dir: Option<PathBuf>,
     /// Put sensitive Terraform outputs into the report instead of `[redacted]`.
@@ -86,11 +93,25 @@ impl Default for DeployOptions {
     fn default() -> Self {
         DeployOptions {
             dry_run: false,
+            no_cluster: false,
             output_dir: None,
             include_sensitive_outputs: false,
             kubeconfig: None,
             field_manager: crate::apply::DEFAULT_FIELD_MANAGER.to_string(),
             lb_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+impl DeployOptions {
+    /// How this run treats terraform and the cluster.
+    pub fn mode(&self) -> DeployMode {
+        if self.dry_run {
+            DeployMode::DryRun
+        } else if self.no_cluster {
+            DeployMode::NoCluster
+        } else {
+            DeployMode::Apply
         }
     }
 }
@@ -202,8 +223,10 @@ pub struct DeployReport {
     pub job_id: String,
     /// The PLAN job whose plan was applied.
     pub plan_job_id: Option<String>,
-    /// Whether this was a dry run.
+    /// Whether this was a dry run (nothing changed anywhere).
     pub dry_run: bool,
+    /// `apply`, `dry_run` or `no_cluster`.
+    pub mode: DeployMode,
     /// The phase that failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_phase: Option<Phase>,
@@ -237,14 +260,39 @@ pub struct DeployReport {
 }
 
 impl DeployReport {
-    fn new(job: &JobFile, dry_run: bool) -> Self {
+    fn new(job: &JobFile, mode: DeployMode) -> Self {
         DeployReport {
             status: JobStatus::Failed,
             job_id: job.job.id.0.clone(),
             plan_job_id: job.job.plan_job_id.as_ref().map(|p| p.0.clone()),
-            dry_run,
+            dry_run: mode == DeployMode::DryRun,
+            mode,
             failed_phase: None,
             error: None,
+            config_hash: None,
+            cluster: None,
+            argocd: None,
+            outputs: json!({}),
+            change_summary: None,
+            facts: None,
+            timings: Vec::new(),
+            warnings: Vec::new(),
+            diagnostics: Vec::new(),
+            execution_metadata: json!({}),
+        }
+    }
+
+    /// The report of a job whose file could not be read or parsed: FAILED in
+    /// `preflight`, with the error; `job_id` is empty (the file gave none).
+    pub fn unreadable_job(error: &JobError, mode: DeployMode) -> DeployReport {
+        DeployReport {
+            status: JobStatus::Failed,
+            job_id: String::new(),
+            plan_job_id: None,
+            dry_run: mode == DeployMode::DryRun,
+            mode,
+            failed_phase: Some(Phase::Preflight),
+            error: Some(crate::errors::chain_lines(error)),
             config_hash: None,
             cluster: None,
             argocd: None,
@@ -320,6 +368,17 @@ pub enum DeployError {
     /// Cloud credentials could not be assumed.
     #[error(transparent)]
     Cloud(#[from] crate::cloud::CloudError),
+    /// The preflight refused the job.
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    /// A terraform command after apply (output, show) failed.
+    #[error(transparent)]
+    Terraform(terraform::TerraformError),
+    /// The run needs a cluster and the cloud identity gives no credentials.
+    #[error(
+        "cloud identity `local` gives no cluster credentials: give a kubeconfig (tendril.kubernetes.kubeconfig in the job), or run a dry run or without the cluster"
+    )]
+    NoClusterCredentials,
     /// Facts could not be read from the outputs.
     #[error("{0}")]
     Facts(String),
@@ -358,18 +417,15 @@ pub async fn run_deploy(
 ) -> DeployReport {
     let phase_sink = |e: PhaseEvent| progress(DeployEvent::Phase(e));
     let mut phases = Phases::new(&phase_sink);
-    let mut report = DeployReport::new(job, opts.dry_run);
+    let mut report = DeployReport::new(job, opts.mode());
     let mut facts = None;
-    let result = run_phases(
+    let run = Run {
         job,
         opts,
         progress,
         cancel,
-        &mut phases,
-        &mut report,
-        &mut facts,
-    )
-    .await;
+    };
+    let result = run_phases(&run, &mut phases, &mut report, &mut facts).await;
     match result {
         Ok(()) => report.status = JobStatus::Success,
         Err(e) => {
@@ -389,7 +445,7 @@ pub async fn run_deploy(
     report.timings = phases.into_timings();
     report.execution_metadata = report.metadata(facts.as_ref());
     if let Some(dir) = &opts.output_dir
-        && let Err(e) = write_file(dir, "report.json", &report_json(&report))
+        && let Err(e) = write_file(dir, "report.json", &report_json(&report), Mode::Secret)
     {
         report.warnings.push(e.to_string());
     }
@@ -439,105 +495,119 @@ fn sensitive_strings(outputs: &Outputs) -> Vec<String> {
 }
 
 fn is_cancelled(e: &PhaseError) -> bool {
-    match e.source.downcast_ref::<PlanError>() {
-        Some(p) => p.is_cancelled(),
-        None => matches!(
-            e.source.downcast_ref::<DeployError>(),
-            Some(DeployError::Cancelled)
-        ),
+    if let Some(p) = e.source.downcast_ref::<PlanError>() {
+        return p.is_cancelled();
+    }
+    match e.source.downcast_ref::<DeployError>() {
+        Some(DeployError::Cancelled) => true,
+        Some(DeployError::Terraform(t)) => t.is_cancelled(),
+        _ => false,
     }
 }
 
 /// The error and its causes on one line each.
 fn error_text(e: &PhaseError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e.source.as_ref());
-    while let Some(cause) = source {
-        let t = cause.to_string();
-        if !text.contains(&t) {
-            text.push_str(&format!("\n  caused by: {t}"));
-        }
-        source = cause.source();
-    }
-    text
+    crate::errors::chain_lines(e)
 }
 
 fn report_json(report: &DeployReport) -> Vec<u8> {
     serde_json::to_vec_pretty(report).unwrap_or_default()
 }
 
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, DeployError> {
+/// Writes `name` into the output directory safely ([`crate::outfile`]).
+fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: Mode) -> Result<PathBuf, DeployError> {
     let path = dir.join(name);
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|source| DeployError::Write {
-        path: path.clone(),
+    std::fs::create_dir_all(dir).map_err(|source| DeployError::Write {
+        path: dir.to_path_buf(),
         source,
+    })?;
+    crate::outfile::write(&path, bytes, mode).map_err(|e| DeployError::Write {
+        path: path.clone(),
+        source: match e {
+            crate::outfile::OutfileError::Io { source, .. } => source,
+            other => std::io::Error::other(other.to_string()),
+        },
     })?;
     Ok(path)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One DEPLOY run: the job, how to run it, where progress goes.
+struct Run<'a> {
+    job: &'a JobFile,
+    opts: &'a DeployOptions,
+    progress: &'a (dyn Fn(DeployEvent) + Send + Sync),
+    cancel: &'a CancellationToken,
+}
+
+/// The outputs phase's result: the outputs, the facts (absent in a dry run
+/// whose plan leaves required outputs unknown), and the unknown outputs.
+struct ReadOutputs {
+    outputs: Outputs,
+    facts: Option<InfraFacts>,
+    unknown: Vec<String>,
+}
+
 async fn run_phases(
-    job: &JobFile,
-    opts: &DeployOptions,
-    progress: &(dyn Fn(DeployEvent) + Send + Sync),
-    cancel: &CancellationToken,
+    run: &Run<'_>,
     phases: &mut Phases<'_>,
     report: &mut DeployReport,
     facts_out: &mut Option<InfraFacts>,
 ) -> Result<(), PhaseError> {
+    let Run {
+        job,
+        opts,
+        progress,
+        cancel,
+    } = *run;
+    let mode = opts.mode();
     let tf_sink = |e: TerraformEvent| progress(DeployEvent::Terraform(e));
     let apply_sink = |e: ApplyEvent| progress(DeployEvent::Apply(e));
 
-    // 1. credentials: the job's own secrets first (so a missing one stops
-    // the job before terraform changes anything), then the cloud identity
-    let (creds, argocd_spec, aoa): (JobCredentials, ArgoCdSpec, AppOfApps) = phases
-        .run(Phase::Credentials, async {
-            let argocd_spec = argocd_spec(job)?;
-            let aoa = app_of_apps_spec(job, &argocd_spec.namespace)?;
-            let creds = credentials::assume(job).await?;
-            Ok::<_, DeployError>((creds, argocd_spec, aoa))
+    // 0. preflight: every input that can be checked before terraform runs
+    let given = opts
+        .kubeconfig
+        .as_ref()
+        .map(|(path, context)| KubeconfigRef {
+            path: path.clone(),
+            context: context.clone(),
+        });
+    let checked: Checked = phases
+        .run(Phase::Preflight, async {
+            preflight::preflight(&PreflightInput {
+                job,
+                mode,
+                kubeconfig: given.as_ref(),
+                output_dir: opts.output_dir.as_deref(),
+            })
         })
+        .await?;
+    report.warnings.extend(checked.warnings.iter().cloned());
+    for w in &checked.warnings {
+        progress(DeployEvent::Note(w.clone()));
+    }
+
+    // 1. credentials
+    let creds: JobCredentials = phases
+        .run(Phase::Credentials, credentials::assume(job))
         .await?;
 
     // 2. the plan artifact
     let artifact: Artifact = phases
         .run(Phase::Artifact, async {
-            let plan_job = job.job.plan_job_id.as_ref().ok_or_else(|| PlanError::Job {
-                phase: tf_steps::Phase::Artifact,
-                source: JobError::Invalid {
-                    field: "job.plan_job_id".into(),
-                    problem: "is missing".into(),
-                    fix: "name the PLAN job whose artifact to apply".into(),
-                },
-            })?;
-            let store = tf_steps::artifact_store(job, &creds.child_env).map_err(|source| {
-                PlanError::Artifact {
-                    phase: tf_steps::Phase::Artifact,
-                    source,
-                }
-            })?;
+            let plan_job = job.job.plan_job_id.as_ref().map(|p| p.0.clone());
+            let store = tf_steps::artifact_store(job, &creds.child_env)?;
             store
-                .download(&plan_job.0, MAX_PLAN_BYTES)
+                .download(plan_job.as_deref().unwrap_or_default(), MAX_PLAN_BYTES)
                 .await
-                .map_err(|source| PlanError::Artifact {
-                    phase: tf_steps::Phase::Artifact,
-                    source,
-                })
         })
         .await?;
 
     // 3. the config hash, before any terraform command
     let hash: ConfigHash = phases
         .run(Phase::ConfigHash, async {
-            let current = tf_steps::config_hash_of(job)?;
+            let current = ConfigHash::of(&job.job.config_snapshot);
             artifact.check_config(&current)?;
-            Ok::<_, PlanError>(current)
+            Ok::<_, crate::confighash::StalePlan>(current)
         })
         .await?;
     report.config_hash = Some(hash.to_string());
@@ -570,45 +640,80 @@ async fn run_phases(
         })
         .await?;
 
-    // 5. terraform apply of the saved plan
-    let applied = phases
-        .run(Phase::TerraformApply, async {
-            tf.apply(
-                &ws.plan_file(),
-                &terraform::ApplyOptions::default(),
-                &tf_sink,
-                cancel,
-            )
-            .await
-            .map_err(|source| PlanError::Terraform {
-                phase: tf_steps::Phase::Apply,
-                source,
+    // 5. terraform apply of the saved plan (not in a dry run)
+    let planned = serde_json::to_value(&artifact.manifest.change_summary).unwrap_or(Value::Null);
+    if mode == DeployMode::DryRun {
+        phases.skip(Phase::TerraformApply);
+        report.change_summary = Some(json!({
+            "add": artifact.manifest.change_summary.add,
+            "change": artifact.manifest.change_summary.change,
+            "remove": artifact.manifest.change_summary.remove,
+            "applied": false,
+            "planned": planned,
+        }));
+        progress(DeployEvent::Note(
+            "dry run: terraform apply skipped; the plan is unchanged and can still be applied"
+                .into(),
+        ));
+    } else {
+        let applied = phases
+            .run(Phase::TerraformApply, async {
+                tf.apply(
+                    &ws.plan_file(),
+                    &terraform::ApplyOptions::default(),
+                    &tf_sink,
+                    cancel,
+                )
+                .await
+                .map_err(|source| PlanError::Terraform {
+                    phase: tf_steps::Phase::Apply,
+                    source,
+                })
             })
-        })
-        .await?;
-    report.change_summary = Some(json!({
-        "add": applied.changes.add,
-        "change": applied.changes.change,
-        "remove": applied.changes.remove,
-        "planned": serde_json::to_value(&artifact.manifest.change_summary).unwrap_or(Value::Null),
-    }));
-    for w in &applied.warnings {
-        if !w.is_error() {
-            report.warnings.push(format!("terraform: {}", w.summary));
+            .await?;
+        report.change_summary = Some(json!({
+            "add": applied.changes.add,
+            "change": applied.changes.change,
+            "remove": applied.changes.remove,
+            "applied": true,
+            "planned": planned,
+        }));
+        for w in &applied.warnings {
+            if !w.is_error() {
+                report.warnings.push(format!("terraform: {}", w.summary));
+            }
         }
     }
 
-    // 6. outputs → facts
-    let (outputs, facts) = phases
+    // 6. outputs → facts (a dry run reads the plan's known output values)
+    let read = phases
         .run(Phase::Outputs, async {
-            let outputs = tf.output(cancel).await.map_err(|source| {
-                DeployError::Facts(format!("terraform output failed: {source}"))
-            })?;
-            let facts = facts_from(job, &outputs)?;
-            Ok::<_, DeployError>((outputs, facts))
+            if mode == DeployMode::DryRun {
+                let show = tf
+                    .show_plan_json(&ws.plan_file(), cancel)
+                    .await
+                    .map_err(DeployError::Terraform)?;
+                Ok::<_, DeployError>(planned_facts(job, &show))
+            } else {
+                let outputs = tf.output(cancel).await.map_err(DeployError::Terraform)?;
+                let facts = facts_from(job, &outputs)?;
+                Ok(ReadOutputs {
+                    outputs,
+                    facts: Some(facts),
+                    unknown: Vec::new(),
+                })
+            }
         })
         .await?;
     drop(ws);
+    if !read.unknown.is_empty() {
+        report.warnings.push(format!(
+            "dry run: outputs known only after apply, shown as `{}`: {}",
+            planned::UNKNOWN,
+            read.unknown.join(", ")
+        ));
+    }
+    let outputs = read.outputs;
     report.outputs = if opts.include_sensitive_outputs {
         Value::Object(
             outputs
@@ -619,6 +724,25 @@ async fn run_phases(
         )
     } else {
         outputs.to_report_json()
+    };
+    let facts = match read.facts {
+        Some(f) => f,
+        None => {
+            // a dry run whose plan leaves the cluster unknown: Argo CD is
+            // rendered, the App of Apps needs the facts
+            let note = "dry run: the plan leaves required outputs unknown, so the App of Apps (which needs the facts) is not rendered; Argo CD is".to_string();
+            progress(DeployEvent::Note(note.clone()));
+            report.warnings.push(note);
+            phases.skip(Phase::KubeClient);
+            phases.skip(Phase::ArgoCd);
+            phases.skip(Phase::AppOfApps);
+            return phases
+                .run(Phase::Report, async {
+                    write_argocd_yaml(opts, &checked)?;
+                    finish(opts, progress).await
+                })
+                .await;
+        }
     };
     report.cluster = Some(ClusterSummary {
         name: facts.cluster.name.clone(),
@@ -648,24 +772,26 @@ async fn run_phases(
         *facts_out = Some(facts.clone());
     }
 
-    // 7. the kube client
+    // 7. the kube client (none with --no-cluster, nor in a dry run without a kubeconfig)
     let client = phases
         .run(
             Phase::KubeClient,
-            kube_client(job, opts, &creds, &facts, progress),
+            kube_client(opts, &checked, &creds, &facts, progress),
         )
         .await?;
 
     // 8. Argo CD
+    let argocd_spec = &checked.argocd;
     let argocd_result = phases
         .run(Phase::ArgoCd, async {
+            write_argocd_yaml(opts, &checked)?;
             match &client {
                 Some(client) => {
                     let installed = argocd::install(
                         client,
-                        &argocd_spec,
+                        argocd_spec,
                         &InstallOptions {
-                            dry_run: opts.dry_run,
+                            dry_run: mode == DeployMode::DryRun,
                             field_manager: opts.field_manager.clone(),
                             lb_wait: opts.lb_wait,
                             now: jiff::Timestamp::now()
@@ -675,29 +801,12 @@ async fn run_phases(
                         &apply_sink,
                     )
                     .await?;
-                    if let Some(dir) = &opts.output_dir {
-                        let manifests = argocd::render(
-                            &argocd_spec,
-                            &Secret::new(REDACTED_PLACEHOLDER.to_string()),
-                            None,
-                        )?;
-                        write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
-                    }
                     Ok::<_, DeployError>(Some(installed))
                 }
                 None => {
-                    // placeholders, as with a cluster: no password is written to disk
-                    let manifests = argocd::render(
-                        &argocd_spec,
-                        &Secret::new(REDACTED_PLACEHOLDER.to_string()),
-                        None,
-                    )?;
-                    if let Some(dir) = &opts.output_dir {
-                        write_file(dir, "argocd.yaml", manifests_to_yaml(&manifests).as_bytes())?;
-                    }
                     progress(DeployEvent::Note(format!(
-                        "dry run without a cluster: rendered {} Argo CD objects, applied nothing",
-                        manifests.len()
+                        "no cluster: rendered {} Argo CD objects, applied nothing",
+                        checked.argocd_manifests.len()
                     )));
                     Ok(None)
                 }
@@ -717,7 +826,7 @@ async fn run_phases(
         None => ArgoCdSummary {
             url: ArgoCdUrl {
                 url: String::new(),
-                note: Some("dry run without a cluster: nothing was installed".into()),
+                note: Some("no cluster: nothing was installed".into()),
             },
             admin_password: None,
             namespace: argocd_spec.namespace.clone(),
@@ -738,28 +847,35 @@ async fn run_phases(
     }
 
     // 9. the App of Apps
+    let aoa = &checked.apps;
     phases
         .run(Phase::AppOfApps, async {
-            let manifests = appofapps::render(&facts, &aoa)?;
+            let mut manifests = appofapps::render(&facts, aoa)?;
+            if !checked.root_application {
+                manifests = preflight::without_root(manifests);
+            }
             if let Some(dir) = &opts.output_dir {
+                // may hold the apps repository's password
                 write_file(
                     dir,
                     "app-of-apps.yaml",
                     manifests_to_yaml(&manifests).as_bytes(),
+                    Mode::Secret,
                 )?;
             }
             if let Some(client) = &client {
+                let dry_run = mode == DeployMode::DryRun;
                 let how = appofapps::ApplyApps {
-                    dry_run: opts.dry_run,
+                    dry_run,
                     field_manager: opts.field_manager.clone(),
-                    wait: job.tendril.apps.wait && !opts.dry_run,
+                    // without the root Application there is nothing to wait for
+                    wait: job.tendril.apps.wait && checked.root_application && !dry_run,
                     timeout: job.tendril.argocd.timeout,
                 };
-                let mut manifests = manifests;
                 // A server dry run of Argo CD stores no CRDs, so on a cluster
                 // without Argo CD the server cannot dry-run the Applications:
                 // those are only rendered then.
-                if opts.dry_run && !serves_applications(client, &aoa.namespace).await {
+                if dry_run && !serves_applications(client, &aoa.namespace).await {
                     let before = manifests.len();
                     manifests.retain(|m| {
                         !m.object
@@ -781,18 +897,61 @@ async fn run_phases(
         .await?;
 
     // 10. the report
-    phases
-        .run(Phase::Report, async {
-            if let Some(dir) = &opts.output_dir {
-                progress(DeployEvent::Note(format!(
-                    "report, manifests and kubeconfig in {}",
-                    dir.display()
-                )));
-            }
-            Ok::<_, DeployError>(())
-        })
-        .await?;
+    phases.run(Phase::Report, finish(opts, progress)).await
+}
+
+/// The last phase: says where the outputs went (the report itself is
+/// written after the timings are complete).
+async fn finish(
+    opts: &DeployOptions,
+    progress: &(dyn Fn(DeployEvent) + Send + Sync),
+) -> Result<(), DeployError> {
+    if let Some(dir) = &opts.output_dir {
+        progress(DeployEvent::Note(format!(
+            "report and manifests in {}",
+            dir.display()
+        )));
+    }
     Ok(())
+}
+
+/// Writes the preflight's Argo CD render (Redis password `[redacted]`) as
+/// `argocd.yaml` when there is an output directory.
+fn write_argocd_yaml(opts: &DeployOptions, checked: &Checked) -> Result<(), DeployError> {
+    if let Some(dir) = &opts.output_dir {
+        write_file(
+            dir,
+            "argocd.yaml",
+            manifests_to_yaml(&checked.argocd_manifests).as_bytes(),
+            Mode::Secret,
+        )?;
+    }
+    Ok(())
+}
+
+/// The outputs and facts a dry run can know: the plan's known output values,
+/// the unknown ones shown as [`planned::UNKNOWN`].
+fn planned_facts(job: &JobFile, show: &Value) -> ReadOutputs {
+    let planned = PlannedOutputs::from_show_json(show);
+    let unknown: Vec<String> = planned
+        .unknown_names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let marked = planned.with_markers().unwrap_or_default();
+    // with markers first (the manifests show what is unknown); a marker can
+    // be refused where a URL or certificate is needed, then without them
+    let facts = facts_from(job, &marked).ok().or_else(|| {
+        planned
+            .known()
+            .ok()
+            .and_then(|known| facts_from(job, &known).ok())
+    });
+    ReadOutputs {
+        outputs: marked,
+        facts,
+        unknown,
+    }
 }
 
 /// Whether the cluster serves Argo CD's Application kind (its CRD is installed).
@@ -858,21 +1017,17 @@ pub fn facts_from(job: &JobFile, outputs: &Outputs) -> Result<InfraFacts, Deploy
 }
 
 async fn kube_client(
-    job: &JobFile,
     opts: &DeployOptions,
+    checked: &Checked,
     creds: &JobCredentials,
     facts: &InfraFacts,
     progress: &(dyn Fn(DeployEvent) + Send + Sync),
 ) -> Result<Option<kube::Client>, DeployError> {
-    let given = opts.kubeconfig.clone().or_else(|| {
-        job.tendril
-            .kubernetes
-            .kubeconfig
-            .clone()
-            .map(|k| (k, job.tendril.kubernetes.context.clone()))
-    });
-    // a kubeconfig for the cluster, for people and for the dry-run output
-    if let Some(dir) = &opts.output_dir
+    let mode = opts.mode();
+    // a kubeconfig for the cluster, for people (not in a dry run: the cluster
+    // may not exist yet)
+    if mode != DeployMode::DryRun
+        && let Some(dir) = &opts.output_dir
         && facts.cluster.endpoint.is_some()
         && facts.cluster.ca.is_some()
     {
@@ -885,16 +1040,47 @@ async fn kube_client(
                 args,
             },
         )?;
-        std::fs::create_dir_all(dir).map_err(|source| DeployError::Write {
-            path: dir.clone(),
-            source,
-        })?;
         kubeconfig::write_kubeconfig(&dir.join("kubeconfig"), kc)?;
     }
-    if let Some((path, context)) = given {
-        let client = kubeconfig::client_from_kubeconfig(&path, context.as_deref()).await?;
+    if mode == DeployMode::NoCluster {
+        progress(DeployEvent::Note(
+            "--no-cluster: the cluster is left alone; the manifests are only rendered".into(),
+        ));
+        return Ok(None);
+    }
+    if let Some(k) = &checked.kubeconfig {
+        let client = kubeconfig::client_from_kubeconfig(&k.path, k.context.as_deref()).await?;
         return Ok(Some(client));
     }
+    let client = match client_from_facts(creds, facts).await {
+        Ok(Some(client)) => client,
+        Ok(None) if mode == DeployMode::DryRun => {
+            progress(DeployEvent::Note(
+                "dry run without cluster credentials (cloud identity `local` and no kubeconfig): rendered only, no server dry run".into(),
+            ));
+            return Ok(None);
+        }
+        Ok(None) => {
+            // preflight refuses this combination; kept for library callers
+            return Err(DeployError::NoClusterCredentials);
+        }
+        Err(e) if mode == DeployMode::DryRun => {
+            progress(DeployEvent::Note(format!(
+                "dry run: the cluster is not reachable ({e}); rendered only, no server dry run"
+            )));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Some(client))
+}
+
+/// A verified client for the cluster in the facts, with the native token of
+/// the job's cloud; `None` for cloud identity `local`.
+async fn client_from_facts(
+    creds: &JobCredentials,
+    facts: &InfraFacts,
+) -> Result<Option<kube::Client>, DeployError> {
     let mut cluster = facts.cluster.clone();
     let client = match (&creds.aws, &creds.gcp, &creds.azure) {
         (Some(aws), _, _) => {
@@ -906,24 +1092,13 @@ async fn kube_client(
             kubeconfig::client_for_cluster(&cluster, tokens)?
         }
         (_, Some(gcp), _) => {
-            let tokens = kubeconfig::gke::GcpTokenSource::new(gcp.clone())
-                .map_err(|e| DeployError::Facts(e.to_string()))?;
+            let tokens = kubeconfig::gke::GcpTokenSource::new(gcp.clone())?;
             kubeconfig::client_for_cluster(&cluster, tokens)?
         }
         (_, _, Some(azure)) => {
             kubeconfig::client_for_cluster(&cluster, kubeconfig::aks::token_source(azure.clone()))?
         }
-        _ => {
-            if opts.dry_run {
-                progress(DeployEvent::Note(
-                    "no cluster credentials (cloud identity `local` and no kubeconfig): the dry run renders without a cluster".into(),
-                ));
-                return Ok(None);
-            }
-            return Err(DeployError::Facts(
-                "cloud identity `local` gives no cluster credentials: set tendril.kubernetes.kubeconfig in the job, pass --kubeconfig FILE or set KUBECONFIG, or use --dry-run".into(),
-            ));
-        }
+        _ => return Ok(None),
     };
     kubeconfig::verify_access(&client, &cluster).await?;
     Ok(Some(client))
@@ -947,65 +1122,4 @@ fn token_args(facts: &InfraFacts) -> Vec<String> {
         CloudProvider::Gcp => vec!["token".into(), "gke".into()],
         CloudProvider::Azure => vec!["token".into(), "aks".into()],
     }
-}
-
-fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, JobError> {
-    let a = &job.tendril.argocd;
-    let admin_password = match &a.admin_password {
-        Some(v) => Some(v.resolve("tendril.argocd.admin_password")?),
-        None => None,
-    };
-    Ok(ArgoCdSpec {
-        namespace: a.namespace.clone(),
-        values: a.values.clone(),
-        admin_password,
-        timeout: a.timeout,
-        chart: a.chart.clone(),
-        strict_values: a.strict_values,
-    })
-}
-
-fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<AppOfApps, JobError> {
-    let apps = &job.tendril.apps;
-    let repos = job.job.vine_config().ok().and_then(|v| v.repositories);
-    let repo_url = apps
-        .repo_url
-        .clone()
-        .or_else(|| repos.as_ref().and_then(|r| r.apps_destination_repo.clone()))
-        .unwrap_or_default();
-    let path = apps
-        .path
-        .clone()
-        .or_else(|| repos.as_ref().and_then(|r| r.apps_path.clone()))
-        .unwrap_or_else(|| "apps".to_string());
-    let credentials = match &apps.credentials {
-        Some(c) => {
-            let secret = match (&c.token, &c.password) {
-                (Some(t), _) => t.resolve("tendril.apps.credentials.token")?,
-                (None, Some(p)) => p.resolve("tendril.apps.credentials.password")?,
-                (None, None) => {
-                    return Err(JobError::Invalid {
-                        field: "tendril.apps.credentials".into(),
-                        problem: "has neither password nor token".into(),
-                        fix: "give `token` (or `password`) for the apps repository".into(),
-                    });
-                }
-            };
-            Some(RepoCredentials {
-                username: c.username.clone().unwrap_or_else(|| "git".to_string()),
-                password: secret,
-            })
-        }
-        None => None,
-    };
-    Ok(AppOfApps {
-        namespace: namespace.to_string(),
-        apps: AppsSource {
-            repo_url,
-            revision: apps.revision.clone(),
-            path,
-            credentials,
-        },
-        components: apps.components.clone(),
-    })
 }

@@ -91,7 +91,7 @@ pub type ProgressSink<'a> = &'a (dyn Fn(PlanEvent) + Send + Sync);
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The job file cannot be run as asked.
-    #[error("{phase} phase: {source}")]
+    #[error("{source}")]
     Job {
         /// The phase.
         phase: Phase,
@@ -100,7 +100,7 @@ pub enum PlanError {
     },
     /// `job.config_hash` is not the hash of `job.config_snapshot`.
     #[error(
-        "config phase: job.config_hash is {given} but config_snapshot hashes to {computed}; the control plane and tendril disagree on the configuration, queue the job again"
+        "job.config_hash is {given} but config_snapshot hashes to {computed}; the control plane and tendril disagree on the configuration, queue the job again"
     )]
     ConfigHashMismatch {
         /// The hash in the job.
@@ -113,7 +113,7 @@ pub enum PlanError {
     #[error(transparent)]
     ConfigChanged(#[from] StalePlan),
     /// The artifact could not be stored or fetched, or failed verification.
-    #[error("{phase} phase: {source}")]
+    #[error("{source}")]
     Artifact {
         /// The phase.
         phase: Phase,
@@ -122,7 +122,7 @@ pub enum PlanError {
     },
     /// The plan was made by another terraform version than the one here.
     #[error(
-        "artifact phase: the plan was made with terraform {planned} but this terraform is {here}; apply it with terraform {planned} or run a new PLAN job"
+        "the plan was made with terraform {planned} but this terraform is {here}; apply it with terraform {planned} or run a new PLAN job"
     )]
     TerraformVersionMismatch {
         /// The version in the manifest.
@@ -131,7 +131,7 @@ pub enum PlanError {
         here: String,
     },
     /// A terraform command failed (or was cancelled).
-    #[error("{phase} phase: {source}")]
+    #[error("{source}")]
     Terraform {
         /// The phase.
         phase: Phase,
@@ -139,7 +139,7 @@ pub enum PlanError {
         source: TerraformError,
     },
     /// A scratch file could not be written.
-    #[error("workspace phase: cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {source}")]
     Workspace {
         /// What tendril was doing.
         action: &'static str,
@@ -257,10 +257,14 @@ impl Workspace {
                 .collect::<String>(),
             rand::random::<u64>()
         ));
-        std::fs::create_dir_all(&root).map_err(|source| PlanError::Workspace {
+        // it holds the plan and the state store's keys: 0700
+        crate::outfile::private_dir(&root).map_err(|e| PlanError::Workspace {
             action: "create",
             path: root.clone(),
-            source,
+            source: match e {
+                crate::outfile::OutfileError::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            },
         })?;
         let ws = Workspace { root };
         terraform::copy_configuration(&job.tendril.terraform.workdir, &ws.config_dir()).map_err(
