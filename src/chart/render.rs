@@ -155,11 +155,7 @@ impl std::io::Write for Capped {
 }
 
 /// Renders one template into memory, at most [`MAX_RENDERED_BYTES`].
-fn render_capped(
-    tera: &tera::Tera,
-    path: &str,
-    ctx: &tera::Context,
-) -> Result<String, ChartError> {
+fn render_capped(tera: &tera::Tera, path: &str, ctx: &tera::Context) -> Result<String, ChartError> {
     let mut out = Capped {
         buf: Vec::new(),
         over: false,

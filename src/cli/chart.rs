@@ -50,7 +50,8 @@ pub fn run(args: Args) -> ExitCode {
                 Ok(b) => b,
                 Err(e) => return super::fail(&e),
             };
-            if let Err(e) = tendril::outfile::write(&output_file, &bytes, tendril::outfile::Mode::Public)
+            if let Err(e) =
+                tendril::outfile::write(&output_file, &bytes, tendril::outfile::Mode::Public)
             {
                 return super::fail(&e);
             }
