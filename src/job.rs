@@ -501,6 +501,11 @@ pub struct KubernetesConfig {
     /// The context in it (default: its current context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// This runner leaves clusters alone: a DEPLOY applies terraform and
+    /// writes the manifests, as `tendril deploy --no-cluster` does (for a
+    /// worker that only runs terraform).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cluster: bool,
 }
 
 /// `tendril.argocd`.

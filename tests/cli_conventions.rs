@@ -400,7 +400,8 @@ fn deploy_of_a_job_without_a_cluster_reads_kubeconfig() {
         );
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["failed_phase"], "kube_client", "{report:#}");
+        // the kubeconfig is checked before terraform runs
+        assert_eq!(report["failed_phase"], "preflight", "{report:#}");
         report["error"].as_str().unwrap().to_string()
     };
     let error = deploy_with(&[]);

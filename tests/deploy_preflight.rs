@@ -603,7 +603,7 @@ fn render_writes_through_a_fifo_and_into_a_symlinks_target() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(&fifo).unwrap())
     };
-    let out = tendril(&["render", "-o", fifo.to_str().unwrap()]);
+    let out = tendril(&["render", "--output-file", fifo.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -620,7 +620,7 @@ fn render_writes_through_a_fifo_and_into_a_symlinks_target() {
     std::fs::write(&real, b"old").unwrap();
     let link = dir.path().join("link.yaml");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let out = tendril(&["render", "-o", link.to_str().unwrap()]);
+    let out = tendril(&["render", "--output-file", link.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",

@@ -151,18 +151,20 @@ async fn trace_logs_of_plan_deploy_and_token_hold_no_secret() {
     assert!(out.status.success(), "{log}");
     assert_no_canary("deploy", &log);
     let lines = json_lines(&log);
-    let terraform_apply = lines
+    // a dry run reads the saved plan (`terraform show`, in the outputs
+    // phase) instead of applying it
+    let terraform_show = lines
         .iter()
-        .find(|l| message(l) == "running terraform apply")
+        .find(|l| message(l) == "running terraform show")
         .unwrap_or_else(|| panic!("no terraform command line logged:\n{log}"));
     assert_eq!(
-        spans(terraform_apply),
+        spans(terraform_show),
         ["job", "phase"],
-        "{terraform_apply}"
+        "{terraform_show}"
     );
     assert_eq!(
-        terraform_apply["span"]["phase"], "terraform_apply",
-        "{terraform_apply}"
+        terraform_show["span"]["phase"], "outputs",
+        "{terraform_show}"
     );
     let secret_apply = lines
         .iter()

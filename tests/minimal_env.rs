@@ -152,8 +152,8 @@ fn plan_deploy_render_and_token_need_only_terraform() {
     assert!(!stderr.contains("undeclared variable"), "{stderr}");
     assert_eq!(report["warnings"], Value::Array(vec![]), "{report:#}");
 
-    // TODO(--no-cluster): switch to `--no-cluster` once `deploy` has it; today's
-    // `--dry-run` without any kubeconfig is that behaviour (render only).
+    // `--no-cluster`: terraform applies the plan, the manifests are written,
+    // no cluster is contacted (the job gives none)
     let out_dir = dir.path().join("out");
     let out = path.tendril(
         dir.path(),
@@ -161,7 +161,7 @@ fn plan_deploy_render_and_token_need_only_terraform() {
             "deploy",
             "--job",
             deploy.to_str().unwrap(),
-            "--dry-run",
+            "--no-cluster",
             "--out-dir",
             out_dir.to_str().unwrap(),
             "-o",

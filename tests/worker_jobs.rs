@@ -75,7 +75,9 @@ impl World {
         std::fs::write(
             dir.path().join("runner.yaml"),
             format!(
-                "terraform: {{workdir: infra, backend: {{local: {{path: {}}}}}}}\nartifacts: {{store: local, dir: artifacts}}\n",
+                // a terraform-only runner: DEPLOYs leave clusters alone (the
+                // jobs' cloud identity is `local` and gives none)
+                "terraform: {{workdir: infra, backend: {{local: {{path: {}}}}}}}\nartifacts: {{store: local, dir: artifacts}}\nkubernetes: {{no_cluster: true}}\n",
                 dir.path().join("state.tfstate").display()
             ),
         )
@@ -475,7 +477,8 @@ async fn killing_tendril_deploy_interrupts_its_terraform() {
                     "pid_file": w.path("provisioner.pid").display().to_string()}},
         "cloud_identity": {"provider": "local"},
         "tendril": {"terraform": {"workdir": w.path("infra"), "backend": {"local": {"path": w.path("state.tfstate")}}},
-                    "artifacts": {"store": "local", "dir": w.path("artifacts")}}
+                    "artifacts": {"store": "local", "dir": w.path("artifacts")},
+                    "kubernetes": {"no_cluster": true}}
     });
     std::fs::write(w.path("deploy.json"), job.to_string()).unwrap();
     let mut deploy = Command::new(BIN)
@@ -550,7 +553,7 @@ async fn vines_on_the_local_backend_each_have_their_own_state() {
     // The default local path: one state per vine under the runner config's directory.
     std::fs::write(
         w.path("runner.yaml"),
-        "terraform: {workdir: infra, backend: {local: {}}}\nartifacts: {store: local, dir: artifacts}\n",
+        "terraform: {workdir: infra, backend: {local: {}}}\nartifacts: {store: local, dir: artifacts}\nkubernetes: {no_cluster: true}\n",
     )
     .unwrap();
     let mut vines = vec![w.vine.clone()];

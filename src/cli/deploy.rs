@@ -219,13 +219,14 @@ pub fn run(args: Args) -> ExitCode {
         Ok(job) => job,
         Err(e) => return finish(&DeployReport::unreadable_job(&e, mode), &args),
     };
-    let out_dir = args
-        .out_dir
-        .clone()
-        .or_else(|| (mode != DeployMode::Apply).then(|| PathBuf::from("tendril-out")));
+    // a runner configured to leave clusters alone deploys as --no-cluster
+    let no_cluster = args.no_cluster || job.tendril.kubernetes.no_cluster;
+    let out_dir = args.out_dir.clone().or_else(|| {
+        (args.dry_run || args.no_cluster).then(|| PathBuf::from("tendril-out"))
+    });
     let opts = DeployOptions {
         dry_run: args.dry_run,
-        no_cluster: args.no_cluster,
+        no_cluster,
         output_dir: out_dir,
         include_sensitive_outputs: args.include_sensitive_outputs,
         kubeconfig: match kubeconfig_of(&args, &job) {
