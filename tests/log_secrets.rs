@@ -157,11 +157,7 @@ async fn trace_logs_of_plan_deploy_and_token_hold_no_secret() {
         .iter()
         .find(|l| message(l) == "running terraform show")
         .unwrap_or_else(|| panic!("no terraform command line logged:\n{log}"));
-    assert_eq!(
-        spans(terraform_show),
-        ["job", "phase"],
-        "{terraform_show}"
-    );
+    assert_eq!(spans(terraform_show), ["job", "phase"], "{terraform_show}");
     assert_eq!(
         terraform_show["span"]["phase"], "outputs",
         "{terraform_show}"

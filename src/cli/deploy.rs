@@ -221,9 +221,10 @@ pub fn run(args: Args) -> ExitCode {
     };
     // a runner configured to leave clusters alone deploys as --no-cluster
     let no_cluster = args.no_cluster || job.tendril.kubernetes.no_cluster;
-    let out_dir = args.out_dir.clone().or_else(|| {
-        (args.dry_run || args.no_cluster).then(|| PathBuf::from("tendril-out"))
-    });
+    let out_dir = args
+        .out_dir
+        .clone()
+        .or_else(|| (args.dry_run || args.no_cluster).then(|| PathBuf::from("tendril-out")));
     let opts = DeployOptions {
         dry_run: args.dry_run,
         no_cluster,
