@@ -173,13 +173,14 @@ fn plan_deploy_render_and_token_need_only_terraform() {
     assert_eq!(report["status"], "SUCCESS", "{report:#}");
     // no terminal: each phase is one line, printed when it ends
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for n in 1..=10 {
-        let head = format!("[{n}/10] ");
+    for n in 1..=11 {
+        let head = format!("[{n}/11] ");
         let lines = stderr.lines().filter(|l| l.starts_with(&head)).count();
         assert!(lines <= 1, "phase {n} printed {lines} lines:\n{stderr}");
     }
     assert!(
-        stderr.contains("[1/10] assume cloud credentials ok in"),
+        stderr.contains("[1/11] check the job and the flags ok in")
+            && stderr.contains("[2/11] assume cloud credentials ok in"),
         "{stderr}"
     );
     assert!(!stderr.contains(" ..."), "{stderr}");

@@ -439,11 +439,11 @@ async fn killing_the_job_process_mid_apply_leaves_no_process_and_a_consistent_st
             .contains("without writing its result"),
         "{err:?}\n{logs}"
     );
-    assert!(
-        logs.contains("of the job were still running after `tendril deploy` ended"),
-        "{logs}"
-    );
-    // Reported only once no process of the job is left.
+    // terraform gets SIGINT when `tendril deploy` dies (its parent-death
+    // signal) and often stops, provisioner and all, before the worker looks;
+    // when it has not, the worker says so and stops what is left (which of
+    // the two happens is a race, so the log is not asserted). Either way the
+    // job is reported only once no process of it is left.
     assert!(w.job_processes().is_empty(), "{:#?}", w.job_processes());
     assert!(w.tmp_entries().is_empty(), "{:?}", w.tmp_entries());
     let state = w.state_resources();

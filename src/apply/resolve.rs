@@ -90,8 +90,14 @@ impl Discovery {
         {
             Ok(a) => a.body,
             // Unknown groups answer `404 page not found` as text on a real server.
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(discovery_error(e)),
+            Err(e) if is_not_found(&e) => {
+                tracing::debug!(api_version, served = false, "discovered");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::debug!(api_version, error = %e, "discovery failed");
+                return Err(discovery_error(e));
+            }
         };
         let kinds: Kinds = Arc::new(
             list.resources
@@ -100,6 +106,7 @@ impl Discovery {
                 .map(|r| (r.kind, (r.name, r.namespaced)))
                 .collect(),
         );
+        tracing::debug!(api_version, kinds = kinds.len(), served = true, "discovered");
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(api_version.to_string(), kinds.clone());
         }
