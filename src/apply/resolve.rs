@@ -106,7 +106,12 @@ impl Discovery {
                 .map(|r| (r.kind, (r.name, r.namespaced)))
                 .collect(),
         );
-        tracing::debug!(api_version, kinds = kinds.len(), served = true, "discovered");
+        tracing::debug!(
+            api_version,
+            kinds = kinds.len(),
+            served = true,
+            "discovered"
+        );
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(api_version.to_string(), kinds.clone());
         }
