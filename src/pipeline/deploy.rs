@@ -262,23 +262,9 @@ pub struct DeployReport {
 impl DeployReport {
     fn new(job: &JobFile, mode: DeployMode) -> Self {
         DeployReport {
-            status: JobStatus::Failed,
             job_id: job.job.id.0.clone(),
             plan_job_id: job.job.plan_job_id.as_ref().map(|p| p.0.clone()),
-            dry_run: mode == DeployMode::DryRun,
-            mode,
-            failed_phase: None,
-            error: None,
-            config_hash: None,
-            cluster: None,
-            argocd: None,
-            outputs: json!({}),
-            change_summary: None,
-            facts: None,
-            timings: Vec::new(),
-            warnings: Vec::new(),
-            diagnostics: Vec::new(),
-            execution_metadata: json!({}),
+            ..DeployReport::empty(mode)
         }
     }
 
@@ -286,13 +272,22 @@ impl DeployReport {
     /// `preflight`, with the error; `job_id` is empty (the file gave none).
     pub fn unreadable_job(error: &JobError, mode: DeployMode) -> DeployReport {
         DeployReport {
+            failed_phase: Some(Phase::Preflight),
+            error: Some(crate::errors::chain_lines(error)),
+            ..DeployReport::empty(mode)
+        }
+    }
+
+    /// A FAILED report of no job, that nothing has been added to yet.
+    fn empty(mode: DeployMode) -> DeployReport {
+        DeployReport {
             status: JobStatus::Failed,
             job_id: String::new(),
             plan_job_id: None,
             dry_run: mode == DeployMode::DryRun,
             mode,
-            failed_phase: Some(Phase::Preflight),
-            error: Some(crate::errors::chain_lines(error)),
+            failed_phase: None,
+            error: None,
             config_hash: None,
             cluster: None,
             argocd: None,
