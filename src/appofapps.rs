@@ -289,6 +289,29 @@ pub fn render_chart(
 /// The apply set the App of Apps is recorded in (a Secret in Argo CD's namespace).
 pub const APPLYSET: &str = "tendril-app-of-apps";
 
+/// The API group of Argo CD's kinds (Application, AppProject, ApplicationSet).
+pub const ARGO_GROUP: &str = "argoproj.io";
+
+/// Whether a manifest is one of Argo CD's kinds.
+pub fn is_argo_object(object: &Value) -> bool {
+    object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("argoproj.io/"))
+}
+
+/// Whether the cluster serves Argo CD's Application kind in `namespace`
+/// (its CRD is installed and the caller may list Applications there).
+pub async fn serves_applications(client: &kube::Client, namespace: &str) -> bool {
+    let gvk = kube::core::GroupVersionKind::gvk(ARGO_GROUP, "v1alpha1", "Application");
+    let resource = kube::core::ApiResource::from_gvk_with_plural(&gvk, "applications");
+    let api: kube::Api<kube::core::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), namespace, &resource);
+    api.list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .is_ok()
+}
+
 /// Argo CD's `Application` (argoproj.io) is ready once `Synced` and `Healthy`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApplicationReadiness;

@@ -101,14 +101,16 @@ impl fmt::Display for JobId {
     }
 }
 
-/// The two kinds of job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The three kinds of job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobType {
     /// terraform plan, then store the artifact.
     Plan,
     /// apply the stored plan and install the platform.
     Deploy,
+    /// tear down what the cluster created, then terraform destroy.
+    Destroy,
 }
 
 impl fmt::Display for JobType {
@@ -116,6 +118,7 @@ impl fmt::Display for JobType {
         f.write_str(match self {
             JobType::Plan => "PLAN",
             JobType::Deploy => "DEPLOY",
+            JobType::Destroy => "DESTROY",
         })
     }
 }

@@ -31,7 +31,7 @@ use rustls_pki_types::pem::PemObject;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
 use crate::cloud::{CachedToken, CloudError, TokenSource};
-use crate::facts::{ClusterFacts, keys};
+use crate::facts::{CloudProvider, ClusterFacts, keys};
 
 pub use file::{UserAuth, kubeconfig_for_cluster, merge, write_kubeconfig};
 pub use locate::KubeconfigSource;
@@ -150,6 +150,16 @@ pub(crate) fn endpoint_and_ca(
         .as_ref()
         .ok_or_else(|| missing("CA certificate", keys::CLUSTER_CA))?;
     Ok((endpoint, ca))
+}
+
+/// The `tendril token …` arguments of the exec plugin that a kubeconfig for
+/// this cluster runs, per provider.
+pub fn exec_args(cluster: &ClusterFacts) -> Vec<String> {
+    match cluster.provider {
+        CloudProvider::Aws => eks::exec_args(cluster),
+        CloudProvider::Gcp => gke::exec_args(),
+        CloudProvider::Azure => aks::exec_args(),
+    }
 }
 
 /// Builds a kube-rs client for the cluster in `facts` whose requests carry a

@@ -286,6 +286,16 @@ pub struct ApplyOptions {
     pub lock_timeout: Option<Duration>,
 }
 
+/// Options of [`Terraform::destroy`].
+#[derive(Debug, Clone, Default)]
+pub struct DestroyOptions {
+    /// `-var-file` arguments (destroy evaluates the configuration, so its
+    /// required variables need values).
+    pub var_files: Vec<PathBuf>,
+    /// `-lock-timeout` (default: fail at once when the state is locked).
+    pub lock_timeout: Option<Duration>,
+}
+
 /// What `terraform plan` reported.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOutcome {
@@ -555,6 +565,39 @@ impl Terraform {
             .exec("apply", args, Stdout::Events, Some(sink), cancel)
             .await?;
         let done = self.check("apply", done, Some(planfile))?;
+        Ok(ApplyOutcome {
+            changes: done.changes.unwrap_or_default(),
+            warnings: done.diagnostics,
+            stderr: done.stderr,
+        })
+    }
+
+    /// `terraform destroy -auto-approve -json`, with the given variable
+    /// files, events forwarded live to `sink`. Everything the state holds is
+    /// destroyed; the state itself stays (empty) in its backend.
+    pub async fn destroy(
+        &self,
+        opts: &DestroyOptions,
+        sink: EventSink<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<ApplyOutcome, TerraformError> {
+        let mut args: Vec<OsString> = vec![
+            "destroy".into(),
+            "-auto-approve".into(),
+            "-input=false".into(),
+            "-no-color".into(),
+            "-json".into(),
+            lock_timeout_arg(opts.lock_timeout),
+        ];
+        for f in &opts.var_files {
+            let mut arg = OsString::from("-var-file=");
+            arg.push(f.as_os_str());
+            args.push(arg);
+        }
+        let done = self
+            .exec("destroy", args, Stdout::Events, Some(sink), cancel)
+            .await?;
+        let done = self.check("destroy", done, None)?;
         Ok(ApplyOutcome {
             changes: done.changes.unwrap_or_default(),
             warnings: done.diagnostics,

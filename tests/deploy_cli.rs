@@ -101,7 +101,7 @@ fn no_cluster_writes_manifests_kubeconfig_and_report() {
         )
     });
     assert_eq!(report["status"], "SUCCESS");
-    assert_eq!(report["dry_run"], false);
+    assert_eq!(report["job_type"], "DEPLOY");
     assert_eq!(report["mode"], "no_cluster");
     assert_eq!(report["cluster"]["name"], "shop-prod");
     assert!(stderr.contains("terraform apply"), "{stderr}");

@@ -22,9 +22,10 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use tendril::job::JobFile;
-use tendril::pipeline::deploy::{self, DeployEvent, DeployOptions, DeployReport, JobStatus};
-use tendril::pipeline::plan::{self, PlanEvent};
-use tendril::pipeline::{Phase, PhaseOutcome};
+use tendril::pipeline::deploy::{self, DeployOptions};
+use tendril::pipeline::phases::preflight::KubeconfigRef;
+use tendril::pipeline::plan;
+use tendril::pipeline::{JobEvent, JobReport, JobStatus, Phase, PhaseOutcome};
 use tendril_testkit::e2e::{self, TestCluster};
 use tokio_util::sync::CancellationToken;
 
@@ -128,10 +129,14 @@ impl World {
     /// Runs the PLAN job through the library (stores the artifact).
     async fn plan(&self) {
         let job = self.job("PLAN", snapshot(), &json!({}));
-        let sink = |_: PlanEvent| {};
-        plan::run_plan(&job, vec![], &sink, &CancellationToken::new())
-            .await
-            .unwrap_or_else(|e| panic!("PLAN failed: {e}"));
+        let sink = |_: JobEvent| {};
+        let report = plan::run_plan(&job, &sink, &CancellationToken::new()).await;
+        assert_eq!(
+            report.status,
+            JobStatus::Success,
+            "PLAN failed: {:?}",
+            report.error
+        );
     }
 
     fn deploy_job(&self, extra: &Value) -> JobFile {
@@ -141,26 +146,29 @@ impl World {
 
 fn options(cluster: &TestCluster) -> DeployOptions {
     DeployOptions {
-        kubeconfig: Some((cluster.kubeconfig_path().to_path_buf(), None)),
+        kubeconfig: Some(KubeconfigRef {
+            path: cluster.kubeconfig_path().to_path_buf(),
+            context: None,
+        }),
         lb_wait: Duration::from_secs(2),
         ..DeployOptions::default()
     }
 }
 
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<DeployEvent>>>);
+struct Events(Arc<Mutex<Vec<JobEvent>>>);
 
 impl Events {
-    fn sink(&self) -> impl Fn(DeployEvent) + Send + Sync + 'static {
+    fn sink(&self) -> impl Fn(JobEvent) + Send + Sync + 'static {
         let inner = self.0.clone();
         move |e| inner.lock().unwrap().push(e)
     }
-    fn all(&self) -> Vec<DeployEvent> {
+    fn all(&self) -> Vec<JobEvent> {
         self.0.lock().unwrap().clone()
     }
 }
 
-async fn run(job: &JobFile, opts: &DeployOptions) -> (DeployReport, Vec<DeployEvent>) {
+async fn run(job: &JobFile, opts: &DeployOptions) -> (JobReport, Vec<JobEvent>) {
     let events = Events::default();
     let sink = events.sink();
     let report = deploy::run_deploy(job, opts, &sink, &CancellationToken::new()).await;
@@ -274,7 +282,7 @@ async fn secret_data(cluster: &TestCluster, ns: &str, name: &str, key: &str) -> 
     Some(String::from_utf8(bytes).unwrap())
 }
 
-fn assert_phases_in_order(report: &DeployReport, upto: Phase, last: PhaseOutcome) {
+fn assert_phases_in_order(report: &JobReport, upto: Phase, last: PhaseOutcome) {
     let got: Vec<Phase> = report.timings.iter().map(|t| t.phase).collect();
     let n = deploy::PHASES.iter().position(|p| *p == upto).unwrap() + 1;
     assert_eq!(got, deploy::PHASES[..n].to_vec(), "phases run: {got:?}");
@@ -284,7 +292,7 @@ fn assert_phases_in_order(report: &DeployReport, upto: Phase, last: PhaseOutcome
     assert_eq!(report.timings[n - 1].outcome, last);
 }
 
-fn report_json(report: &DeployReport) -> Value {
+fn report_json(report: &JobReport) -> Value {
     serde_json::to_value(report).unwrap()
 }
 
@@ -311,9 +319,9 @@ async fn deploy_succeeds_end_to_end() {
     let applied: Vec<String> = events
         .iter()
         .filter_map(|e| match e {
-            DeployEvent::Terraform(tendril::terraform::Event::ApplyComplete {
-                address, ..
-            }) => Some(address.clone()),
+            JobEvent::Terraform(tendril::terraform::Event::ApplyComplete { address, .. }) => {
+                Some(address.clone())
+            }
             _ => None,
         })
         .collect();
@@ -321,7 +329,7 @@ async fn deploy_succeeds_end_to_end() {
         applied.contains(&"terraform_data.eks".to_string()),
         "{applied:?}"
     );
-    assert_eq!(report.change_summary.as_ref().unwrap()["add"], 4);
+    assert_eq!(report.change_summary.as_ref().unwrap().add, 4);
 
     // cluster facts
     let c = report.cluster.as_ref().unwrap();
@@ -354,10 +362,10 @@ async fn deploy_succeeds_end_to_end() {
         Some("correct horse battery")
     );
     assert_eq!(
-        argocd.url.url,
+        argocd.url,
         format!("https://argocd-server.{}.svc", ns.name())
     );
-    assert!(argocd.url.note.is_some());
+    assert!(argocd.note.is_some());
     assert!(
         argocd.objects.get("created").copied().unwrap_or(0) > 20,
         "{:?}",
@@ -371,7 +379,7 @@ async fn deploy_succeeds_end_to_end() {
         m["cluster_endpoint"],
         "https://ABC123DEF456.gr7.eu-west-1.eks.amazonaws.com"
     );
-    assert_eq!(m["argocd_url"], json!(argocd.url.url));
+    assert_eq!(m["argocd_url"], json!(argocd.url));
     assert_eq!(m["argocd_admin_password"], "correct horse battery");
     assert_eq!(
         m["outputs"]["rds_master_credentials_secret_arn"],
@@ -502,9 +510,7 @@ async fn stale_plan_stops_before_terraform() {
     assert_phases_in_order(&report, Phase::ConfigHash, PhaseOutcome::Failed);
     assert!(!world.state_file().exists(), "terraform never ran");
     assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, DeployEvent::Terraform(_))),
+        !events.iter().any(|e| matches!(e, JobEvent::Terraform(_))),
         "no terraform events"
     );
     assert_eq!(report_json(&report)["failed_phase"], "config_hash");
@@ -620,7 +626,7 @@ async fn second_deploy_is_idempotent() {
     assert_eq!(second.status, JobStatus::Success, "{:?}", second.error);
     let objects = &second.argocd.as_ref().unwrap().objects;
     assert_eq!(
-        objects.keys().copied().collect::<Vec<_>>(),
+        objects.keys().map(String::as_str).collect::<Vec<_>>(),
         vec!["unchanged"],
         "every Argo CD object unchanged: {objects:?}"
     );
@@ -836,7 +842,7 @@ async fn dry_run_with_a_cluster_changes_nothing_in_it() {
     opts.output_dir = Some(world.out_dir());
     let (report, _) = run(&job, &opts).await;
     assert_eq!(report.status, JobStatus::Success, "{:?}", report.error);
-    assert!(report.dry_run);
+    assert!(report.is_dry_run());
     let deployments: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
     assert!(
         deployments

@@ -479,7 +479,6 @@ fn dry_run_changes_nothing_and_the_plan_stays_applicable() {
         demo.deploy(&job, &["--dry-run", "--out-dir", out_dir.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(report["status"], "SUCCESS");
-    assert_eq!(report["dry_run"], true);
     assert_eq!(report["mode"], "dry_run");
     assert!(!demo.state_exists(), "terraform applied nothing");
     assert_eq!(demo.artifact(), before);

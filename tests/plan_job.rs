@@ -1,5 +1,7 @@
 //! The PLAN job and the terraform half of DEPLOY, end to end, with the real
-//! terraform: plan → upload → download → verify → hash check → apply.
+//! terraform: plan → upload → download → verify → hash check → apply. The
+//! DEPLOY runs the shipped pipeline with the cluster left alone
+//! (`no_cluster`): these tests are about its terraform phases.
 //!
 //! Each test prints a loud SKIPPED line when terraform is not on PATH (CI's
 //! `.ci/run` fails earlier in that case).
@@ -10,18 +12,18 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tendril::Secret;
-use tendril::artifact::{ArtifactError, S3Credentials, S3Store};
+use tendril::artifact::{S3Credentials, S3Store};
 use tendril::confighash::ConfigHash;
 use tendril::job::JobFile;
-use tendril::pipeline::plan::{self, Phase, PlanError, PlanEvent};
-use tendril::terraform::TerraformError;
+use tendril::pipeline::deploy::{DeployOptions, run_deploy};
+use tendril::pipeline::plan;
+use tendril::pipeline::{JobEvent, JobReport, JobStatus, Phase, PhaseEvent, PhaseOutcome};
 use tendril_testkit::moto::{self, Moto};
 use tendril_testkit::storage::SupabaseStorage;
 use tokio_util::sync::CancellationToken;
 
 const PLAN_ID: &str = "0b7e4c1a-5d2f-4e3a-9c1b-7f6e5d4c3b2a";
 const DEPLOY_ID: &str = "9d8c7b6a-5d2f-4e3a-9c1b-7f6e5d4c3b2a";
-const MAX_PLAN: u64 = 64 * 1024 * 1024;
 
 fn terraform_available() -> bool {
     let ok = std::process::Command::new("terraform")
@@ -72,10 +74,42 @@ fn local_tendril(dir: &Path, fixture_name: &str) -> Value {
     })
 }
 
-fn collect() -> (Arc<Mutex<Vec<PlanEvent>>>, impl Fn(PlanEvent) + Send + Sync) {
+fn collect() -> (Arc<Mutex<Vec<JobEvent>>>, impl Fn(JobEvent) + Send + Sync) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let e2 = events.clone();
     (events, move |e| e2.lock().unwrap().push(e))
+}
+
+/// Runs the DEPLOY pipeline with the cluster left alone.
+async fn deploy_no_cluster(
+    job: &JobFile,
+    sink: &(dyn Fn(JobEvent) + Send + Sync),
+    cancel: &CancellationToken,
+) -> JobReport {
+    let opts = DeployOptions {
+        no_cluster: true,
+        ..DeployOptions::default()
+    };
+    run_deploy(job, &opts, sink, cancel).await
+}
+
+/// Asserts the report succeeded, showing its error otherwise.
+fn succeeded(report: JobReport) -> JobReport {
+    assert_eq!(
+        report.status,
+        JobStatus::Success,
+        "{:?}: {:?}",
+        report.failed_phase,
+        report.error
+    );
+    report
+}
+
+/// Asserts the report failed in `phase` and returns its error text.
+fn failed_in(report: &JobReport, phase: Phase) -> String {
+    assert_eq!(report.status, JobStatus::Failed, "{:?}", report.error);
+    assert_eq!(report.failed_phase, Some(phase), "{:?}", report.error);
+    report.error.clone().unwrap_or_default()
 }
 
 // moto accepts any key pair; these are distinctive so a leak is findable.
@@ -131,36 +165,36 @@ async fn plan_then_deploy_with_local_state_and_local_artifacts() {
         local_tendril(dir.path(), "basic"),
     );
     let (events, sink) = collect();
-    let report = plan::run_plan(&plan_job, vec![], &sink, &never)
-        .await
-        .unwrap();
+    let report = succeeded(plan::run_plan(&plan_job, &sink, &never).await);
 
-    assert_eq!(report.status, "SUCCEEDED");
-    assert_eq!(report.config_hash, ConfigHash::of(&snapshot()));
     assert_eq!(
-        (report.change_summary.add, report.change_summary.remove),
-        (2, 0)
+        report.config_hash,
+        Some(ConfigHash::of(&snapshot()).to_string())
     );
-    for phase in ["config", "workspace", "init", "plan", "show", "upload"] {
-        assert!(
-            report.timings_ms.contains_key(phase),
-            "no timing for {phase}"
-        );
-    }
+    let changes = report.change_summary.as_ref().unwrap();
+    assert_eq!(
+        (changes.add, changes.remove, changes.applied),
+        (2, 0, false)
+    );
+    assert_eq!(
+        report.timings.iter().map(|t| t.phase).collect::<Vec<_>>(),
+        plan::PHASES
+    );
     // Undeclared snapshot keys (`provider`, `cluster`) only warn.
     assert!(!report.warnings.is_empty());
     {
         let events = events.lock().unwrap();
         assert!(events.iter().any(|e| matches!(
             e,
-            PlanEvent::PhaseFinished {
+            JobEvent::Phase(PhaseEvent::Finished {
                 phase: Phase::Upload,
+                outcome: PhaseOutcome::Ok,
                 ..
-            }
+            })
         )));
         assert!(events.iter().any(|e| matches!(
             e,
-            PlanEvent::Terraform(tendril::terraform::Event::PlannedChange { .. })
+            JobEvent::Terraform(tendril::terraform::Event::PlannedChange { .. })
         )));
     }
 
@@ -175,8 +209,11 @@ async fn plan_then_deploy_with_local_state_and_local_artifacts() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(manifest["config_hash"], report.config_hash.to_string());
-    assert_eq!(manifest["plan_sha256"], report.artifact.plan_sha256);
+    assert_eq!(manifest["config_hash"], json!(report.config_hash));
+    assert_eq!(
+        manifest["plan_sha256"],
+        report.artifact.as_ref().unwrap().plan_sha256
+    );
     // Planning wrote no state.
     assert!(!dir.path().join("state/terraform.tfstate").exists());
 
@@ -189,30 +226,23 @@ async fn plan_then_deploy_with_local_state_and_local_artifacts() {
         local_tendril(dir.path(), "basic"),
     );
     let (_, sink) = collect();
-    let applied = plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap();
-    assert_eq!(applied.plan_job_id, PLAN_ID);
-    assert_eq!(applied.changes.add, 2);
-    assert_eq!(applied.outputs.string("name"), Some("shop-prod-eu-west-1"));
-    assert!(
-        applied
-            .outputs
-            .get("db_credentials")
-            .unwrap()
-            .is_sensitive()
-    );
+    let applied = succeeded(deploy_no_cluster(&deploy, &sink, &never).await);
+    assert_eq!(applied.plan_job_id.as_deref(), Some(PLAN_ID));
+    let changes = applied.change_summary.as_ref().unwrap();
+    assert_eq!((changes.add, changes.applied), (2, true));
+    assert_eq!(applied.outputs["name"], "shop-prod-eu-west-1");
+    assert_eq!(applied.outputs["db_credentials"], "[redacted]");
+    let text = serde_json::to_string(&applied).unwrap();
+    assert!(!text.contains("s3cret-shop"), "{text}");
     assert!(!format!("{applied:?}").contains("s3cret-shop"));
     let state: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state/terraform.tfstate")).unwrap())
             .unwrap();
     assert_eq!(state["resources"].as_array().unwrap().len(), 2);
-    for phase in ["artifact", "workspace", "init", "apply", "outputs"] {
-        assert!(
-            applied.timings_ms.contains_key(phase),
-            "no timing for {phase}"
-        );
-    }
+    assert_eq!(
+        applied.timings.iter().map(|t| t.phase).collect::<Vec<_>>(),
+        tendril::pipeline::deploy::PHASES
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,10 +273,8 @@ async fn plan_to_supabase_and_deploy_with_state_in_the_s3_bucket() {
     let never = CancellationToken::new();
     let plan_job = job(dir.path(), "plan.json", "PLAN", snapshot(), tendril.clone());
     let (_, sink) = collect();
-    let report = plan::run_plan(&plan_job, vec![], &sink, &never)
-        .await
-        .unwrap();
-    assert_eq!(report.change_summary.add, 4);
+    let report = succeeded(plan::run_plan(&plan_job, &sink, &never).await);
+    assert_eq!(report.change_summary.as_ref().unwrap().add, 4);
     assert!(
         storage
             .object("plan-artifacts", &format!("{PLAN_ID}/plan.tfplan"))
@@ -271,20 +299,19 @@ async fn plan_to_supabase_and_deploy_with_state_in_the_s3_bucket() {
 
     let deploy = job(dir.path(), "deploy.json", "DEPLOY", snapshot(), tendril);
     let (events, sink) = collect();
-    let applied = plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap();
-    assert_eq!(applied.changes.add, 4);
+    let applied = succeeded(deploy_no_cluster(&deploy, &sink, &never).await);
+    assert_eq!(applied.change_summary.as_ref().unwrap().add, 4);
     assert!(events.lock().unwrap().iter().any(|e| matches!(
         e,
-        PlanEvent::Terraform(tendril::terraform::Event::ApplyComplete { address, .. }) if address == "terraform_data.eks"
+        JobEvent::Terraform(tendril::terraform::Event::ApplyComplete { address, .. }) if address == "terraform_data.eks"
     )));
     let o = &applied.outputs;
-    assert_eq!(o.string("eks_cluster_name"), Some("shop-prod"));
+    assert_eq!(o["eks_cluster_name"], "shop-prod");
     assert_eq!(
-        o.string("eks_cluster_arn"),
-        Some("arn:aws:eks:eu-west-1:123456789012:cluster/shop-prod")
+        o["eks_cluster_arn"],
+        "arn:aws:eks:eu-west-1:123456789012:cluster/shop-prod"
     );
+    assert_eq!(applied.cluster.as_ref().unwrap().name, "shop-prod");
     for name in [
         "eks_cluster_endpoint",
         "eks_cluster_certificate_authority_data",
@@ -293,15 +320,11 @@ async fn plan_to_supabase_and_deploy_with_state_in_the_s3_bucket() {
         "redis_reader_endpoint_address",
         "vpc_id",
     ] {
-        assert!(o.string(name).is_some_and(|v| !v.is_empty()), "{name}");
+        assert!(o[name].as_str().is_some_and(|v| !v.is_empty()), "{name}");
     }
-    let secret_arn = o.get("rds_master_credentials_secret_arn").unwrap();
-    assert!(secret_arn.is_sensitive());
-    assert!(!format!("{o:?}").contains("secretsmanager"));
-    assert_eq!(
-        o.to_report_json()["rds_master_credentials_secret_arn"],
-        "[redacted]"
-    );
+    assert_eq!(o["rds_master_credentials_secret_arn"], "[redacted]");
+    let text = serde_json::to_string(&applied).unwrap();
+    assert!(!text.contains("secretsmanager"), "{text}");
 
     // The state is in the bucket under the default key layout.
     let store = S3Store::new(
@@ -339,9 +362,7 @@ async fn a_changed_configuration_is_refused_before_terraform_starts() {
         local_tendril(dir.path(), "basic"),
     );
     let (_, sink) = collect();
-    plan::run_plan(&plan_job, vec![], &sink, &never)
-        .await
-        .unwrap();
+    succeeded(plan::run_plan(&plan_job, &sink, &never).await);
 
     // The vine's configuration changed after planning; terraform is a tripwire.
     let (tripwire, marker) = tripwire(dir.path());
@@ -356,14 +377,12 @@ async fn a_changed_configuration_is_refused_before_terraform_starts() {
         changed,
         tendril.clone(),
     );
-    let err = plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap_err();
+    let report = deploy_no_cluster(&deploy, &sink, &never).await;
+    failed_in(&report, Phase::ConfigHash);
     assert_eq!(
-        err.to_string(),
-        "Configuration has changed since the plan was generated. Please re-plan."
+        report.error_without_phase().as_deref(),
+        Some("Configuration has changed since the plan was generated. Please re-plan.")
     );
-    assert_eq!(err.phase(), Phase::Artifact);
     assert!(
         !marker.exists(),
         "terraform was started despite the changed configuration"
@@ -373,19 +392,8 @@ async fn a_changed_configuration_is_refused_before_terraform_starts() {
     let mut same = snapshot();
     same["cluster"]["node_min_size"] = json!(2.0);
     let deploy = job(dir.path(), "deploy2.json", "DEPLOY", same, tendril);
-    let err = plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlanError::Terraform {
-                phase: Phase::Init,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let report = deploy_no_cluster(&deploy, &sink, &never).await;
+    failed_in(&report, Phase::TerraformInit);
     assert!(
         marker.exists(),
         "the hash check passed, so terraform (the tripwire) ran"
@@ -407,9 +415,7 @@ async fn a_corrupt_artifact_is_refused_by_its_digest() {
         local_tendril(dir.path(), "basic"),
     );
     let (_, sink) = collect();
-    plan::run_plan(&plan_job, vec![], &sink, &never)
-        .await
-        .unwrap();
+    succeeded(plan::run_plan(&plan_job, &sink, &never).await);
     let plan_path = dir
         .path()
         .join("artifacts")
@@ -424,36 +430,17 @@ async fn a_corrupt_artifact_is_refused_by_its_digest() {
     let mut tendril = local_tendril(dir.path(), "basic");
     tendril["terraform"]["binary"] = json!(tripwire);
     let deploy = job(dir.path(), "deploy.json", "DEPLOY", snapshot(), tendril);
-    let err = plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlanError::Artifact {
-                source: ArtifactError::DigestMismatch { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("corrupt"), "{err}");
+    let report = deploy_no_cluster(&deploy, &sink, &never).await;
+    let err = failed_in(&report, Phase::Artifact);
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(err.contains("sha256"), "{err}");
     assert!(!marker.exists());
 
     std::fs::write(&plan_path, &bytes[..mid]).unwrap();
-    let err = plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlanError::Artifact {
-                source: ArtifactError::Truncated { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let report = deploy_no_cluster(&deploy, &sink, &never).await;
+    let err = failed_in(&report, Phase::Artifact);
+    assert!(err.contains("truncated"), "{err}");
+    assert!(!marker.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,27 +453,13 @@ async fn applying_after_the_state_moved_reports_a_stale_plan() {
     let (_, sink) = collect();
     let tendril = local_tendril(dir.path(), "basic");
     let plan_job = job(dir.path(), "plan.json", "PLAN", snapshot(), tendril.clone());
-    plan::run_plan(&plan_job, vec![], &sink, &never)
-        .await
-        .unwrap();
+    succeeded(plan::run_plan(&plan_job, &sink, &never).await);
     let deploy = job(dir.path(), "deploy.json", "DEPLOY", snapshot(), tendril);
-    plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap();
+    succeeded(deploy_no_cluster(&deploy, &sink, &never).await);
     // The same plan again: the state changed since it was made.
-    let err = plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &never)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlanError::Terraform {
-                phase: Phase::Apply,
-                source: TerraformError::StalePlan { .. }
-            }
-        ),
-        "{err:?}"
-    );
+    let report = deploy_no_cluster(&deploy, &sink, &never).await;
+    let err = failed_in(&report, Phase::TerraformApply);
+    assert!(err.contains("stale"), "{err}");
 }
 
 #[tokio::test]
@@ -498,20 +471,17 @@ async fn a_job_hash_that_does_not_match_its_snapshot_is_refused() {
     let mut j = job(dir.path(), "plan.json", "PLAN", snapshot(), tendril);
     j.job.config_hash = Some(ConfigHash::of(&json!({"other": true})).to_string());
     let (_, sink) = collect();
-    let err = plan::run_plan(&j, vec![], &sink, &CancellationToken::new())
-        .await
-        .unwrap_err();
+    let report = plan::run_plan(&j, &sink, &CancellationToken::new()).await;
+    let err = failed_in(&report, Phase::Preflight);
     assert!(
-        matches!(err, PlanError::ConfigHashMismatch { .. }),
-        "{err:?}"
+        err.contains("job.config_hash") && err.contains("queue the job again"),
+        "{err}"
     );
     assert!(!marker.exists());
     // With the right hash it goes on to terraform.
     j.job.config_hash = Some(ConfigHash::of(&snapshot()).to_string());
-    let err = plan::run_plan(&j, vec![], &sink, &CancellationToken::new())
-        .await
-        .unwrap_err();
-    assert_eq!(err.phase(), Phase::Init);
+    let report = plan::run_plan(&j, &sink, &CancellationToken::new()).await;
+    failed_in(&report, Phase::TerraformInit);
     assert!(marker.exists());
 }
 
@@ -543,7 +513,8 @@ fn cli_plan_prints_a_json_report_and_a_human_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["status"], "SUCCEEDED");
+    assert_eq!(report["status"], "SUCCESS");
+    assert_eq!(report["job_type"], "PLAN");
     assert_eq!(report["job_id"], PLAN_ID);
     assert_eq!(report["change_summary"]["add"], 4);
     assert_eq!(
@@ -551,7 +522,7 @@ fn cli_plan_prints_a_json_report_and_a_human_summary() {
         ConfigHash::of(&snapshot()).to_string()
     );
     assert!(
-        stderr.contains("Plan: 4 to add, 0 to change, 0 to destroy"),
+        stderr.contains("terraform planned: 4 to add, 0 to change, 0 to destroy"),
         "{stderr}"
     );
     assert!(!stderr.contains("CLI configuration"), "{stderr}");
@@ -611,7 +582,7 @@ fn cli_plan_is_cancelled_by_sigterm() {
         let line = line.unwrap();
         seen.push(line.clone());
         // without a terminal, the line after init is the end of init: plan is running
-        if line.contains("==> init done") {
+        if line.contains("terraform init ok in") {
             break;
         }
     }
@@ -628,7 +599,7 @@ fn cli_plan_is_cancelled_by_sigterm() {
     assert!(all.contains("CANCELLED"), "{all}");
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["status"], "CANCELLED");
-    assert_eq!(doc["phase"], "plan");
+    assert_eq!(doc["failed_phase"], "terraform_plan");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -649,15 +620,13 @@ async fn cancelling_a_deploy_apply_ends_cancelled_in_the_apply_phase() {
         snap.clone(),
         tendril.clone(),
     );
-    plan::run_plan(&plan_job, vec![], &sink, &never)
-        .await
-        .unwrap();
+    succeeded(plan::run_plan(&plan_job, &sink, &never).await);
 
     let deploy = job(dir.path(), "deploy.json", "DEPLOY", snap, tendril);
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
-    let sink = move |e: PlanEvent| {
-        if let PlanEvent::Terraform(tendril::terraform::Event::Provisioner {
+    let sink = move |e: JobEvent| {
+        if let JobEvent::Terraform(tendril::terraform::Event::Provisioner {
             output: Some(line),
             ..
         }) = &e
@@ -666,15 +635,14 @@ async fn cancelling_a_deploy_apply_ends_cancelled_in_the_apply_phase() {
             trigger.cancel();
         }
     };
-    let err = tokio::time::timeout(
+    let report = tokio::time::timeout(
         Duration::from_secs(300),
-        plan::apply_planned(&deploy, vec![], MAX_PLAN, &sink, &cancel),
+        deploy_no_cluster(&deploy, &sink, &cancel),
     )
     .await
-    .expect("the apply stopped after cancellation")
-    .unwrap_err();
-    assert!(err.is_cancelled(), "{err:?}");
-    assert_eq!(err.phase(), Phase::Apply);
+    .expect("the apply stopped after cancellation");
+    assert_eq!(report.status, JobStatus::Cancelled, "{:?}", report.error);
+    assert_eq!(report.failed_phase, Some(Phase::TerraformApply));
     // terraform wrote the state before stopping: `first` is recorded.
     let state: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state/terraform.tfstate")).unwrap())

@@ -81,7 +81,9 @@ impl JobRunner for Deployer {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         match job.job.job_type {
-            JobType::Plan => JobOutcome::success(serde_json::json!({"change_summary": {"add": 3}})),
+            JobType::Plan | JobType::Destroy => {
+                JobOutcome::success(serde_json::json!({"change_summary": {"add": 3}}))
+            }
             JobType::Deploy => JobOutcome::success(serde_json::json!({
                 "cluster_name": format!("c-{}", job.job.vine_id),
                 "cluster_endpoint": "https://k8s.example", "cluster_arn": "arn:aws:eks:eu-west-1:123456789012:cluster/c",

@@ -88,7 +88,9 @@ impl JobRunner for Chatty {
             );
         }
         match job.job.job_type {
-            JobType::Plan => JobOutcome::success(serde_json::json!({"change_summary": {"add": 1}})),
+            JobType::Plan | JobType::Destroy => {
+                JobOutcome::success(serde_json::json!({"change_summary": {"add": 1}}))
+            }
             JobType::Deploy => {
                 JobOutcome::success(serde_json::json!({"cluster_name": "shop-prod"}))
             }

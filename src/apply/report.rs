@@ -127,6 +127,22 @@ impl ApplyReport {
     pub fn count(&self, action: Action) -> usize {
         self.objects.iter().filter(|o| o.action == action).count()
     }
+
+    /// How many objects were created, configured, unchanged, recreated and
+    /// pruned, by action name; actions no object had are left out.
+    pub fn action_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        [
+            Action::Created,
+            Action::Configured,
+            Action::Unchanged,
+            Action::Recreated,
+            Action::Pruned,
+        ]
+        .into_iter()
+        .map(|a| (a.as_str().to_string(), self.count(a)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
 }
 
 /// Progress of an apply, for the caller's sink.

@@ -6,18 +6,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use tendril::apply::ApplyEvent;
-use tendril::job::JobFile;
-use tendril::pipeline::deploy::{
-    self, DeployEvent, DeployMode, DeployOptions, DeployReport, JobStatus,
-};
-use tendril::pipeline::result::JobResult;
-use tokio_util::sync::CancellationToken;
+use tendril::job::{JobFile, JobType};
+use tendril::pipeline::deploy::{self, DeployOptions};
+use tendril::pipeline::phases::preflight::KubeconfigRef;
+use tendril::pipeline::{JobEvent, RunMode};
 
-use super::plan::{EXIT_CANCELLED, Output};
-use super::progress::{Progress, human};
+use super::format::OutputFormat as Output;
 
 /// Flags of `tendril deploy`.
 #[derive(clap::Args)]
@@ -65,99 +60,6 @@ pub struct Args {
     pub report_file: Option<PathBuf>,
 }
 
-fn detail(progress: &Progress, event: &DeployEvent) {
-    match event {
-        DeployEvent::Phase(p) => progress.phase(p),
-        DeployEvent::Terraform(e) => progress.terraform(e),
-        DeployEvent::Apply(e) => match e {
-            ApplyEvent::Planned { objects, waves } => {
-                progress.detail(&format!("{objects} objects in {waves} waves"))
-            }
-            ApplyEvent::Applied {
-                object,
-                action,
-                error,
-            } => match error {
-                Some(err) => progress.line(&format!("      {object}: {} ({err})", action.as_str())),
-                None => progress.detail(&format!("{object} {}", action.as_str())),
-            },
-            ApplyEvent::Waiting { objects } => {
-                progress.detail(&format!("waiting for {objects} objects to be ready"))
-            }
-            ApplyEvent::Progress { object, reason } => {
-                progress.detail(&format!("{object}: {reason}"))
-            }
-            ApplyEvent::Ready { object } => progress.detail(&format!("{object} ready")),
-            ApplyEvent::NotReady { object, reason } => {
-                progress.line(&format!("      {object} failed: {reason}"))
-            }
-            _ => {}
-        },
-        DeployEvent::Note(n) => progress.line(&format!("      note: {n}")),
-    }
-}
-
-fn summary(report: &DeployReport) {
-    eprintln!();
-    if report.job_id.is_empty() {
-        // the job file could not be read: there is only the error
-        if let Some(e) = &report.error {
-            eprintln!("DEPLOY FAILED\nerror: {e}");
-        }
-        return;
-    }
-    match report.status {
-        JobStatus::Success if report.dry_run => {
-            eprintln!(
-                "DEPLOY {} SUCCESS (dry run: nothing changed)",
-                report.job_id
-            )
-        }
-        JobStatus::Success => eprintln!("DEPLOY {} SUCCESS", report.job_id),
-        JobStatus::Failed => eprintln!("DEPLOY {} FAILED", report.job_id),
-        JobStatus::Cancelled => eprintln!("DEPLOY {} CANCELLED", report.job_id),
-    }
-    if let Some(c) = &report.cluster {
-        eprintln!(
-            "  cluster   {} ({})",
-            c.name,
-            c.endpoint.as_deref().unwrap_or("no endpoint")
-        );
-    }
-    if let Some(a) = &report.argocd
-        && !a.url.url.is_empty()
-    {
-        eprintln!("  argocd    {}", a.url.url);
-        eprintln!(
-            "  password  {}",
-            if a.admin_password.is_some() {
-                "in the report (--output json)"
-            } else {
-                "not retrievable"
-            }
-        );
-    }
-    let total: u64 = report.timings.iter().map(|t| t.millis).sum();
-    if !report.timings.is_empty() {
-        eprintln!(
-            "  timings   {} total: {}",
-            human(Duration::from_millis(total)),
-            report
-                .timings
-                .iter()
-                .map(|t| format!("{} {}", t.phase, human(Duration::from_millis(t.millis))))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    for w in &report.warnings {
-        eprintln!("  warning   {w}");
-    }
-    if let Some(e) = &report.error {
-        eprintln!("error: {e}");
-    }
-}
-
 /// The kubeconfig `--kubeconfig` names; else, only when the job itself gives
 /// no way to the cluster, the one `$KUBECONFIG` or `~/.kube/config` names.
 fn kubeconfig_of(
@@ -187,37 +89,21 @@ fn kubeconfig_of(
     }
 }
 
-/// Prints the summary and the report (`-o json|yaml`), writes the worker's
-/// `--report-file`, and maps the report's status to an exit code.
-fn finish(report: &DeployReport, args: &Args) -> ExitCode {
-    summary(report);
-    if let Some(path) = &args.report_file
-        && let Err(e) = JobResult::of_deploy(report).write(path)
-    {
-        return super::fail(&e);
-    }
-    if let Err(e) = args.output.print(report) {
-        return super::fail(&e);
-    }
-    match report.status {
-        JobStatus::Success => ExitCode::SUCCESS,
-        JobStatus::Failed => ExitCode::FAILURE,
-        JobStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
-    }
-}
-
 /// Runs `tendril deploy`.
 pub fn run(args: Args) -> ExitCode {
     let mode = if args.dry_run {
-        DeployMode::DryRun
+        RunMode::DryRun
     } else if args.no_cluster {
-        DeployMode::NoCluster
+        RunMode::NoCluster
     } else {
-        DeployMode::Apply
+        RunMode::Apply
     };
-    let job = match JobFile::load(&args.job) {
+    let finish = |report: &tendril::pipeline::JobReport| {
+        super::job::finish(report, args.output, args.report_file.as_ref())
+    };
+    let job = match super::job::load(&args.job, JobType::Deploy, mode) {
         Ok(job) => job,
-        Err(e) => return finish(&DeployReport::unreadable_job(&e, mode), &args),
+        Err(report) => return finish(&report),
     };
     // a runner configured to leave clusters alone deploys as --no-cluster
     let no_cluster = args.no_cluster || job.tendril.kubernetes.no_cluster;
@@ -231,24 +117,19 @@ pub fn run(args: Args) -> ExitCode {
         output_dir: out_dir,
         include_sensitive_outputs: args.include_sensitive_outputs,
         kubeconfig: match kubeconfig_of(&args, &job) {
-            Ok(k) => k.map(|k| (k, args.context.clone())),
+            Ok(k) => k.map(|path| KubeconfigRef {
+                path,
+                context: args.context.clone(),
+            }),
             Err(e) => return super::fail(&e),
         },
         field_manager: args.field_manager.clone(),
         ..DeployOptions::default()
     };
-    let progress = Progress::new(deploy::PHASES.len());
-    let sink = |e: DeployEvent| detail(&progress, &e);
-    let rt = super::runtime();
-    let report = rt.block_on(async {
-        let cancel = CancellationToken::new();
-        let watcher = tokio::spawn(super::cancel_on_signal(
-            cancel.clone(),
-            super::Signals::install(),
-        ));
-        let report = deploy::run_deploy(&job, &opts, &sink, &cancel).await;
-        watcher.abort();
-        report
+    let progress = super::job::progress(deploy::PHASES);
+    let sink = |e: JobEvent| super::job::show(&progress, &e);
+    let report = super::job::block_on_cancellable(|cancel| async move {
+        deploy::run_deploy(&job, &opts, &sink, &cancel).await
     });
-    finish(&report, &args)
+    finish(&report)
 }

@@ -6,6 +6,7 @@ pub mod completion;
 pub mod deploy;
 pub mod finalize;
 pub mod format;
+pub mod job;
 pub mod kubeconfig;
 pub mod man;
 pub mod plan;

@@ -98,3 +98,8 @@ pub async fn local_account_kubeconfig(
     let text = String::from_utf8(bytes).map_err(|_| bad("the kubeconfig is not UTF-8".into()))?;
     Kubeconfig::from_yaml(&text).map_err(|e| bad(format!("not a valid kubeconfig ({e})")))
 }
+
+/// The arguments of the exec plugin a kubeconfig for an AKS cluster runs.
+pub fn exec_args() -> Vec<String> {
+    vec!["token".into(), "aks".into()]
+}

@@ -259,3 +259,18 @@ pub async fn complete_from_describe(
     }
     Ok(())
 }
+
+/// The arguments of the exec plugin a kubeconfig for this EKS cluster runs
+/// (`tendril token eks --cluster NAME [--region REGION]`).
+pub fn exec_args(cluster: &ClusterFacts) -> Vec<String> {
+    let mut args = vec![
+        "token".into(),
+        "eks".into(),
+        "--cluster".into(),
+        cluster.name.clone(),
+    ];
+    if let Some(r) = &cluster.region {
+        args.extend(["--region".into(), r.clone()]);
+    }
+    args
+}

@@ -1,6 +1,6 @@
 //! What a job process hands its supervisor: the typed end of a job.
 //!
-//! `tendril plan|deploy --report-file PATH` writes one [`JobResult`] as JSON
+//! `tendril plan|deploy|destroy --report-file PATH` writes one [`JobResult`] as JSON
 //! to PATH (created with mode 0600) when the job ends, whatever the outcome;
 //! the worker reads it back with [`JobResult::read`]. No output is parsed
 //! from text: the status, the phase that failed, the error and the
@@ -12,8 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::deploy::{DeployReport, JobStatus};
-use super::plan::{PlanError, PlanReport};
+use super::{JobReport, JobStatus};
 
 /// The end of one job, as the job process reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +27,7 @@ pub struct JobResult {
     /// What went wrong, without the phase (it is in `phase`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The report's `execution_metadata` (see `docs/report.md`); `null` for a PLAN.
+    /// The report's `execution_metadata` (see `docs/report.md`).
     #[serde(default)]
     pub execution_metadata: Value,
 }
@@ -55,58 +54,14 @@ pub enum ResultError {
 }
 
 impl JobResult {
-    /// The result of a DEPLOY job, from its report.
-    pub fn of_deploy(report: &DeployReport) -> JobResult {
-        let phase = report.failed_phase;
-        let error = report.error.as_deref().map(|e| match phase {
-            Some(p) => e
-                .strip_prefix(&super::failed_prefix(p))
-                .unwrap_or(e)
-                .to_string(),
-            None => e.to_string(),
-        });
+    /// The result of a job of any type, from its report.
+    pub fn of(report: &JobReport) -> JobResult {
         JobResult {
             job_id: report.job_id.clone(),
             status: report.status,
-            phase: phase.map(|p| p.name().to_string()),
-            error,
+            phase: report.failed_phase.map(|p| p.name().to_string()),
+            error: report.error_without_phase(),
             execution_metadata: report.execution_metadata.clone(),
-        }
-    }
-
-    /// The result of a PLAN job.
-    pub fn of_plan(job_id: &str, result: &Result<PlanReport, PlanError>) -> JobResult {
-        match result {
-            Ok(_) => JobResult {
-                job_id: job_id.to_string(),
-                status: JobStatus::Success,
-                phase: None,
-                error: None,
-                execution_metadata: Value::Null,
-            },
-            Err(e) => JobResult {
-                job_id: job_id.to_string(),
-                status: if e.is_cancelled() {
-                    JobStatus::Cancelled
-                } else {
-                    JobStatus::Failed
-                },
-                phase: Some(e.phase().as_str().to_string()),
-                error: Some(e.to_string()),
-                execution_metadata: Value::Null,
-            },
-        }
-    }
-
-    /// A job that failed before its pipeline ran (the job file could not be
-    /// read, credentials could not be assumed).
-    pub fn failed_early(job_id: &str, phase: &str, error: String) -> JobResult {
-        JobResult {
-            job_id: job_id.to_string(),
-            status: JobStatus::Failed,
-            phase: Some(phase.to_string()),
-            error: Some(error),
-            execution_metadata: Value::Null,
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 /// `add` counts resources created (including the create half of a replace),
 /// `remove` those destroyed (including the destroy half of a replace), as
 /// terraform's own summary line does; `replace` counts replacements on their own.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeSummary {
     /// Resources created, plus replacements.
     pub add: u64,

@@ -27,7 +27,7 @@
 
 use super::{JobOutcome, JobRunner, RunContext};
 use crate::job::{JobFile, JobType};
-use crate::pipeline::deploy::JobStatus as ChildStatus;
+use crate::pipeline::JobStatus as ChildStatus;
 use crate::pipeline::result::JobResult;
 use crate::terraform::process::{
     GroupGuard, GroupSignal, JobScope, ProcessGroup, SCOPE_ENV, isolate,
@@ -140,6 +140,7 @@ impl JobRunner for ProcessRunner {
         let sub = match job.job.job_type {
             JobType::Plan => "plan",
             JobType::Deploy => "deploy",
+            JobType::Destroy => "destroy",
         };
         let text = match serde_json::to_vec(&job) {
             Ok(t) => t,

@@ -1,23 +1,24 @@
-//! The preflight of a DEPLOY job: everything that can be known before
-//! terraform runs, checked before anything irreversible happens.
+//! The preflight phase of every job type: everything that can be known
+//! before anything changes, checked before anything irreversible happens.
 //!
-//! [`preflight`] takes the job and the run's settings ([`PreflightInput`]) and
-//! returns what later phases use ([`Checked`]): the resolved Argo CD and App
-//! of Apps settings, the Argo CD chart rendered once with the job's values
-//! (the rendering `argocd.yaml`, the report and a run without a cluster use),
-//! the checked kubeconfig, and warnings. It fails, naming the input and the
-//! fix, on:
-//! - a job that is not a DEPLOY job, or whose fields are wrong (snapshot,
+//! [`check_plan`], [`check_deploy`] and [`check_destroy`] take the job and
+//! the run's settings ([`PreflightInput`]) and return what later phases use:
+//! the job's parsed values ([`Checked`]: the vine, the config hash, the
+//! checked kubeconfig, warnings) and, for DEPLOY, the resolved Argo CD and
+//! App of Apps settings with the Argo CD chart rendered once
+//! ([`DeployInputs`]). They fail, naming the input and the fix, on:
+//! - a job of another type, or whose fields are wrong (id, snapshot,
 //!   `config_hash`, `plan_job_id`, the terraform directory, the backend's
 //!   keys, secrets given as `{env: …}` / `{file: …}`);
-//! - an unknown App of Apps component or setting (`vaules:`);
-//! - an Argo CD chart that does not load, or does not render with the job's
+//! - (DEPLOY) an unknown App of Apps component or setting (`vaules:`); an
+//!   Argo CD chart that does not load, or does not render with the job's
 //!   values (a `required` value missing, a template error);
 //! - a kubeconfig that cannot be read, lacks the context, skips TLS
 //!   verification, has a CA that is no X.509 certificate, or would send a
 //!   credential over `http://`;
 //! - an output directory that cannot be created or written;
-//! - a cloud identity `local` with no kubeconfig in a run that needs a cluster.
+//! - (DEPLOY) a cloud identity `local` with no kubeconfig in a run that
+//!   needs a cluster.
 //!
 //! What cannot exist yet (the cluster terraform is about to create, its
 //! outputs) is checked by the phases after terraform. The plan artifact's
@@ -26,8 +27,7 @@
 //!
 //! The Argo CD render here uses the placeholder `[redacted]` for the Redis
 //! password: the real one is read back from the cluster (so that a re-deploy
-//! never rotates it) and is a template input, so the render that is applied
-//! happens in the `argocd` phase, once, after that read.
+//! never rotates it) in the `argocd` phase.
 
 use std::path::{Path, PathBuf};
 
@@ -35,9 +35,11 @@ use crate::Secret;
 use crate::appofapps::{self, AppOfApps, AppsSource, RepoCredentials};
 use crate::argocd::{self, ArgoCdError, ArgoCdSpec};
 use crate::chart::{self, ChartError};
+use crate::confighash::ConfigHash;
 use crate::facts::{CloudProvider, ClusterFacts, InfraFacts};
-use crate::job::{BackendConfig, CloudIdentity, JobError, JobFile, JobType, Provider};
+use crate::job::{BackendConfig, CloudIdentity, JobError, JobFile, JobType, Provider, VineConfig};
 use crate::kubeconfig::{self, KubeconfigError};
+use crate::pipeline::RunMode;
 
 /// What the written `argocd.yaml` (and this render) carries instead of the
 /// Redis password.
@@ -46,19 +48,6 @@ pub const REDACTED_PLACEHOLDER: &str = "[redacted]";
 /// The manifest sources of the App of Apps that exist only with an apps
 /// repository (the root Application and its repository Secret).
 pub const ROOT_SOURCES: &[&str] = &["templates/root.yaml", "templates/repository.yaml"];
-
-/// How a DEPLOY job treats terraform and the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeployMode {
-    /// Apply the plan, install into the cluster.
-    Apply,
-    /// Change nothing anywhere: show the plan, render from its known
-    /// outputs, and dry-run on the server when a cluster is given.
-    DryRun,
-    /// Apply the plan and write the manifests; leave any cluster alone.
-    NoCluster,
-}
 
 /// A kubeconfig file and context given for the run (flag or job).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,16 +64,29 @@ pub struct PreflightInput<'a> {
     /// The job.
     pub job: &'a JobFile,
     /// How the run treats terraform and the cluster.
-    pub mode: DeployMode,
+    pub mode: RunMode,
     /// A kubeconfig given by flag (wins over the job's `tendril.kubernetes`).
     pub kubeconfig: Option<&'a KubeconfigRef>,
     /// Where outputs go, if anywhere.
     pub output_dir: Option<&'a Path>,
 }
 
-/// What the preflight found, for the phases after it.
+/// The job's values, parsed and checked once, for every later phase.
 #[derive(Debug)]
 pub struct Checked {
+    /// The vine, from `config_snapshot`.
+    pub vine: VineConfig,
+    /// The hash of `config_snapshot` (equal to `job.config_hash` when given).
+    pub config_hash: ConfigHash,
+    /// The kubeconfig to use, checked.
+    pub kubeconfig: Option<KubeconfigRef>,
+    /// Things worth telling (not failures).
+    pub warnings: Vec<String>,
+}
+
+/// What only a DEPLOY needs, resolved by its preflight.
+#[derive(Debug)]
+pub struct DeployInputs {
     /// `tendril.argocd`, resolved (the admin password read).
     pub argocd: ArgoCdSpec,
     /// The Argo CD chart rendered with the job's values and the placeholder
@@ -95,10 +97,6 @@ pub struct Checked {
     /// Whether the App of Apps gets its root Application (an apps
     /// repository is configured).
     pub root_application: bool,
-    /// The kubeconfig to use, checked.
-    pub kubeconfig: Option<KubeconfigRef>,
-    /// Things worth telling (not failures).
-    pub warnings: Vec<String>,
 }
 
 /// Why the preflight refused the job.
@@ -148,31 +146,129 @@ fn invalid(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> J
     }
 }
 
-/// Runs every check that needs nothing terraform is about to create.
-pub fn preflight(input: &PreflightInput<'_>) -> Result<Checked, PreflightError> {
+/// The preflight of a PLAN job: the job's own fields.
+pub fn check_plan(input: &PreflightInput<'_>) -> Result<Checked, PreflightError> {
+    check_common(input, JobType::Plan)
+}
+
+/// The preflight of a DEPLOY job: the job's fields, the plan it names, the
+/// Argo CD and App of Apps settings (the chart rendered once), the way to
+/// the cluster.
+pub fn check_deploy(input: &PreflightInput<'_>) -> Result<(Checked, DeployInputs), PreflightError> {
     let job = input.job;
-    check_job(job)?;
+    let mut checked = check_common(input, JobType::Deploy)?;
+    check_plan_job(job)?;
     let argocd = argocd_spec(job)?;
-    let (apps, root_application) = app_of_apps_spec(job, &argocd.namespace)?;
-    let mut warnings = Vec::new();
-    check_components(job, &apps)?;
+    let (apps, root_application) = app_of_apps_spec(job, &checked.vine, &argocd.namespace)?;
+    check_components(&checked.vine, &apps)?;
     if !root_application {
-        warnings.push(
+        checked.warnings.push(
             "no apps repository (tendril.apps.repo_url or config_snapshot.repositories.apps_destination_repo): Argo CD and the platform components are installed, the root Application is left out; set one to sync the vine's apps".to_string(),
         );
         if job.tendril.apps.credentials.is_some() {
-            warnings.push(
+            checked.warnings.push(
                 "tendril.apps.credentials is set but there is no apps repository: the repository Secret is left out".to_string(),
             );
         }
     }
     let (argocd_manifests, value_warnings) = render_argocd(&argocd)?;
     // values the chart does not act on (an error with tendril.argocd.strict_values)
-    warnings.extend(
+    checked.warnings.extend(
         value_warnings
             .iter()
             .map(|w| format!("tendril.argocd.values: {w}")),
     );
+    if matches!(job.cloud_identity, CloudIdentity::Local)
+        && checked.kubeconfig.is_none()
+        && input.mode == RunMode::Apply
+    {
+        return Err(PreflightError::NoCluster);
+    }
+    Ok((
+        checked,
+        DeployInputs {
+            argocd,
+            argocd_manifests,
+            apps,
+            root_application,
+        },
+    ))
+}
+
+/// The preflight of a DESTROY job: the job's own fields and the way to the
+/// cluster (a cluster that cannot be reached later is skipped, not an error).
+pub fn check_destroy(input: &PreflightInput<'_>) -> Result<Checked, PreflightError> {
+    let checked = check_common(input, JobType::Destroy)?;
+    argocd_spec(input.job)?;
+    Ok(checked)
+}
+
+/// What every job type checks: type, id, snapshot, hash, terraform
+/// directory, backend keys, kubeconfig, output directory.
+fn check_common(input: &PreflightInput<'_>, expected: JobType) -> Result<Checked, PreflightError> {
+    let job = input.job;
+    if job.job.job_type != expected {
+        let command = |t: JobType| match t {
+            JobType::Plan => "tendril plan",
+            JobType::Deploy => "tendril deploy",
+            JobType::Destroy => "tendril destroy",
+        };
+        let given = job.job.job_type;
+        return Err(invalid(
+            "job.job_type",
+            format!(
+                "is {given} but `{}` runs {expected} jobs",
+                command(expected)
+            ),
+            format!("run {given} jobs with `{}`", command(given)),
+        )
+        .into());
+    }
+    crate::artifact::check_job_id(&job.job.id.0).map_err(|e| {
+        invalid(
+            "job.id",
+            e.to_string(),
+            "give the job's id as the control plane sent it",
+        )
+    })?;
+    let vine = job.job.vine_config()?;
+    let config_hash = ConfigHash::of(&job.job.config_snapshot);
+    if let Some(given) = &job.job.config_hash
+        && given.parse::<ConfigHash>().ok() != Some(config_hash)
+    {
+        return Err(invalid(
+            "job.config_hash",
+            format!("is {given} but config_snapshot hashes to {config_hash}"),
+            "the control plane and tendril disagree on the configuration: queue the job again",
+        )
+        .into());
+    }
+    let workdir = &job.tendril.terraform.workdir;
+    if !workdir.is_dir() {
+        return Err(invalid(
+            "tendril.terraform.workdir",
+            format!("{} is not a directory", workdir.display()),
+            "give the directory of the vine's terraform configuration",
+        )
+        .into());
+    }
+    if let BackendConfig::S3(s3) = &job.tendril.terraform.backend {
+        match (&s3.access_key_id, &s3.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                id.resolve("tendril.terraform.backend.access_key_id")?;
+                secret.resolve("tendril.terraform.backend.secret_access_key")?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(invalid(
+                    "tendril.terraform.backend",
+                    "has only one of access_key_id and secret_access_key",
+                    "give both, or neither to use the cloud identity's credentials",
+                )
+                .into());
+            }
+        }
+    }
     let kubeconfig = input.kubeconfig.cloned().or_else(|| {
         job.tendril
             .kubernetes
@@ -187,36 +283,19 @@ pub fn preflight(input: &PreflightInput<'_>) -> Result<Checked, PreflightError> 
         let parsed = kubeconfig::read_kubeconfig(&k.path)?;
         kubeconfig::check_kubeconfig(&parsed, k.context.as_deref(), &k.path)?;
     }
-    if matches!(job.cloud_identity, CloudIdentity::Local)
-        && kubeconfig.is_none()
-        && input.mode == DeployMode::Apply
-    {
-        return Err(PreflightError::NoCluster);
-    }
     if let Some(dir) = input.output_dir {
         check_output_dir(dir)?;
     }
     Ok(Checked {
-        argocd,
-        argocd_manifests,
-        apps,
-        root_application,
+        vine,
+        config_hash,
         kubeconfig,
-        warnings,
+        warnings: Vec::new(),
     })
 }
 
-/// The job's own fields: type, ids, snapshot, hash, terraform directory,
-/// backend keys.
-fn check_job(job: &JobFile) -> Result<(), PreflightError> {
-    if job.job.job_type != JobType::Deploy {
-        return Err(invalid(
-            "job.job_type",
-            format!("is {} but `tendril deploy` runs DEPLOY jobs", job.job.job_type),
-            "run a PLAN job with `tendril plan`, then deploy the DEPLOY job whose plan_job_id names it",
-        )
-        .into());
-    }
+/// A DEPLOY's `plan_job_id`: present, not its own id, a valid id.
+fn check_plan_job(job: &JobFile) -> Result<(), PreflightError> {
     let plan_job = job.job.plan_job_id.as_ref().ok_or_else(|| {
         invalid(
             "job.plan_job_id",
@@ -239,44 +318,6 @@ fn check_job(job: &JobFile) -> Result<(), PreflightError> {
             "give the PLAN job's id as the control plane sent it",
         )
     })?;
-    job.job.vine_config()?;
-    if let Some(given) = &job.job.config_hash {
-        let computed = crate::confighash::ConfigHash::of(&job.job.config_snapshot);
-        if given.parse::<crate::confighash::ConfigHash>().ok() != Some(computed) {
-            return Err(invalid(
-                "job.config_hash",
-                format!("is {given} but config_snapshot hashes to {computed}"),
-                "the control plane and tendril disagree on the configuration: queue the job again",
-            )
-            .into());
-        }
-    }
-    let workdir = &job.tendril.terraform.workdir;
-    if !workdir.is_dir() {
-        return Err(invalid(
-            "tendril.terraform.workdir",
-            format!("{} is not a directory", workdir.display()),
-            "give the directory of the terraform configuration the PLAN job planned",
-        )
-        .into());
-    }
-    if let BackendConfig::S3(s3) = &job.tendril.terraform.backend {
-        match (&s3.access_key_id, &s3.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                id.resolve("tendril.terraform.backend.access_key_id")?;
-                secret.resolve("tendril.terraform.backend.secret_access_key")?;
-            }
-            (None, None) => {}
-            _ => {
-                return Err(invalid(
-                    "tendril.terraform.backend",
-                    "has only one of access_key_id and secret_access_key",
-                    "give both, or neither to use the cloud identity's credentials",
-                )
-                .into());
-            }
-        }
-    }
     Ok(())
 }
 
@@ -302,9 +343,13 @@ pub fn argocd_spec(job: &JobFile) -> Result<ArgoCdSpec, JobError> {
 const NO_REPOSITORY: &str = "https://no-apps-repository.invalid/";
 
 /// `tendril.apps` resolved, and whether an apps repository is configured.
-fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<(AppOfApps, bool), JobError> {
+fn app_of_apps_spec(
+    job: &JobFile,
+    vine: &VineConfig,
+    namespace: &str,
+) -> Result<(AppOfApps, bool), JobError> {
     let apps = &job.tendril.apps;
-    let repos = job.job.vine_config()?.repositories;
+    let repos = vine.repositories.clone();
     let repo_url = apps
         .repo_url
         .clone()
@@ -353,8 +398,8 @@ fn app_of_apps_spec(job: &JobFile, namespace: &str) -> Result<(AppOfApps, bool),
 
 /// Checks component names, keys and types with the App of Apps' own rules
 /// (facts do not matter for them: placeholder facts stand in).
-fn check_components(job: &JobFile, apps: &AppOfApps) -> Result<(), PreflightError> {
-    let provider = match job.job.vine_config()?.provider {
+fn check_components(vine: &VineConfig, apps: &AppOfApps) -> Result<(), PreflightError> {
+    let provider = match vine.provider {
         Provider::Gcp => CloudProvider::Gcp,
         Provider::Azure => CloudProvider::Azure,
         Provider::Aws | Provider::Local => CloudProvider::Aws,

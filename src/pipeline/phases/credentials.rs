@@ -18,19 +18,55 @@ use crate::cloud::CloudError;
 use crate::cloud::aws::{AwsCredentials, AwsOptions, AwsRole};
 use crate::cloud::azure::{AzureCredential, AzureIdentity};
 use crate::cloud::gcp::{GcpCredentialSource, GcpTokenSource};
-use crate::job::{CloudIdentity, JobFile};
-use crate::pipeline::plan::{ChildEnv, local_child_env};
+use crate::job::{CloudIdentity, JobFile, VineConfig};
+
+/// Variables for a terraform child, secret values wrapped.
+pub type ChildEnv = Vec<(String, Secret<String>)>;
+
+/// Variables from tendril's environment that a `local` job passes to
+/// terraform: cloud SDK settings (`AWS_*`, `GOOGLE_*`, `CLOUDSDK_*`, `ARM_*`,
+/// `AZURE_*`). `TF_*` variables are never passed.
+pub fn local_child_env() -> ChildEnv {
+    const PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "CLOUDSDK_", "ARM_", "AZURE_"];
+    let mut vars: ChildEnv = std::env::vars()
+        .filter(|(k, _)| PREFIXES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k, Secret::new(v)))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
 
 /// What the credentials phase produced. Dropped at the end of the job.
 pub struct JobCredentials {
     /// Variables for the terraform child.
     pub child_env: ChildEnv,
+    /// What tendril itself holds, for cluster tokens.
+    pub session: CloudSession,
+}
+
+/// The cloud credentials tendril holds for a job, one variant per provider.
+#[derive(Clone)]
+pub enum CloudSession {
+    /// Cloud identity `local`: none (clusters need a kubeconfig).
+    Local,
     /// AWS credentials (refreshing), for EKS tokens and DescribeCluster.
-    pub aws: Option<AwsCredentials>,
+    Aws(AwsCredentials),
     /// GCP credential source, for GKE tokens.
-    pub gcp: Option<GcpCredentialSource>,
+    Gcp(GcpCredentialSource),
     /// Azure identity, for AKS tokens.
-    pub azure: Option<AzureIdentity>,
+    Azure(AzureIdentity),
+}
+
+impl CloudSession {
+    /// The provider's name (`local`, `aws`, `gcp`, `azure`).
+    pub fn provider(&self) -> &'static str {
+        match self {
+            CloudSession::Local => "local",
+            CloudSession::Aws(_) => "aws",
+            CloudSession::Gcp(_) => "gcp",
+            CloudSession::Azure(_) => "azure",
+        }
+    }
 }
 
 impl std::fmt::Debug for JobCredentials {
@@ -40,22 +76,19 @@ impl std::fmt::Debug for JobCredentials {
                 "child_env",
                 &self.child_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
-            .field("aws", &self.aws.is_some())
-            .field("gcp", &self.gcp.is_some())
-            .field("azure", &self.azure.is_some())
+            .field("session", &self.session.provider())
             .finish()
     }
 }
 
-/// Assumes the job's cloud identity.
-pub async fn assume(job: &JobFile) -> Result<JobCredentials, CloudError> {
-    let region = job.job.vine_config().ok().map(|v| v.region);
+/// The credentials phase: assumes the job's cloud identity (AWS in the
+/// vine's region).
+pub async fn assume(job: &JobFile, vine: &VineConfig) -> Result<JobCredentials, CloudError> {
+    let region = Some(vine.region.clone());
     match &job.cloud_identity {
         CloudIdentity::Local => Ok(JobCredentials {
             child_env: local_child_env(),
-            aws: None,
-            gcp: None,
-            azure: None,
+            session: CloudSession::Local,
         }),
         CloudIdentity::Aws {
             role_arn,
@@ -71,9 +104,7 @@ pub async fn assume(job: &JobFile) -> Result<JobCredentials, CloudError> {
             let child_env = assumed.child_env().await?;
             Ok(JobCredentials {
                 child_env,
-                aws: Some(assumed),
-                gcp: None,
-                azure: None,
+                session: CloudSession::Aws(assumed),
             })
         }
         CloudIdentity::Gcp {
@@ -115,9 +146,7 @@ pub async fn assume(job: &JobFile) -> Result<JobCredentials, CloudError> {
             let token = GcpTokenSource::new(source.clone())?.fetch_token().await?;
             Ok(JobCredentials {
                 child_env: vec![("GOOGLE_OAUTH_ACCESS_TOKEN".into(), token.token)],
-                aws: None,
-                gcp: Some(source),
-                azure: None,
+                session: CloudSession::Gcp(source),
             })
         }
         CloudIdentity::Azure {
@@ -158,9 +187,7 @@ pub async fn assume(job: &JobFile) -> Result<JobCredentials, CloudError> {
             };
             Ok(JobCredentials {
                 child_env,
-                aws: None,
-                gcp: None,
-                azure: Some(identity),
+                session: CloudSession::Azure(identity),
             })
         }
     }
