@@ -298,6 +298,36 @@ pub struct RunnerConfig {
     /// The App of Apps.
     #[serde(default)]
     pub apps: AppsConfig,
+    /// The teardown a DESTROY job runs before `terraform destroy`.
+    #[serde(default)]
+    pub teardown: TeardownConfig,
+}
+
+/// `tendril.teardown`: what a DESTROY job deletes from the cluster before
+/// `terraform destroy`, and how long it waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeardownConfig {
+    /// How long to wait, in all, for the deleted objects to be gone.
+    #[serde(default = "default_teardown_timeout", with = "duration_text")]
+    pub timeout: Duration,
+    /// Run `terraform destroy` even when objects remain after the wait
+    /// (their cloud resources may outlive the destroy, or block it).
+    #[serde(default)]
+    pub continue_on_remaining: bool,
+}
+
+fn default_teardown_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl Default for TeardownConfig {
+    fn default() -> Self {
+        TeardownConfig {
+            timeout: default_teardown_timeout(),
+            continue_on_remaining: false,
+        }
+    }
 }
 
 /// `tendril.terraform`.

@@ -400,6 +400,7 @@ fn deploy_of_a_job_without_a_cluster_reads_kubeconfig() {
         );
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        tendril_testkit::report_schema::assert_valid_report(&report);
         // the kubeconfig is checked before terraform runs
         assert_eq!(report["failed_phase"], "preflight", "{report:#}");
         report["error"].as_str().unwrap().to_string()

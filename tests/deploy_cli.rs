@@ -100,6 +100,7 @@ fn no_cluster_writes_manifests_kubeconfig_and_report() {
             String::from_utf8_lossy(&out.stdout)
         )
     });
+    tendril_testkit::report_schema::assert_valid_report(&report);
     assert_eq!(report["status"], "SUCCESS");
     assert_eq!(report["job_type"], "DEPLOY");
     assert_eq!(report["mode"], "no_cluster");
@@ -180,6 +181,7 @@ fn failure_exits_non_zero_and_still_reports() {
         "{stderr}"
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    tendril_testkit::report_schema::assert_valid_report(&report);
     assert_eq!(report["status"], "FAILED");
     assert_eq!(report["failed_phase"], "config_hash");
     assert!(out_dir.join("report.json").is_file());

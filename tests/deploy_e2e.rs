@@ -172,6 +172,7 @@ async fn run(job: &JobFile, opts: &DeployOptions) -> (JobReport, Vec<JobEvent>) 
     let events = Events::default();
     let sink = events.sink();
     let report = deploy::run_deploy(job, opts, &sink, &CancellationToken::new()).await;
+    report_json(&report);
     (report, events.all())
 }
 
@@ -293,7 +294,9 @@ fn assert_phases_in_order(report: &JobReport, upto: Phase, last: PhaseOutcome) {
 }
 
 fn report_json(report: &JobReport) -> Value {
-    serde_json::to_value(report).unwrap()
+    let v = serde_json::to_value(report).unwrap();
+    tendril_testkit::report_schema::assert_valid_report(&v);
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -895,6 +898,7 @@ async fn measure_demo_against_test_server() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        tendril_testkit::report_schema::assert_valid_report(&report);
         let rss = stderr
             .lines()
             .find(|l| l.contains("Maximum resident set size"))

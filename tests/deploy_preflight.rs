@@ -134,6 +134,7 @@ impl Demo {
                 String::from_utf8_lossy(&out.stdout)
             )
         });
+        tendril_testkit::report_schema::assert_valid_report(&report);
         (out.status.code(), report, stderr)
     }
 
@@ -449,6 +450,7 @@ fn an_unreadable_job_file_still_gives_a_json_report() {
         ]);
         assert_eq!(out.status.code(), Some(1));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        tendril_testkit::report_schema::assert_valid_report(&report);
         assert_eq!(report["status"], "FAILED");
         assert_eq!(report["failed_phase"], "preflight");
         assert!(
@@ -458,6 +460,7 @@ fn an_unreadable_job_file_still_gives_a_json_report() {
         let out = tendril(&["plan", "--job", path.to_str().unwrap(), "--output", "json"]);
         assert_eq!(out.status.code(), Some(1));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        tendril_testkit::report_schema::assert_valid_report(&report);
         assert_eq!(report["status"], "FAILED");
         assert!(
             report["error"].as_str().unwrap().contains(needle),

@@ -320,3 +320,75 @@ async fn a_success_without_usable_metadata_is_recorded_failed() {
             .starts_with("FAILED|the DEPLOY succeeded but")
     );
 }
+
+/// A DESTROY job of the vine `deploy_job` made, queued after it.
+async fn destroy_job(c: &Client, vine: &str) -> String {
+    c.query_one(
+        "INSERT INTO provision_jobs (job_type, vine_id, vineyard_id, config_snapshot)
+         SELECT 'DESTROY', id, vineyard_id, $2::text::jsonb FROM vines WHERE id = $1::text::uuid
+         RETURNING id::text",
+        &[&vine, &SNAPSHOT],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_destroy_marks_the_vine_destroyed_and_clears_its_resources() {
+    let (url, c) = db().await;
+    let (vine, deploy) = deploy_job(&c).await;
+    let q = PgQueue::open(Secret::new(url.clone()), "w", None)
+        .await
+        .unwrap();
+    run_to(&q, &deploy).await;
+    q.finish(
+        &tendril::job::JobId(deploy.clone()),
+        &JobOutcome::success(metadata()),
+    )
+    .await
+    .unwrap();
+    assert!(dump(&c, &vine).await.starts_with("ACTIVE"));
+
+    // a failed DESTROY leaves the records and says why
+    let failed = destroy_job(&c, &vine).await;
+    run_to(&q, &failed).await;
+    q.finish(
+        &tendril::job::JobId(failed.clone()),
+        &JobOutcome::failed("terraform destroy failed on terraform_data.guard"),
+    )
+    .await
+    .unwrap();
+    let after_failure = dump(&c, &vine).await;
+    assert!(
+        after_failure.starts_with(&format!(
+            "FAILED|terraform destroy failed on terraform_data.guard|{failed}\n"
+        )),
+        "{after_failure}"
+    );
+    assert!(after_failure.contains("shop-prod|"), "{after_failure}");
+
+    // the DESTROY run again succeeds: DESTROYED, no cluster/database/cache rows
+    let second = destroy_job(&c, &vine).await;
+    run_to(&q, &second).await;
+    q.finish(
+        &tendril::job::JobId(second.clone()),
+        &JobOutcome::success(serde_json::json!({"change_summary": {"add": 0, "change": 0, "remove": 4}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        dump(&c, &vine).await,
+        format!("DESTROYED||{second}\n--\n--\n--\n--\n")
+    );
+    // finalizing it again changes nothing
+    let mut own = tendril::queue::postgres::connect(&Secret::new(url.clone()))
+        .await
+        .unwrap();
+    let again = finalize::finalize_job(&mut own, &second).await.unwrap();
+    assert_eq!(again.vine_status, "DESTROYED");
+    assert_eq!(
+        dump(&c, &vine).await,
+        format!("DESTROYED||{second}\n--\n--\n--\n--\n")
+    );
+}

@@ -146,6 +146,7 @@ fn plan_deploy_render_and_token_need_only_terraform() {
         &[],
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    tendril_testkit::report_schema::assert_valid_report(&report);
     assert_eq!(report["change_summary"]["add"], 4, "{report:#}");
     // the demo's snapshot keys (`provider`, `repositories`) warn no more
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -170,6 +171,7 @@ fn plan_deploy_render_and_token_need_only_terraform() {
         &[],
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    tendril_testkit::report_schema::assert_valid_report(&report);
     assert_eq!(report["status"], "SUCCESS", "{report:#}");
     // no terminal: each phase is one line, printed when it ends
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -93,8 +93,10 @@ async fn deploy_no_cluster(
     run_deploy(job, &opts, sink, cancel).await
 }
 
-/// Asserts the report succeeded, showing its error otherwise.
+/// Asserts the report succeeded, showing its error otherwise; every report
+/// is checked against the report schema too.
 fn succeeded(report: JobReport) -> JobReport {
+    tendril_testkit::report_schema::assert_valid_report(&serde_json::to_value(&report).unwrap());
     assert_eq!(
         report.status,
         JobStatus::Success,
@@ -107,6 +109,7 @@ fn succeeded(report: JobReport) -> JobReport {
 
 /// Asserts the report failed in `phase` and returns its error text.
 fn failed_in(report: &JobReport, phase: Phase) -> String {
+    tendril_testkit::report_schema::assert_valid_report(&serde_json::to_value(report).unwrap());
     assert_eq!(report.status, JobStatus::Failed, "{:?}", report.error);
     assert_eq!(report.failed_phase, Some(phase), "{:?}", report.error);
     report.error.clone().unwrap_or_default()
@@ -513,6 +516,7 @@ fn cli_plan_prints_a_json_report_and_a_human_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    tendril_testkit::report_schema::assert_valid_report(&report);
     assert_eq!(report["status"], "SUCCESS");
     assert_eq!(report["job_type"], "PLAN");
     assert_eq!(report["job_id"], PLAN_ID);

@@ -174,6 +174,7 @@ impl ObjectDiagnostic {
 
 /// The report of a job of any type (JSON with `--output json`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobReport {
     /// The job; empty when the job file could not be read.
     pub job_id: String,

@@ -10,6 +10,12 @@
 //!   becomes `ACTIVE`;
 //! - FAILED or CANCELLED: the vine becomes `FAILED` with the job's error.
 //!
+//! A finished DESTROY job is finalized the same way: on SUCCESS the vine
+//! becomes `DESTROYED` and its `vine_cluster`, `vine_databases` and
+//! `vine_caches` rows are removed (they name resources that no longer exist);
+//! otherwise the vine becomes `FAILED` with the job's error (a DESTROY run
+//! again continues from what is left).
+//!
 //! Rows are upserted by key, so running it twice leaves the same state
 //! (idempotent). A vine whose latest finalized DEPLOY finished after this job
 //! is left as it is: an old job never overwrites a newer one's results.
@@ -26,7 +32,7 @@ pub struct Finalized {
     pub job_id: String,
     /// The vine.
     pub vine_id: String,
-    /// The vine's status afterwards (`ACTIVE` or `FAILED`).
+    /// The vine's status afterwards (`ACTIVE`, `DESTROYED` or `FAILED`).
     pub vine_status: String,
     /// Database rows written.
     pub databases: usize,
@@ -75,6 +81,12 @@ struct Cache {
     reader_endpoint: Option<String>,
 }
 
+/// Whether jobs of this type (`provision_jobs.job_type`) are finalized:
+/// DEPLOY and DESTROY change the vine; PLAN does not.
+pub fn is_finalized(job_type: &str) -> bool {
+    matches!(job_type, "DEPLOY" | "DESTROY")
+}
+
 /// Finalizes one job in its own transaction: all or nothing.
 pub async fn finalize_job(client: &mut Client, job_id: &str) -> Result<Finalized, QueueError> {
     let tx = client
@@ -118,9 +130,9 @@ pub async fn finalize_on<C: GenericClient + Sync>(
     let error_message: Option<String> = row.get(3);
     let metadata: Option<serde_json::Value> = row.get(4);
     let completed_at: Option<jiff::Timestamp> = row.get(5);
-    if job_type != "DEPLOY" {
+    if !is_finalized(&job_type) {
         return Err(err(format!(
-            "is a {job_type} job; only DEPLOY jobs are finalized"
+            "is a {job_type} job; only DEPLOY and DESTROY jobs are finalized"
         )));
     }
     let Some(completed_at) =
@@ -161,7 +173,27 @@ pub async fn finalize_on<C: GenericClient + Sync>(
         caches: 0,
         superseded: false,
     };
-    if status == "SUCCESS" {
+    if status == "SUCCESS" && job_type == "DESTROY" {
+        for table in ["vine_cluster", "vine_databases", "vine_caches"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE vine_id = $1::text::uuid"),
+                &[&vine_id],
+            )
+            .await
+            .map_err(QueueError::db(format!(
+                "remove the {table} rows of vine {vine_id}"
+            )))?;
+        }
+        tx.execute(
+            "UPDATE vines SET status = 'DESTROYED', error_message = NULL, last_deploy_job_id = $2::text::uuid,
+                              updated_at = now()
+             WHERE id = $1::text::uuid",
+            &[&vine_id, &job_id],
+        )
+        .await
+        .map_err(QueueError::db(format!("mark vine {vine_id} DESTROYED")))?;
+        done.vine_status = "DESTROYED".into();
+    } else if status == "SUCCESS" {
         let metadata = metadata.filter(|m| !m.is_null()).ok_or_else(|| {
             err("succeeded but has no execution_metadata; the worker must report the DEPLOY report's execution_metadata".into())
         })?;
@@ -224,7 +256,7 @@ pub async fn finalize_on<C: GenericClient + Sync>(
         done.vine_status = "ACTIVE".into();
     } else {
         let message =
-            error_message.unwrap_or_else(|| format!("DEPLOY job {job_id} ended {status}"));
+            error_message.unwrap_or_else(|| format!("{job_type} job {job_id} ended {status}"));
         tx.execute(
             "UPDATE vines SET status = 'FAILED', error_message = $3, last_deploy_job_id = $2::text::uuid,
                               updated_at = now()

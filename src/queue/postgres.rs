@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_worker_contract",
         include_str!("../../migrations/0002_worker_contract.sql"),
     ),
+    (
+        3,
+        "0003_destroy_jobs",
+        include_str!("../../migrations/0003_destroy_jobs.sql"),
+    ),
 ];
 
 /// How often an empty claim is tried again at once while claimable jobs wait
@@ -257,7 +262,7 @@ impl PgQueue {
         )
         .await
         .map_err(QueueError::db(format!("log the failure of job {id}")))?;
-        if row.get::<_, String>(0) == "DEPLOY" {
+        if super::finalize::is_finalized(&row.get::<_, String>(0)) {
             super::finalize::finalize_on(&tx, id).await?;
         }
         tx.commit()
@@ -463,7 +468,7 @@ impl PgQueue {
         )
         .await
         .map_err(QueueError::db("clear the worker's current job"))?;
-        if job_type == "DEPLOY" {
+        if super::finalize::is_finalized(&job_type) {
             super::finalize::finalize_on(&tx, &job.0).await?;
         }
         tx.commit()
@@ -516,7 +521,7 @@ impl PgQueue {
             let job: String = r.get(0);
             let action: String = r.get(1);
             let job_type: String = r.get(2);
-            if job_type == "DEPLOY" && action != "REQUEUED" {
+            if super::finalize::is_finalized(&job_type) && action != "REQUEUED" {
                 let mut slot = self.tx_client.lock().await;
                 if slot.as_ref().is_none_or(|c| c.is_closed()) {
                     *slot = Some(connect(&self.url).await?);
@@ -543,6 +548,7 @@ fn claimed_from_row(row: &tokio_postgres::Row) -> Result<ClaimedJob, String> {
     let job_type = match row.get::<_, String>(1).as_str() {
         "PLAN" => JobType::Plan,
         "DEPLOY" => JobType::Deploy,
+        "DESTROY" => JobType::Destroy,
         other => return Err(format!("unknown job_type {other}")),
     };
     let cloud: serde_json::Value = row.get(7);

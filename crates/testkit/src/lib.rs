@@ -13,6 +13,7 @@ pub mod apiserver;
 pub mod e2e;
 pub mod moto;
 pub mod postgres;
+pub mod report_schema;
 pub mod storage;
 pub mod tokens;
 pub mod trellis;

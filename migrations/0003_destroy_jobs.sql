@@ -1,0 +1,10 @@
+-- tendril platform schema, version 3.
+--
+-- * provision_jobs.job_type: DESTROY jobs (tear down the cluster's own
+--   objects, then terraform destroy). Finalizing one marks the vine DESTROYED
+--   on success and removes its cluster, database and cache rows (they name
+--   resources that no longer exist); the state stays in its bucket.
+
+ALTER TABLE provision_jobs DROP CONSTRAINT IF EXISTS provision_jobs_job_type_check;
+ALTER TABLE provision_jobs ADD CONSTRAINT provision_jobs_job_type_check
+    CHECK (job_type IN ('PLAN', 'DEPLOY', 'DESTROY'));
