@@ -286,6 +286,20 @@ pub fn render_chart(
     Ok(chart.render(&opts)?)
 }
 
+/// The name of the root Application the chart renders (`apps.name` in its values).
+pub const ROOT_APPLICATION: &str = "root";
+
+/// Argo CD's finalizer on an Application: deleting the Application deletes
+/// the resources Argo CD created for it first (cascading deletion). The
+/// chart puts it on every Application it renders.
+pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
+
+/// Argo CD's `Application` kind (`argoproj.io/v1alpha1`, plural `applications`).
+pub fn application_resource() -> kube::core::ApiResource {
+    let gvk = kube::core::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+    kube::core::ApiResource::from_gvk_with_plural(&gvk, "applications")
+}
+
 /// The apply set the App of Apps is recorded in (a Secret in Argo CD's namespace).
 pub const APPLYSET: &str = "tendril-app-of-apps";
 

@@ -28,6 +28,7 @@
 //! | [`argocd`] | the Argo CD install |
 //! | [`appofapps`] | the App of Apps |
 //! | [`queue`] | where jobs come from and results go |
+//! | [`teardown`] | deleting what the cluster created outside Terraform, before a destroy |
 //! | [`worker`] | the claim loop |
 #![warn(missing_docs)]
 
@@ -48,6 +49,7 @@ pub mod logging;
 pub mod outfile;
 pub mod pipeline;
 pub mod queue;
+pub mod teardown;
 pub mod terraform;
 pub mod worker;
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::registry::{self, ResourceType};
-use super::store::{DeleteOpts, EventType, PatchKind, State, WriteOpts};
+use super::store::{DeleteOpts, EventType, PatchKind, Propagation, State, WriteOpts};
 use super::util::{ApiError, Query, Selector};
 
 /// Response body type.
@@ -39,6 +39,9 @@ pub(crate) struct Shared {
 
 /// How soon after a namespace is created it gets `kube-root-ca.crt`.
 const ROOT_CA_DELAY: Duration = Duration::from_millis(20);
+/// How long the simulated garbage collector takes to act on a foreground or
+/// orphaning deletion.
+const GC_DELAY: Duration = Duration::from_millis(20);
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -428,9 +431,20 @@ fn resource(
             let out = shared.lock().delete(&rt, ns_str, n, &dopts)?;
             notify(shared);
             // Gone at once: the real server answers with a Status, except
-            // for the kinds whose registry returns the deleted object.
+            // for the kinds whose registry returns the deleted object
+            // (`ReturnDeletedObject`).
             let returns_object = rt.custom
-                || (rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "namespaces"))
+                || (rt.group.is_empty()
+                    && matches!(
+                        rt.plural.as_str(),
+                        "pods"
+                            | "namespaces"
+                            | "services"
+                            | "serviceaccounts"
+                            | "persistentvolumeclaims"
+                            | "persistentvolumes"
+                    ))
+                || (rt.group == "storage.k8s.io" && rt.plural == "storageclasses")
                 || rt.plural == "customresourcedefinitions";
             if !dry_run && !returns_object && out["metadata"]["deletionTimestamp"].is_null() {
                 let mut details =
@@ -444,7 +458,17 @@ fn resource(
                             "status": "Success", "details": details}),
                 ));
             }
-            Ok(json_response(200, &present(out)))
+            // Not gone yet and `orphanDependents: false` asked for: 202, as
+            // the real server answers (200 otherwise).
+            let code = if !dry_run
+                && !out["metadata"]["deletionTimestamp"].is_null()
+                && dopts.cascade_asked
+            {
+                202
+            } else {
+                200
+            };
+            Ok(json_response(code, &present(out)))
         }
         (&Method::DELETE, None) => {
             let labels = Selector::parse(q.get("labelSelector"), false)?;
@@ -511,24 +535,42 @@ fn delete_options(ctx: &Ctx, query_dry_run: bool) -> Result<DeleteOpts, ApiError
         )));
     }
     let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let propagation = match policy {
+        "Orphan" => Propagation::Orphan,
+        "Foreground" => Propagation::Foreground,
+        "Background" => Propagation::Background,
+        _ if body["orphanDependents"] == true => Propagation::Orphan,
+        _ => Propagation::Background,
+    };
     Ok(DeleteOpts {
         dry_run: query_dry_run || body_dry_run,
-        orphan: policy == "Orphan" || body["orphanDependents"] == true,
+        propagation,
+        cascade_asked: body["orphanDependents"] == false,
         uid: text(&body["preconditions"]["uid"]),
         resource_version: text(&body["preconditions"]["resourceVersion"]),
     })
 }
 
 fn notify(shared: &Arc<Shared>) {
-    let (rv, pending, deleted, created) = {
+    let (rv, pending, deleted, created, collect) = {
         let mut st = shared.lock();
         (
             st.rv,
             std::mem::take(&mut st.pending_crds),
             std::mem::take(&mut st.pending_namespace_deletions),
             std::mem::take(&mut st.pending_root_ca),
+            std::mem::take(&mut st.pending_gc),
         )
     };
+    for (key, uid) in collect {
+        let shared = shared.clone();
+        // the garbage collector of the controller-manager, a moment later
+        tokio::spawn(async move {
+            tokio::time::sleep(GC_DELAY).await;
+            shared.lock().collect_garbage(&key, &uid);
+            notify(&shared);
+        });
+    }
     for ns in deleted {
         let shared = shared.clone();
         tokio::spawn(async move {

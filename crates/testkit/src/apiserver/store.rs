@@ -39,13 +39,35 @@ pub(crate) struct Event {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DeleteOpts {
     pub dry_run: bool,
-    /// `propagationPolicy: Orphan` (or `orphanDependents: true`).
-    pub orphan: bool,
+    /// `propagationPolicy` (or `orphanDependents`).
+    pub propagation: Propagation,
+    /// `orphanDependents: false` in the body (the real server then answers
+    /// `202` for an object that is not gone at once).
+    pub cascade_asked: bool,
     /// `preconditions.uid`.
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
     pub resource_version: Option<String>,
 }
+
+/// How a DELETE treats the object's dependents (`propagationPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Propagation {
+    /// The object goes now; the garbage collector deletes its dependents after.
+    #[default]
+    Background,
+    /// The object gets the `foregroundDeletion` finalizer and stays until the
+    /// garbage collector has deleted its blocking dependents.
+    Foreground,
+    /// The object gets the `orphan` finalizer; the garbage collector removes
+    /// the dependents' owner references, then the finalizer.
+    Orphan,
+}
+
+/// The garbage collector's finalizer of a foreground deletion.
+const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The garbage collector's finalizer of an orphaning deletion.
+const ORPHAN_FINALIZER: &str = "orphan";
 
 /// Options shared by writes.
 #[derive(Debug, Clone, Default)]
@@ -120,7 +142,7 @@ fn entries_json(entries: &[Entry]) -> Value {
 }
 
 /// Storage key: (group-resource, namespace, name).
-type Key = (String, String, String);
+pub(crate) type Key = (String, String, String);
 
 /// The whole server state, behind one mutex.
 pub(crate) struct State {
@@ -150,6 +172,10 @@ pub(crate) struct State {
     /// Namespaces created since the HTTP layer last looked: they get
     /// `kube-root-ca.crt` shortly after, as from the controller-manager.
     pub pending_root_ca: Vec<String>,
+    /// Objects (key and uid) deleted with `Foreground` or `Orphan`
+    /// propagation since the HTTP layer last looked: the simulated garbage
+    /// collector handles them a moment later.
+    pub pending_gc: Vec<(Key, String)>,
     /// The PEM the simulated controller-manager publishes as `kube-root-ca.crt`.
     pub root_ca_pem: String,
     /// Last successful apply per (object, manager, status): the resulting
@@ -175,6 +201,7 @@ impl State {
             pending_namespace_deletions: Vec::new(),
             finalizing: std::collections::HashSet::new(),
             pending_root_ca: Vec::new(),
+            pending_gc: Vec::new(),
             root_ca_pem: String::new(),
             apply_memo: HashMap::new(),
         };
@@ -974,13 +1001,107 @@ impl State {
             }
             return Ok(term);
         }
-        if opts.orphan
-            && let Some(uid) = old["metadata"]["uid"].as_str()
-        {
-            self.orphan_dependents(uid);
+        // As the real server: Foreground and Orphan are finalizers the
+        // garbage collector works on, the object stays until it is done.
+        let gc_finalizer = match opts.propagation {
+            Propagation::Background => None,
+            Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+            Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        };
+        if let Some(finalizer) = gc_finalizer {
+            let uid = old["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+            let marked = self.mark_deleting_with(&key, &old, false, Some(finalizer));
+            self.pending_gc.push((key, uid));
+            return Ok(marked);
         }
         self.delete_key(key)
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// The garbage collector's work on an object deleted with `Orphan` or
+    /// `Foreground` propagation: orphan its dependents, or delete them and
+    /// release the owner once its blocking dependents are gone.
+    pub fn collect_garbage(&mut self, key: &Key, uid: &str) {
+        let Some(obj) = self.objects.get(key).cloned() else {
+            return;
+        };
+        if obj["metadata"]["uid"].as_str() != Some(uid) {
+            return;
+        }
+        if has_finalizer(&obj, ORPHAN_FINALIZER) {
+            self.orphan_dependents(uid);
+            self.remove_finalizer(key, ORPHAN_FINALIZER);
+            return;
+        }
+        if has_finalizer(&obj, FOREGROUND_FINALIZER) {
+            for dep in self.dependents_of(uid) {
+                self.delete_key(dep);
+            }
+            self.release_foreground(uid);
+        }
+    }
+
+    /// Keys of the objects whose ownerReferences name `uid`.
+    fn dependents_of(&self, uid: &str) -> Vec<Key> {
+        self.objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Removes `foregroundDeletion` from the owner with this uid once no
+    /// dependent with `blockOwnerDeletion: true` is left.
+    fn release_foreground(&mut self, uid: &str) {
+        let Some(key) = self
+            .objects
+            .iter()
+            .find(|(_, o)| o["metadata"]["uid"] == uid && has_finalizer(o, FOREGROUND_FINALIZER))
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        let blocked = self.objects.values().any(|o| {
+            o["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r["uid"] == uid && r["blockOwnerDeletion"] == true)
+                })
+        });
+        if !blocked {
+            self.remove_finalizer(&key, FOREGROUND_FINALIZER);
+        }
+    }
+
+    /// Removes one finalizer (as its controller does); an object being
+    /// deleted goes when that was its last one.
+    fn remove_finalizer(&mut self, key: &Key, finalizer: &str) {
+        let Some(old) = self.objects.get(key).cloned() else {
+            return;
+        };
+        let mut v = (*old).clone();
+        if let Some(fs) = v["metadata"]["finalizers"].as_array_mut() {
+            fs.retain(|f| f != finalizer);
+            if fs.is_empty() {
+                v["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("finalizers"));
+            }
+        }
+        let last = v["metadata"]["finalizers"].is_null();
+        self.rv += 1;
+        v["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let arc = Arc::new(v);
+        self.objects.insert(key.clone(), arc.clone());
+        self.emit(key.0.clone(), EventType::Modified, arc.clone(), Some(old));
+        if last && !arc["metadata"]["deletionTimestamp"].is_null() {
+            self.remove_key(key.clone());
+        }
     }
 
     /// Drops the owner reference to `uid` from its dependents (`Orphan` propagation).
@@ -1015,15 +1136,47 @@ impl State {
 
     /// Sets `deletionTimestamp` (and a Terminating phase for namespaces).
     fn mark_deleting(&mut self, key: &Key, old: &Arc<Value>, namespace: bool) -> Value {
-        if !old["metadata"]["deletionTimestamp"].is_null() {
+        self.mark_deleting_with(key, old, namespace, None)
+    }
+
+    /// Sets `deletionTimestamp` (and a Terminating phase for namespaces), and
+    /// adds the garbage collector's `finalizer` when given (replacing the
+    /// other one of the two), as the real server's delete does. Marking
+    /// bumps `generation` where the kind has one.
+    fn mark_deleting_with(
+        &mut self,
+        key: &Key,
+        old: &Arc<Value>,
+        namespace: bool,
+        finalizer: Option<&str>,
+    ) -> Value {
+        let deleting = !old["metadata"]["deletionTimestamp"].is_null();
+        let needs_finalizer = finalizer.is_some_and(|f| !has_finalizer(old, f));
+        if deleting && !needs_finalizer {
             return (**old).clone();
         }
         let mut marked = (**old).clone();
-        marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-        if namespace {
-            marked["status"]["phase"] = json!("Terminating");
-        } else {
-            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if let Some(f) = finalizer {
+            let mut list: Vec<Value> = marked["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            list.retain(|x| x != FOREGROUND_FINALIZER && x != ORPHAN_FINALIZER);
+            list.push(json!(f));
+            marked["metadata"]["finalizers"] = Value::Array(list);
+        }
+        if !deleting {
+            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            if namespace {
+                marked["status"]["phase"] = json!("Terminating");
+            } else {
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            }
+            if let Some(g) = marked["metadata"]["generation"].as_i64()
+                && g > 0
+            {
+                marked["metadata"]["generation"] = json!(g + 1);
+            }
         }
         self.rv += 1;
         marked["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -1055,6 +1208,19 @@ impl State {
         v["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let arc = Arc::new(v.clone());
         self.emit(key.0.clone(), EventType::Deleted, arc, Some(old));
+        // An owner in foreground deletion may be waiting for this one.
+        let owners: Vec<String> = v["metadata"]["ownerReferences"]
+            .as_array()
+            .map(|refs| {
+                refs.iter()
+                    .filter(|r| r["blockOwnerDeletion"] == true)
+                    .filter_map(|r| r["uid"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for owner in owners {
+            self.release_foreground(&owner);
+        }
         // Garbage collection of dependents.
         if let Some(uid) = v["metadata"]["uid"].as_str() {
             let dependents: Vec<Key> = self
@@ -1287,6 +1453,13 @@ impl State {
     pub fn has_namespace(&self, ns: &str) -> bool {
         self.namespace_exists(ns)
     }
+}
+
+/// Whether the object's `metadata.finalizers` holds `finalizer`.
+fn has_finalizer(obj: &Value, finalizer: &str) -> bool {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|fs| fs.iter().any(|f| f == finalizer))
 }
 
 fn accepted_names(crd: &Value) -> Value {
@@ -1682,6 +1855,31 @@ fn validate(
         }
     }
     check_labels(new, &mut causes);
+    if let Some(old) = old
+        && !old["metadata"]["deletionTimestamp"].is_null()
+    {
+        let before: Vec<&str> = old["metadata"]["finalizers"]
+            .as_array()
+            .map(|fs| fs.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut added: Vec<&str> = new["metadata"]["finalizers"]
+            .as_array()
+            .map(|fs| fs.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        added.retain(|f| !before.contains(f));
+        added.sort_unstable();
+        added.dedup();
+        if !added.is_empty() {
+            let quoted: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
+            causes.push((
+                "metadata.finalizers".into(),
+                format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                    quoted.join(", ")
+                ),
+            ));
+        }
+    }
     let immutable = |path: &[&str], field: &str, causes: &mut Vec<(String, String)>| {
         let Some(old) = old else { return };
         let get = |v: &Value| {
