@@ -58,6 +58,8 @@ enum Command {
     Plan(cli::plan::Args),
     /// Run a DEPLOY job end to end.
     Deploy(cli::deploy::Args),
+    /// Run a DESTROY job: tear down the cluster's own objects, then terraform destroy.
+    Destroy(cli::destroy::Args),
     /// Run as a long-lived worker that claims and runs jobs.
     Worker(cli::worker::Args),
     /// Write a finished DEPLOY job's results into the platform database.
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => cli::apply::run(args),
         Command::Plan(args) => cli::plan::run(args),
         Command::Deploy(args) => cli::deploy::run(args),
+        Command::Destroy(args) => cli::destroy::run(args),
         Command::Worker(args) => cli::worker::run(args),
         Command::Finalize(args) => cli::finalize::run(args),
         Command::Version(args) => cli::version::run(args),

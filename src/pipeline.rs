@@ -15,7 +15,7 @@
 //! The phases more than one job type runs live once, in [`phases`].
 
 pub mod deploy;
-// pub mod destroy;
+pub mod destroy;
 pub mod phases;
 pub mod plan;
 pub mod report;
@@ -170,6 +170,8 @@ pub enum JobEvent {
     Terraform(crate::terraform::Event),
     /// An apply-engine event (Argo CD or App of Apps).
     Apply(crate::apply::ApplyEvent),
+    /// A teardown event (DESTROY).
+    Teardown(crate::teardown::TeardownEvent),
     /// A note worth showing (a warning, a skipped step).
     Note(String),
 }

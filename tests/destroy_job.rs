@@ -91,7 +91,13 @@ impl Vine {
             no_cluster: true,
             ..DeployOptions::default()
         };
-        let deploy = run_deploy(&self.job(DEPLOY_ID, "DEPLOY", json!({})), &opts, &sink, &never).await;
+        let deploy = run_deploy(
+            &self.job(DEPLOY_ID, "DEPLOY", json!({})),
+            &opts,
+            &sink,
+            &never,
+        )
+        .await;
         assert_eq!(deploy.status, JobStatus::Success, "{:?}", deploy.error);
         assert!(self.resources() > 0);
     }
@@ -124,7 +130,11 @@ fn snapshot() -> Value {
 }
 
 fn phases(report: &JobReport) -> Vec<(Phase, PhaseOutcome)> {
-    report.timings.iter().map(|t| (t.phase, t.outcome)).collect()
+    report
+        .timings
+        .iter()
+        .map(|t| (t.phase, t.outcome))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

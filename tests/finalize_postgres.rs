@@ -373,7 +373,9 @@ async fn a_successful_destroy_marks_the_vine_destroyed_and_clears_its_resources(
     run_to(&q, &second).await;
     q.finish(
         &tendril::job::JobId(second.clone()),
-        &JobOutcome::success(serde_json::json!({"change_summary": {"add": 0, "change": 0, "remove": 4}})),
+        &JobOutcome::success(
+            serde_json::json!({"change_summary": {"add": 0, "change": 0, "remove": 4}}),
+        ),
     )
     .await
     .unwrap();

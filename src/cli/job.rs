@@ -11,6 +11,7 @@ use tendril::apply::ApplyEvent;
 use tendril::job::{JobFile, JobType};
 use tendril::pipeline::result::JobResult;
 use tendril::pipeline::{JobEvent, JobReport, JobStatus, Phase, RunMode};
+use tendril::teardown::TeardownEvent;
 use tokio_util::sync::CancellationToken;
 
 use super::format::OutputFormat;
@@ -76,6 +77,25 @@ pub fn show(progress: &Progress, event: &JobEvent) {
                 progress.line(&format!("      {object} failed: {reason}"))
             }
             _ => {}
+        },
+        JobEvent::Teardown(e) => match e {
+            TeardownEvent::Stage(stage) => progress.detail(stage.as_str()),
+            TeardownEvent::Skipped { stage, reason } => {
+                progress.line(&format!("      {}: skipped ({reason})", stage.as_str()))
+            }
+            TeardownEvent::FinalizerAdded(app) => {
+                progress.detail(&format!("{app}: Argo CD's resources finalizer added"))
+            }
+            TeardownEvent::DeleteSent { object, .. } => {
+                progress.detail(&format!("{object} deleting"))
+            }
+            TeardownEvent::Waiting { kind, objects } => {
+                progress.detail(&format!("waiting for {objects} {kind} to be gone"))
+            }
+            TeardownEvent::Gone(object) => progress.detail(&format!("{object} gone")),
+            TeardownEvent::Remains { object, reason } => {
+                progress.line(&format!("      {object} remains: {reason}"))
+            }
         },
         JobEvent::Note(n) => progress.line(&format!("      note: {n}")),
     }

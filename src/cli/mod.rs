@@ -4,7 +4,7 @@ pub mod apply;
 pub mod chart;
 pub mod completion;
 pub mod deploy;
-// pub mod destroy; (wired when the teardown lands)
+pub mod destroy;
 pub mod finalize;
 pub mod format;
 pub mod job;

@@ -159,7 +159,10 @@ async fn destroy_phases(
     run.report().terraform_version = Some(tf.terraform.version().to_string());
 
     let (outputs, facts) = run
-        .run(Phase::Outputs, read_outputs(job, &checked.vine, &tf, cancel))
+        .run(
+            Phase::Outputs,
+            read_outputs(job, &checked.vine, &tf, cancel),
+        )
         .await?;
     run.report()
         .set_outputs(&outputs, opts.include_sensitive_outputs);
@@ -203,7 +206,10 @@ async fn destroy_phases(
             let how = teardown_options(job, opts);
             let keep_going = job.tendril.teardown.continue_on_remaining;
             let torn = run
-                .run(Phase::Teardown, tear_down(client, &how, keep_going, progress))
+                .run(
+                    Phase::Teardown,
+                    tear_down(client, &how, keep_going, progress),
+                )
                 .await;
             let torn = match torn {
                 Ok(torn) => torn,
