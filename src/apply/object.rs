@@ -581,8 +581,11 @@ mod tests {
         if let Some(kind) = details_kind {
             s = s.with_details(StatusDetails {
                 name: "n".into(),
+                group: String::new(),
                 kind: kind.into(),
-                ..StatusDetails::default()
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: 0,
             });
         }
         kube::Error::Api(s.boxed())
