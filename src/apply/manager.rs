@@ -154,22 +154,7 @@ impl ResourceManager {
                 HashSet::new()
             };
             let records = records_after(loaded, &objects, &decisions, &outcomes, &pruned, opts);
-            let same = loaded.previous.exists
-                && records.len() == loaded.previous.records.len()
-                && records
-                    .iter()
-                    .all(|r| loaded.previous.records.get(&inventory::key_of(&r.id())) == Some(r));
-            if !opts.dry_run && !same {
-                inventory::write(
-                    &self.client,
-                    &loaded.set,
-                    &records,
-                    &BTreeSet::new(),
-                    &opts.field_manager,
-                    deadline,
-                )
-                .await?;
-            }
+            self.record(loaded, &records, opts, deadline).await?;
         }
         report.apply_millis = started.elapsed().as_millis() as u64;
         let prune_failed = report.objects.iter().any(|o| o.action == Action::Failed);
@@ -250,6 +235,36 @@ impl ResourceManager {
             previous,
             live,
         })
+    }
+
+    /// Rewrites the parent with the member records after this apply, unless
+    /// nothing changed (or it is a dry run).
+    async fn record(
+        &self,
+        loaded: &Loaded,
+        records: &[Record],
+        opts: &ApplyOptions,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ApplyError> {
+        let previous = &loaded.previous;
+        let same = previous.exists
+            && records.len() == previous.records.len()
+            && records
+                .iter()
+                .all(|r| previous.records.get(&inventory::key_of(&r.id())) == Some(r));
+        if opts.dry_run || same {
+            return Ok(());
+        }
+        inventory::write(
+            &self.client,
+            &loaded.set,
+            records,
+            &BTreeSet::new(),
+            &opts.field_manager,
+            deadline,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Deletes the live members the bundle no longer holds, in reverse

@@ -16,7 +16,14 @@ use kube::Client;
 use kube::api::{DynamicObject, GetParams, Patch, PatchParams};
 use kube::core::{Request, Resource};
 use serde_json::Value;
+use std::time::Duration;
 use tokio::time::Instant;
+
+/// How long an apply of a custom resource answered `404` (its kind not
+/// served) is retried. A real server can still answer so for a moment after
+/// the CRD reports `Established`: the handler and discovery catch up, and on
+/// a control plane of several API servers one may lag behind another.
+pub(crate) const NOT_SERVED_RETRY: Duration = Duration::from_secs(10);
 
 /// Why one object was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +56,12 @@ pub enum ObjectError {
         /// The server's message.
         message: String,
     },
+    /// The server does not serve the object's kind (still not, for a custom
+    /// resource, after retrying for [`NOT_SERVED_RETRY`]).
+    #[error(
+        "the server does not serve this kind: {0}; check that its CustomResourceDefinition is installed and Established"
+    )]
+    NotServed(String),
     /// The server refused the apply for another reason.
     #[error("the server rejected it: {0}")]
     Rejected(String),
@@ -238,20 +251,65 @@ fn request_of(object: &Object) -> Request {
     ))
 }
 
+/// Sends the apply; a custom resource whose kind is not served yet is
+/// tried again (see [`retry_not_served`]).
 async fn patch<T: serde::de::DeserializeOwned>(
     client: &Client,
     object: &Object,
     params: &PatchParams,
     deadline: Instant,
 ) -> Result<request::Answer<T>, kube::Error> {
-    let req = request_of(object)
-        .patch(
-            &object.id.name,
-            params,
-            &Patch::Apply(&object.manifest.object),
-        )
-        .map_err(kube::Error::BuildRequest)?;
-    request::send(client, req, deadline).await
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let req = request_of(object)
+            .patch(
+                &object.id.name,
+                params,
+                &Patch::Apply(&object.manifest.object),
+            )
+            .map_err(kube::Error::BuildRequest)?;
+        match request::send(client, req, deadline).await {
+            Err(e) => match retry_not_served(&e, &object.id.group, attempt, started.elapsed()) {
+                Some(pause) if Instant::now() + pause < deadline => {
+                    tracing::debug!(object = %object.id, attempt, "kind not served yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                _ => return Err(e),
+            },
+            answer => return answer,
+        }
+    }
+}
+
+/// Whether a refused apply is tried again, and after which pause: only a
+/// `404` that says the kind is not served (not a missing namespace) for a
+/// custom resource (a group Kubernetes does not serve itself), while the
+/// tries so far took less than [`NOT_SERVED_RETRY`]. The pause starts at
+/// 50 ms and doubles up to 1 s.
+pub(crate) fn retry_not_served(
+    e: &kube::Error,
+    group: &str,
+    attempt: u32,
+    elapsed: Duration,
+) -> Option<Duration> {
+    if !is_not_served(e) || super::plan::is_builtin_group(group) || elapsed >= NOT_SERVED_RETRY {
+        return None;
+    }
+    let pause = Duration::from_millis(50).saturating_mul(1 << attempt.min(5));
+    Some(pause.min(Duration::from_secs(1)))
+}
+
+/// A `404` that is not about a missing namespace: the kind is not served
+/// (a text `404 page not found` for an unknown group, a JSON `NotFound`
+/// "the server could not find the requested resource" for a known one).
+fn is_not_served(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 && !is_missing_namespace(s))
+}
+
+fn is_missing_namespace(s: &kube::core::Status) -> bool {
+    s.details.as_ref().is_some_and(|d| d.kind == "namespaces")
 }
 
 async fn apply_for_real(
@@ -380,14 +438,13 @@ fn failure(e: kube::Error, id: &ObjectRef, dry_run: bool) -> ObjectError {
         kube::Error::Api(s) if s.code == 422 && is_immutable(&s) => ObjectError::Immutable {
             message: s.message.clone(),
         },
-        kube::Error::Api(s)
-            if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces") =>
-        {
+        kube::Error::Api(s) if s.code == 404 && is_missing_namespace(&s) => {
             ObjectError::MissingNamespace {
                 namespace: id.namespace.clone().unwrap_or_default(),
                 message: s.message.clone(),
             }
         }
+        e if is_not_served(&e) => ObjectError::NotServed(error_text(&e)),
         e => ObjectError::Rejected(error_text(&e)),
     }
 }
@@ -517,6 +574,85 @@ mod tests {
                 fields: vec![".data.key".into()]
             }]
         );
+    }
+
+    fn not_found(body: &str, details_kind: Option<&str>) -> kube::Error {
+        let mut s = KStatus::failure(body, "NotFound").with_code(404);
+        if let Some(kind) = details_kind {
+            s = s.with_details(StatusDetails {
+                name: "n".into(),
+                group: String::new(),
+                kind: kind.into(),
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: 0,
+            });
+        }
+        kube::Error::Api(s.boxed())
+    }
+
+    #[test]
+    fn a_custom_resource_not_served_yet_is_retried_with_growing_pauses() {
+        // What a real server answers for a group it does not serve yet.
+        let e = not_found("404 page not found", None);
+        let ms = |a| retry_not_served(&e, "argoproj.io", a, Duration::from_millis(300));
+        assert_eq!(ms(0), Some(Duration::from_millis(50)));
+        assert_eq!(ms(1), Some(Duration::from_millis(100)));
+        assert_eq!(ms(4), Some(Duration::from_millis(800)));
+        assert_eq!(ms(9), Some(Duration::from_secs(1)));
+        // A known group that does not serve the resource yet: JSON NotFound.
+        let e = not_found(
+            "the server could not find the requested resource",
+            Some("applications"),
+        );
+        assert!(retry_not_served(&e, "argoproj.io", 0, Duration::ZERO).is_some());
+    }
+
+    #[test]
+    fn the_not_served_retry_is_bounded_and_only_for_custom_resources() {
+        let e = not_found("404 page not found", None);
+        assert_eq!(
+            retry_not_served(&e, "argoproj.io", 3, NOT_SERVED_RETRY),
+            None
+        );
+        // Kubernetes' own kinds never lag behind a CRD.
+        assert_eq!(retry_not_served(&e, "apps", 0, Duration::ZERO), None);
+        assert_eq!(retry_not_served(&e, "", 0, Duration::ZERO), None);
+        // A missing namespace is not a kind that is not served.
+        let ns = not_found("namespaces \"shop\" not found", Some("namespaces"));
+        assert_eq!(
+            retry_not_served(&ns, "argoproj.io", 0, Duration::ZERO),
+            None
+        );
+        let conflict = kube::Error::Api(
+            KStatus::failure("conflict", "Conflict")
+                .with_code(409)
+                .boxed(),
+        );
+        assert_eq!(
+            retry_not_served(&conflict, "argoproj.io", 0, Duration::ZERO),
+            None
+        );
+    }
+
+    #[test]
+    fn a_kind_still_not_served_is_its_own_error() {
+        let id = ObjectRef {
+            group: "argoproj.io".into(),
+            version: "v1alpha1".into(),
+            kind: "Application".into(),
+            namespace: Some("argocd".into()),
+            name: "root".into(),
+        };
+        let e = failure(not_found("404 page not found", None), &id, false);
+        assert!(matches!(e, ObjectError::NotServed(_)), "{e:?}");
+        assert!(e.to_string().contains("CustomResourceDefinition"), "{e}");
+        let e = failure(
+            not_found("namespaces \"argocd\" not found", Some("namespaces")),
+            &id,
+            false,
+        );
+        assert!(matches!(e, ObjectError::MissingNamespace { .. }), "{e:?}");
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl Plan {
     }
 }
 
+/// Whether Kubernetes serves this API group itself (any other group's
+/// kinds are custom resources).
+pub(crate) fn is_builtin_group(group: &str) -> bool {
+    BUILTIN_GROUPS.contains(&group)
+}
+
 /// API groups served by Kubernetes itself; any other group is a custom resource.
 const BUILTIN_GROUPS: &[&str] = &[
     "",
@@ -106,7 +112,7 @@ pub fn stage(group: &str, kind: &str) -> usize {
         | ("batch", _)
         | ("autoscaling", _)
         | ("networking.k8s.io", "Ingress") => 2,
-        (g, _) if BUILTIN_GROUPS.contains(&g) => 1,
+        (g, _) if is_builtin_group(g) => 1,
         _ => 2,
     }
 }

@@ -40,14 +40,33 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn skipped(error: ObjectError) -> Self {
+    fn new(action: Action) -> Self {
         Outcome {
-            action: Action::Skipped,
-            error: Some(error),
+            action,
+            error: None,
             conflicts: Vec::new(),
             note: None,
             readiness: None,
             live: None,
+        }
+    }
+
+    fn skipped(error: ObjectError) -> Self {
+        Outcome {
+            error: Some(error),
+            ..Outcome::new(Action::Skipped)
+        }
+    }
+
+    fn failed(error: ObjectError) -> Self {
+        let conflicts = match &error {
+            ObjectError::Conflict { conflicts, .. } => conflicts.clone(),
+            _ => Vec::new(),
+        };
+        Outcome {
+            error: Some(error),
+            conflicts,
+            ..Outcome::new(Action::Failed)
         }
     }
 }
@@ -123,46 +142,25 @@ async fn one(
     tx: &watch::Sender<State>,
 ) -> Outcome {
     let object = &s.objects[i];
-    let mut unchecked_because = None;
-    for &(j, need) in &s.plan.deps[i] {
-        let mut rx = receivers[j].clone();
-        let state = rx
-            .wait_for(|st| match st {
-                State::Pending => false,
-                State::Applied { .. } => need == Need::Applied || s.opts.dry_run,
-                State::Ready | State::Failed => true,
-            })
-            .await
-            .map(|st| *st)
-            .unwrap_or(State::Failed);
-        match state {
-            State::Failed => {
-                let out = Outcome::skipped(ObjectError::Dependency(s.objects[j].id.clone()));
-                emit_applied(s, i, &out);
-                let _ = tx.send(State::Failed);
-                return out;
-            }
-            State::Applied { would_create: true } => {
-                unchecked_because.get_or_insert(j);
-            }
-            _ => {}
+    let unchecked_because = match await_deps(s, i, receivers).await {
+        Ok(unchecked) => unchecked,
+        Err(out) => {
+            emit_applied(s, i, &out);
+            let _ = tx.send(State::Failed);
+            return out;
         }
-    }
+    };
     if let Decision::Skip { deleting } = &s.decisions[i] {
         return unchanged(s, i, *deleting, needed, tx).await;
     }
     if let Some(j) = unchecked_because {
         // Dry run: the server does not know the kind or namespace yet.
         let out = Outcome {
-            action: Action::Created,
-            error: None,
-            conflicts: Vec::new(),
             note: Some(format!(
                 "not checked on the server: {} is created by this bundle",
                 s.objects[j].id
             )),
-            readiness: None,
-            live: None,
+            ..Outcome::new(Action::Created)
         };
         emit_applied(s, i, &out);
         let _ = tx.send(State::Applied { would_create: true });
@@ -179,18 +177,7 @@ async fn one(
     let mut out = match applied {
         Ok(a) => from_applied(a, s),
         Err(e) => {
-            let conflicts = match &e {
-                ObjectError::Conflict { conflicts, .. } => conflicts.clone(),
-                _ => Vec::new(),
-            };
-            let out = Outcome {
-                action: Action::Failed,
-                error: Some(e),
-                conflicts,
-                note: None,
-                readiness: None,
-                live: None,
-            };
+            let out = Outcome::failed(e);
             emit_applied(s, i, &out);
             let _ = tx.send(State::Failed);
             return out;
@@ -233,6 +220,42 @@ async fn one(
     out
 }
 
+/// Waits until everything object `i` waits for is there. `Ok(Some(j))`: in
+/// a dry run, object `j` would be created by this bundle, so the server
+/// cannot check object `i`; `Err`: an object it waits for failed (object `i`
+/// is skipped).
+async fn await_deps(
+    s: &Staged<'_>,
+    i: usize,
+    receivers: &[watch::Receiver<State>],
+) -> Result<Option<usize>, Outcome> {
+    let mut unchecked_because = None;
+    for &(j, need) in &s.plan.deps[i] {
+        let mut rx = receivers[j].clone();
+        let state = rx
+            .wait_for(|st| match st {
+                State::Pending => false,
+                State::Applied { .. } => need == Need::Applied || s.opts.dry_run,
+                State::Ready | State::Failed => true,
+            })
+            .await
+            .map(|st| *st)
+            .unwrap_or(State::Failed);
+        match state {
+            State::Failed => {
+                return Err(Outcome::skipped(ObjectError::Dependency(
+                    s.objects[j].id.clone(),
+                )));
+            }
+            State::Applied { would_create: true } => {
+                unchecked_because.get_or_insert(j);
+            }
+            _ => {}
+        }
+    }
+    Ok(unchecked_because)
+}
+
 /// An object the inventory shows unchanged: nothing is sent.
 async fn unchanged(
     s: &Staged<'_>,
@@ -242,14 +265,7 @@ async fn unchanged(
     tx: &watch::Sender<State>,
 ) -> Outcome {
     let object = &s.objects[i];
-    let mut out = Outcome {
-        action: Action::Unchanged,
-        error: None,
-        conflicts: Vec::new(),
-        note: None,
-        readiness: None,
-        live: None,
-    };
+    let mut out = Outcome::new(Action::Unchanged);
     if !deleting
         && !s
             .opts

@@ -96,6 +96,7 @@ pub struct ApiServer {
     token: String,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl ApiServer {
@@ -142,8 +143,10 @@ impl ApiServer {
             crd_delay: options.crd_establish_delay,
             token: token.clone(),
             namespace_delay: options.namespace_deletion_delay,
+            requests: Default::default(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config.clone());
+        let served = shared.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("test-apiserver-{}", addr.port()))
@@ -162,6 +165,7 @@ impl ApiServer {
             token,
             stop: Some(stop_tx),
             thread: Some(thread),
+            shared: served,
         })
     }
 
@@ -179,6 +183,14 @@ impl ApiServer {
     /// The bearer token the server accepts.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// How many requests the server has received so far, from every client
+    /// (to count what a client sends, e.g. in a benchmark).
+    pub fn requests_received(&self) -> u64 {
+        self.shared
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The socket address.

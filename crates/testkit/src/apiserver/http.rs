@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     /// How long a deleted namespace stays Terminating before its contents
     /// and then it go.
     pub namespace_delay: Duration,
+    /// Requests received so far (every one, answered or refused).
+    pub requests: std::sync::atomic::AtomicU64,
 }
 
 /// How soon after a namespace is created it gets `kube-root-ca.crt`.
@@ -90,6 +92,9 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    shared
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let bearer = header(&parts.headers, "authorization");
     if bearer.strip_prefix("Bearer ") != Some(shared.token.as_str()) {
