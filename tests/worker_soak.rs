@@ -381,6 +381,8 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
         .unwrap();
     assert_eq!(long.get::<_, String>(3), "FAILED");
     let long_error: String = long.get(6);
+    let long_done: jiff::Timestamp = long.get(8);
+    let recovered_after = long_done.duration_since(gone_at).as_secs_f64();
     assert!(long_error.contains("stopped heartbeating"), "{long_error}");
 
     // No overlap within a vine; the job after the killed one started after
@@ -493,7 +495,7 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
     }
     eprintln!(
         "soak: {total} jobs, {WORKERS} workers, {:.0} s in all; {by_status:?}; failed by phase {failed_phases:?}; \
-         worker w{k} SIGKILLed mid-DEPLOY, its job's processes gone {:.1} s later; {applied}/{VINES} vines' states (terraform show) hold their last DEPLOY and no lock is left",
+         worker w{k} SIGKILLed mid-DEPLOY, its job's processes gone {:.1} s later, the job recovered (FAILED) {recovered_after:.1} s after that; {applied}/{VINES} vines' states (terraform show) hold their last DEPLOY and no lock is left",
         elapsed.as_secs_f64(),
         orphan_gone_after.as_secs_f64()
     );

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_worker_contract",
         include_str!("../../migrations/0002_worker_contract.sql"),
     ),
+    (
+        3,
+        "0003_worker_restart",
+        include_str!("../../migrations/0003_worker_restart.sql"),
+    ),
 ];
 
 /// How often an empty claim is tried again at once while claimable jobs wait
