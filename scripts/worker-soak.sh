@@ -7,4 +7,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-exec cargo test --test worker_soak -- --ignored --nocapture
+# the workers run a copy of the binary: a rebuild meanwhile does not touch it
+cargo build --bin tendril
+copy="$(mktemp -d)"
+trap 'rm -rf "$copy"' EXIT
+cp "$CARGO_TARGET_DIR/debug/tendril" "$copy/tendril"
+TENDRIL_SOAK_BIN="$copy/tendril" cargo test --test worker_soak -- --ignored --nocapture

@@ -24,11 +24,15 @@
 //! control plane is briefly down. A refused credential (401/403) stops the
 //! worker with [`WorkerError::Unauthorized`].
 //!
+//! [`telemetry`] turns the worker's events into `/healthz` and Prometheus
+//! `/metrics` (`tendril worker --listen`).
+//!
 //! One worker runs one job at a time, so it never runs two jobs of one vine
 //! at once; the PostgreSQL queue also enforces that across workers.
 
 pub mod logs;
 pub mod process;
+pub mod telemetry;
 
 use crate::Secret;
 use crate::job::{
@@ -271,6 +275,13 @@ impl Default for WorkerConfig {
 /// Progress of the worker, for the caller to print.
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
+    /// The claim loop started (the queue was opened).
+    Started,
+    /// A heartbeat reached the queue.
+    Heartbeat {
+        /// The state it reported.
+        state: WorkerState,
+    },
     /// A job was claimed.
     Claimed {
         /// The job.
@@ -282,10 +293,15 @@ pub enum WorkerEvent {
     Finished {
         /// The job.
         job: JobId,
+        /// PLAN or DEPLOY.
+        job_type: JobType,
         /// How it ended.
         status: OutcomeStatus,
         /// False when the queue no longer accepted the result (job gone).
         reported: bool,
+        /// How long the job ran (from its start to its end, before its
+        /// logs and status were delivered).
+        elapsed: Duration,
     },
     /// A claimed job was not run (cancelled or taken back before it started).
     Skipped {
@@ -446,6 +462,7 @@ pub async fn run_worker<Q: JobQueue, R: JobRunner>(
         heartbeat_stop.clone(),
     ));
 
+    (shared.progress)(WorkerEvent::Started);
     let mut summary = WorkerSummary::default();
     loop {
         if shared.shutdown.drain.is_cancelled() || shared.fatal.is_cancelled() {
@@ -504,11 +521,16 @@ pub async fn run_worker<Q: JobQueue, R: JobRunner>(
         state_tx.send_modify(|s| s.0 = WorkerState::Draining);
         heartbeat_stop.cancel();
         let _ = heartbeat.await;
-        let _ = shared
+        if let Some(Ok(())) = shared
             .retry(&shared.shutdown.now, || {
                 shared.queue.heartbeat(WorkerState::Draining, None)
             })
-            .await;
+            .await
+        {
+            (shared.progress)(WorkerEvent::Heartbeat {
+                state: WorkerState::Draining,
+            });
+        }
         if let Some(Err(e)) = shared
             .retry(&shared.shutdown.now, || shared.queue.stopped())
             .await
@@ -551,7 +573,7 @@ async fn heartbeat_loop<Q: JobQueue>(
             draining_sent = true;
         }
         match shared.queue.heartbeat(st, current.as_ref()).await {
-            Ok(()) => {}
+            Ok(()) => (shared.progress)(WorkerEvent::Heartbeat { state: st }),
             Err(e) if e.is_unauthorized() => {
                 shared.set_fatal(e);
                 return;
@@ -603,9 +625,10 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     claimed: ClaimedJob,
 ) -> Option<OutcomeStatus> {
     let id = claimed.job.id.clone();
+    let job_type = claimed.job.job_type;
     (shared.progress)(WorkerEvent::Claimed {
         job: id.clone(),
-        job_type: claimed.job.job_type,
+        job_type,
     });
     match shared
         .retry(&shared.shutdown.now, || shared.queue.start(&id))
@@ -667,6 +690,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
         cancel: cancel.clone(),
     };
     let r = runner.clone();
+    let began = std::time::Instant::now();
     let mut run = tokio::spawn(async move { r.run(job_file, ctx).await });
     let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let joined = loop {
@@ -698,6 +722,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
             r = &mut run => break r,
         }
     };
+    let elapsed = began.elapsed();
     if let Some(w) = watcher {
         w.abort();
     }
@@ -758,8 +783,10 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     };
     (shared.progress)(WorkerEvent::Finished {
         job: id,
+        job_type,
         status: outcome.status,
         reported,
+        elapsed,
     });
     Some(outcome.status)
 }

@@ -364,6 +364,63 @@ async fn stale_workers_jobs_are_requeued_or_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_under_its_id_gives_up_the_job_its_previous_process_ran() {
+    let (url, c) = db().await;
+    let before = open(&url, "same").await;
+    let v = vine(&c).await;
+    let deploy = job(&c, &v, "DEPLOY").await;
+    let running = before.claim().await.unwrap().unwrap();
+    assert_eq!(running.job.id.0, deploy);
+    before.start(&running.job.id).await.unwrap();
+    // claimed long ago; the worker still runs it and says so in its heartbeat
+    c.execute(
+        "UPDATE provision_jobs SET claimed_at = now() - interval '2 minutes' WHERE id = $1::text::uuid",
+        &[&deploy],
+    )
+    .await
+    .unwrap();
+    before
+        .heartbeat(WorkerState::Online, Some(&running.job.id))
+        .await
+        .unwrap();
+    let none = before
+        .recover_stale(Duration::from_secs(60), Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a live worker's job was taken: {none:?}");
+    assert_eq!(status(&c, &deploy).await, "PROCESSING");
+
+    // The process dies and its supervisor starts it again under the same id:
+    // its heartbeats are fresh, but name no job.
+    drop(before);
+    let after = open(&url, "same").await;
+    after.heartbeat(WorkerState::Online, None).await.unwrap();
+    let rec = after
+        .recover_stale(Duration::from_secs(60), Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert_eq!(rec[0].job.0, deploy);
+    assert_eq!(rec[0].action, "FAILED");
+    let (st, err): (String, String) = c
+        .query_one(
+            "SELECT status, error_message FROM provision_jobs WHERE id = $1::text::uuid",
+            &[&deploy],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(st, "FAILED");
+    assert!(
+        err.contains("restarted") && err.contains("re-plan"),
+        "{err}"
+    );
+    // and the vine is free for the next job
+    let next = job(&c, &v, "PLAN").await;
+    assert_eq!(after.claim().await.unwrap().unwrap().job.id.0, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_requests_are_seen_and_keep_the_vine_locked() {
     let (url, c) = db().await;
     let w = open(&url, "w").await;

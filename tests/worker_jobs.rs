@@ -393,6 +393,15 @@ async fn killing_the_worker_mid_apply_leaves_no_process_and_a_consistent_state()
         state.contains(&"terraform_data.first".to_string()),
         "terraform did not write its state on the way out: {state:?}"
     );
+    // terraform stopped by its interrupt, not killed: it recorded the
+    // resource whose provisioner it interrupted (tainted). A job process
+    // that died of a broken stderr pipe (the worker was its reader) used to
+    // SIGKILL terraform here, leaving the resource out of the state and, on
+    // S3, the state lock behind.
+    assert!(
+        state.contains(&"terraform_data.slow".to_string()),
+        "terraform was killed instead of interrupted: {state:?}"
+    );
     // The next worker sweeps what the dead one left in TMPDIR, recovers the
     // job (FAILED, vine free), and a new PLAN + DEPLOY applies cleanly.
     w.replan_and_deploy_applies("heir").await;

@@ -9,8 +9,8 @@
 //!   after the killed one started only once no process of it was left;
 //! - no orphan: no process of any job is left, and every worker's TMPDIR is
 //!   empty;
-//! - state consistent: every vine's state in the bucket is readable and
-//!   records what its last applied DEPLOY created.
+//! - state consistent: no state lock is left, and `terraform show` of every
+//!   vine's state in the bucket records what its last DEPLOY created.
 //!
 //! Slow (minutes) and heavy (8 terraforms at once), so ignored by default:
 //! `scripts/worker-soak.sh` runs it and prints the figures.
@@ -23,7 +23,12 @@ use tendril_testkit::moto::{self, Moto};
 use tendril_testkit::postgres::Postgres;
 use tokio_postgres::NoTls;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tendril");
+/// The tendril binary: cargo's, or `TENDRIL_SOAK_BIN` (a copy, so that a
+/// rebuild during the minutes-long soak does not pull the binary away from
+/// under the running workers).
+fn bin() -> String {
+    std::env::var("TENDRIL_SOAK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tendril").to_string())
+}
 const WORKERS: usize = 8;
 const VINES: usize = 25;
 const ROUNDS: usize = 2;
@@ -47,6 +52,15 @@ resource "terraform_data" "slow" {
     command = "exec sleep ${var.sleep_seconds}"
   }
 }
+
+# outputs shaped like an EKS platform's: the DEPLOY reads its facts from them
+output "eks_cluster_name" {
+  value = "${var.project_name}-${terraform_data.slow.output}"
+}
+
+output "eks_cluster_endpoint" {
+  value = "https://${var.project_name}.eks.example.com"
+}
 "#;
 
 fn spawn_worker(root: &Path, url: &str, k: usize) -> Child {
@@ -57,7 +71,7 @@ fn spawn_worker(root: &Path, url: &str, k: usize) -> Child {
         .append(true)
         .open(root.join(format!("w{k}.log")))
         .unwrap();
-    Command::new(BIN)
+    Command::new(bin())
         .args([
             "worker",
             "--database-url",
@@ -84,6 +98,67 @@ fn spawn_worker(root: &Path, url: &str, k: usize) -> Child {
         .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// `terraform show -json` of the state at `key` in moto's bucket (through a
+/// fresh `terraform init` of the S3 backend): the `input` of each resource,
+/// by address.
+fn state_inputs(
+    dir: &Path,
+    moto: &Moto,
+    key: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("main.tf"), "terraform {\n  backend \"s3\" {}\n}\n").unwrap();
+    let run = |args: &[String]| {
+        let out = Command::new("terraform")
+            .args(args)
+            .current_dir(dir)
+            .envs(moto.client_env("eu-west-1"))
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "terraform {args:?} of {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let mut init: Vec<String> = ["init", "-input=false", "-no-color"]
+        .map(String::from)
+        .to_vec();
+    for kv in [
+        "bucket=vine-terraform-state".to_string(),
+        format!("key={key}"),
+        "region=eu-west-1".to_string(),
+        format!("endpoints={{s3=\"{}\"}}", moto.endpoint()),
+        "skip_credentials_validation=true".to_string(),
+        "skip_requesting_account_id=true".to_string(),
+        "skip_metadata_api_check=true".to_string(),
+        "skip_region_validation=true".to_string(),
+        "skip_s3_checksum=true".to_string(),
+        "use_path_style=true".to_string(),
+    ] {
+        init.push(format!("-backend-config={kv}"));
+    }
+    run(&init);
+    let show: serde_json::Value =
+        serde_json::from_slice(&run(&["show".into(), "-json".into()])).unwrap();
+    show.pointer("/values/root_module/resources")
+        .and_then(|r| r.as_array())
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| {
+                    Some((
+                        x["address"].as_str()?.to_string(),
+                        x.pointer("/values/input").cloned()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Processes whose TMPDIR lies under `dir`: processes of the jobs of the
@@ -137,7 +212,10 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
             "terraform": {"workdir": root.join("infra"), "backend": {
                 "endpoint": moto.endpoint(), "region": "eu-west-1",
                 "access_key_id": moto::ACCESS_KEY_ID, "secret_access_key": moto::SECRET_ACCESS_KEY}},
-            "artifacts": {"store": "local", "dir": root.join("artifacts")}}})
+            "artifacts": {"store": "local", "dir": root.join("artifacts")},
+            // a terraform-only runner: DEPLOYs leave clusters alone (the
+            // jobs' cloud identity is `local` and gives none)
+            "kubernetes": {"no_cluster": true}}})
         .to_string(),
     )
     .unwrap();
@@ -303,6 +381,8 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
         .unwrap();
     assert_eq!(long.get::<_, String>(3), "FAILED");
     let long_error: String = long.get(6);
+    let long_done: jiff::Timestamp = long.get(8);
+    let recovered_after = long_done.duration_since(gone_at).as_secs_f64();
     assert!(long_error.contains("stopped heartbeating"), "{long_error}");
 
     // No overlap within a vine; the job after the killed one started after
@@ -387,10 +467,35 @@ async fn eight_workers_a_hundred_real_jobs_one_worker_killed_mid_deploy() {
         !listing.contains(".tflock"),
         "a state lock was left behind: {listing}"
     );
-    let applied = VINES;
+    // ... and `terraform show` of each vine's state records what its last
+    // DEPLOY (round 2, revision 2, which every vine must have applied) created.
+    let mut applied = 0;
+    for (v, vine) in vines.iter().enumerate() {
+        let last = rows
+            .iter()
+            .filter(|r| r.get::<_, String>(1) == *vine && r.get::<_, String>(2) == "DEPLOY")
+            .last()
+            .unwrap();
+        assert_eq!(
+            last.get::<_, String>(3),
+            "SUCCESS",
+            "vine {v}: its last DEPLOY {}: {:?}",
+            last.get::<_, String>(0),
+            last.get::<_, Option<String>>(6)
+        );
+        let key = format!("{vineyard}/soak{v}/prod/eu-west-1/terraform.tfstate");
+        let inputs = state_inputs(&root.join(format!("show/{v}")), &moto, &key);
+        let want: std::collections::BTreeMap<String, serde_json::Value> = [
+            ("terraform_data.first".to_string(), serde_json::json!(2)),
+            ("terraform_data.slow".to_string(), serde_json::json!("2-2")),
+        ]
+        .into();
+        assert_eq!(inputs, want, "vine {v}: the state at {key}");
+        applied += 1;
+    }
     eprintln!(
         "soak: {total} jobs, {WORKERS} workers, {:.0} s in all; {by_status:?}; failed by phase {failed_phases:?}; \
-         worker w{k} SIGKILLed mid-DEPLOY, its job's processes gone {:.1} s later; {applied}/{VINES} vines have their own state and no lock is left",
+         worker w{k} SIGKILLed mid-DEPLOY, its job's processes gone {:.1} s later, the job recovered (FAILED) {recovered_after:.1} s after that; {applied}/{VINES} vines' states (terraform show) hold their last DEPLOY and no lock is left",
         elapsed.as_secs_f64(),
         orphan_gone_after.as_secs_f64()
     );

@@ -143,6 +143,11 @@ pub async fn cancel_on_signal(token: CancellationToken, signals: Signals) {
         let _ = signals;
         let _ = tokio::signal::ctrl_c().await;
     }
-    eprintln!("cancelling: interrupting terraform and waiting for it to write its state…");
     token.cancel();
+    use std::io::Write as _;
+    // after the cancel: a broken stderr must not stop it
+    let _ = writeln!(
+        std::io::stderr(),
+        "cancelling: interrupting terraform and waiting for it to write its state…"
+    );
 }

@@ -83,7 +83,7 @@ impl Progress {
                 if let Some(bar) = st.bar.take() {
                     bar.finish_and_clear();
                 }
-                eprintln!("{line}");
+                say(&line);
             }
         }
     }
@@ -96,7 +96,7 @@ impl Progress {
         };
         match &st.bar {
             Some(bar) => bar.set_message(text.to_string()),
-            None => eprintln!("      {text}"),
+            None => say(&format!("      {text}")),
         }
     }
 
@@ -162,9 +162,17 @@ impl Progress {
         };
         match &st.bar {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            None => say(text),
         }
     }
+}
+
+/// Writes one line to stderr. A stderr nobody reads any more (a closed pipe,
+/// a supervisor that died) loses the line instead of panicking, which would
+/// abandon terraform in the middle of writing its state.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// terraform's action as an ongoing verb: `create` → `creating`.

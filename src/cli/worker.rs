@@ -1,6 +1,7 @@
 //! `tendril worker`: claim and run jobs from Trellis or a PostgreSQL queue.
 
 use backon::{ExponentialBuilder, Retryable};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tendril::job::{JobFile, RunnerConfig, parse_duration};
 use tendril::queue::postgres::PgQueue;
 use tendril::queue::trellis::{TrellisClient, TrellisConfig};
 use tendril::worker::process::ProcessRunner;
+use tendril::worker::telemetry::{self, Telemetry};
 use tendril::worker::{
     JobQueue, Progress, Shutdown, WorkerConfig, WorkerError, WorkerEvent, run_worker,
 };
@@ -65,6 +67,24 @@ pub struct Args {
     /// Exit after this many jobs.
     #[arg(long)]
     max_jobs: Option<usize>,
+    /// Serve /healthz and /metrics (Prometheus) over HTTP on this address,
+    /// e.g. 127.0.0.1:9090 (off by default).
+    #[arg(long, value_name = "HOST:PORT", value_parser = listen_addr)]
+    listen: Option<SocketAddr>,
+}
+
+/// `--listen`: an address with a port (a host name resolves to its first address).
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let invalid = |why: String| {
+        format!(
+            "`{text}` is not an address to listen on ({why}); write HOST:PORT, e.g. 127.0.0.1:9090 or [::]:9090"
+        )
+    };
+    text.to_socket_addrs()
+        .map_err(|e| invalid(e.to_string()))?
+        .next()
+        .ok_or_else(|| invalid("it resolves to no address".into()))
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -80,6 +100,13 @@ enum CmdError {
     Queue(#[from] tendril::queue::QueueError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error(
+        "cannot listen on {addr} (--listen): {source}; choose another address or port, or stop what holds it"
+    )]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("runner config {path}: {source}")]
     RunnerConfig {
         path: PathBuf,
@@ -135,13 +162,24 @@ fn load_runner_config(path: &Path) -> Result<RunnerConfig, CmdError> {
         .map_err(err)
 }
 
-fn printer() -> Progress {
-    Arc::new(|e| match e {
+fn printer(telemetry: Option<Arc<Telemetry>>) -> Progress {
+    Arc::new(move |e| {
+        if let Some(t) = &telemetry {
+            t.observe(&e);
+        }
+        print_event(e)
+    })
+}
+
+fn print_event(e: WorkerEvent) {
+    match e {
+        WorkerEvent::Started | WorkerEvent::Heartbeat { .. } => {}
         WorkerEvent::Claimed { job, job_type } => eprintln!("claimed {job_type} job {job}"),
         WorkerEvent::Finished {
             job,
             status,
             reported,
+            ..
         } => {
             let note = if reported {
                 ""
@@ -162,7 +200,7 @@ fn printer() -> Progress {
         WorkerEvent::Housekeeping { note } => eprintln!("{note}"),
         WorkerEvent::Draining => eprintln!("draining: no more claims"),
         WorkerEvent::Stopped { jobs } => eprintln!("worker stopped after {jobs} job(s)"),
-    })
+    }
 }
 
 /// SIGTERM or SIGINT drains; a second one stops now.
@@ -195,7 +233,40 @@ fn install_signals(shutdown: &Shutdown) {
     });
 }
 
+/// Binds `--listen` (before anything is claimed: a port in use is an error
+/// at start) and serves health and metrics until the worker stops.
+fn start_telemetry(
+    addr: SocketAddr,
+    window: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Arc<Telemetry>, CmdError> {
+    let bind = || {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    };
+    let listener = bind().map_err(|source| CmdError::Listen { addr, source })?;
+    let telemetry = Arc::new(Telemetry::new(window));
+    eprintln!(
+        "serving /healthz and /metrics on http://{}",
+        listener.local_addr().unwrap_or(addr)
+    );
+    tokio::spawn(telemetry::serve(listener, telemetry.clone(), stop));
+    Ok(telemetry)
+}
+
 async fn worker(args: Args) -> Result<(), CmdError> {
+    let serving = tokio_util::sync::CancellationToken::new();
+    let _stop_serving = serving.clone().drop_guard();
+    let telemetry = match args.listen {
+        Some(addr) => Some(start_telemetry(
+            addr,
+            args.stale_heartbeat,
+            serving.clone(),
+        )?),
+        None => None,
+    };
+    let progress = printer(telemetry);
     let runner_config = match &args.runner_config {
         Some(p) => load_runner_config(p)?,
         None => RunnerConfig::default(),
@@ -245,13 +316,18 @@ async fn worker(args: Args) -> Result<(), CmdError> {
             )
             .sleep(tokio::time::sleep)
             .when(|e: &tendril::queue::QueueError| e.is_transient())
-            .notify(|e, d| eprintln!("warning: {e} (next try in {} ms)", d.as_millis()));
+            .notify(|e, d| {
+                progress(WorkerEvent::Retrying {
+                    error: e.to_string(),
+                    delay: d,
+                })
+            });
         let queue = tokio::select! {
             q = open => q?,
             _ = shutdown.drain.cancelled() => return Ok(()),
         };
         eprintln!("worker {id}: PostgreSQL queue");
-        go(Arc::new(queue), runner, config, shutdown).await
+        go(Arc::new(queue), runner, config, shutdown, progress).await
     } else if let Some(url) = args.trellis_url {
         let (Some(id), Some(token)) = (args.worker_id, token) else {
             return Err(CmdError::Usage(
@@ -267,7 +343,7 @@ async fn worker(args: Args) -> Result<(), CmdError> {
             request_timeout: Duration::from_secs(30),
         })?;
         eprintln!("worker {id}: Trellis at {}", client.base_url());
-        go(Arc::new(client), runner, config, shutdown).await
+        go(Arc::new(client), runner, config, shutdown, progress).await
     } else {
         Err(CmdError::Usage(
             "no queue: set TRELLIS_URL (or --trellis-url) for the control plane, \
@@ -282,8 +358,9 @@ async fn go<Q: JobQueue>(
     runner: Arc<ProcessRunner>,
     config: WorkerConfig,
     shutdown: Shutdown,
+    progress: Progress,
 ) -> Result<(), CmdError> {
-    let summary = run_worker(queue, runner, config, shutdown, printer()).await?;
+    let summary = run_worker(queue, runner, config, shutdown, progress).await?;
     eprintln!(
         "{} job(s): {} succeeded, {} failed, {} cancelled",
         summary.jobs, summary.succeeded, summary.failed, summary.cancelled

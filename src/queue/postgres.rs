@@ -36,8 +36,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         3,
-        "0003_destroy_jobs",
-        include_str!("../../migrations/0003_destroy_jobs.sql"),
+        "0003_worker_restart",
+        include_str!("../../migrations/0003_worker_restart.sql"),
+    ),
+    (
+        4,
+        "0004_destroy_jobs",
+        include_str!("../../migrations/0004_destroy_jobs.sql"),
     ),
 ];
 

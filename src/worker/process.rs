@@ -22,8 +22,12 @@
 //! - Cancelling sends SIGINT to the child's process group (terraform stops
 //!   gracefully and releases its lock), SIGKILL after `cancel_timeout`.
 //!
-//! The child's stderr (progress, every terraform event) is shipped line by
-//! line as STDERR; its stdout is not read.
+//! The child's stderr (progress, every terraform event) goes to a file in
+//! the scratch directory, not a pipe, and is shipped line by line as STDERR
+//! while the child runs; its stdout is not read. A file outlives its reader:
+//! if the worker dies, the child's next progress line does not fail with a
+//! broken pipe while it interrupts its terraform and waits for the state to
+//! be written.
 
 use super::{JobOutcome, JobRunner, RunContext};
 use crate::job::{JobFile, JobType};
@@ -35,10 +39,21 @@ use crate::terraform::process::{
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 /// The prefix of a job's scratch directory: `tendril-job-<worker pid>-<job>-<random>`.
 const SCRATCH_PREFIX: &str = "tendril-job-";
+
+/// The `tendril` subcommand that runs a job of this type: the one place that
+/// maps job types to commands (also the `job_type` label of the worker's
+/// metrics).
+pub fn subcommand(job_type: JobType) -> &'static str {
+    match job_type {
+        JobType::Plan => "plan",
+        JobType::Deploy => "deploy",
+        JobType::Destroy => "destroy",
+    }
+}
 
 /// Runs jobs as child processes of a tendril executable.
 #[derive(Debug, Clone)]
@@ -82,12 +97,35 @@ impl ProcessRunner {
             };
             let alive =
                 owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists();
-            if !alive && std::fs::remove_dir_all(e.path()).is_ok() {
+            // The job of a killed worker may still be stopping (terraform
+            // writing its state): its workspace stays until it is gone.
+            if !alive && !job_processes_of(owner) && std::fs::remove_dir_all(e.path()).is_ok() {
                 removed += 1;
             }
         }
         removed
     }
+}
+
+/// Whether a process of a job that the worker with this pid started is
+/// still running on this host (its [`JobScope`] token starts with that pid).
+fn job_processes_of(worker: u32) -> bool {
+    let needle = format!("{SCOPE_ENV}={worker}-");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .any(|e| {
+            std::fs::read(e.path().join("environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|var| var.starts_with(needle.as_bytes()))
+            })
+        })
 }
 
 /// A job's private directory; removed (with everything in it) when dropped.
@@ -121,12 +159,71 @@ impl Scratch {
     fn result(&self) -> PathBuf {
         self.0.join("result.json")
     }
+
+    fn stderr(&self) -> PathBuf {
+        self.0.join("stderr.log")
+    }
 }
+
+/// Ships the lines of the child's stderr file as they are written, until
+/// `done` (then the rest, an unterminated last line included).
+async fn follow_stderr(
+    path: PathBuf,
+    logs: super::LogSink,
+    done: tokio_util::sync::CancellationToken,
+) {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(&path) else {
+        logs.system(format!(
+            "cannot read the job's stderr file {}",
+            path.display()
+        ));
+        return;
+    };
+    let mut pending = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let at_end = done.is_cancelled();
+        while let Ok(n) = file.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&chunk[..n]);
+        }
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            logs.stderr(String::from_utf8_lossy(&line[..i]));
+        }
+        if at_end {
+            if !pending.is_empty() {
+                logs.stderr(String::from_utf8_lossy(&pending));
+            }
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STDERR_POLL) => {}
+            _ = done.cancelled() => {}
+        }
+    }
+}
+
+/// How often the child's stderr file is read.
+const STDERR_POLL: Duration = Duration::from_millis(100);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Creates `path` for writing, readable by its owner only.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// How the child process ended.
@@ -137,11 +234,7 @@ enum Ended {
 
 impl JobRunner for ProcessRunner {
     async fn run(&self, job: JobFile, ctx: RunContext) -> JobOutcome {
-        let sub = match job.job.job_type {
-            JobType::Plan => "plan",
-            JobType::Deploy => "deploy",
-            JobType::Destroy => "destroy",
-        };
+        let sub = subcommand(job.job.job_type);
         let text = match serde_json::to_vec(&job) {
             Ok(t) => t,
             Err(e) => return JobOutcome::failed(format!("cannot serialize the job file: {e}")),
@@ -156,6 +249,15 @@ impl JobRunner for ProcessRunner {
             }
         };
         drop(job);
+        let stderr_file = match create_private(&scratch.stderr()) {
+            Ok(f) => f,
+            Err(e) => {
+                return JobOutcome::failed(format!(
+                    "cannot create the job's stderr file in {}: {e}",
+                    self.scratch_dir.display()
+                ));
+            }
+        };
         let scope = JobScope::new();
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg(sub)
@@ -165,7 +267,7 @@ impl JobRunner for ProcessRunner {
             .env("TMPDIR", scratch.tmp())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(stderr_file);
         isolate(&mut cmd, GroupSignal::Interrupt);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -182,21 +284,20 @@ impl JobRunner for ProcessRunner {
             "started `tendril {sub} --job /dev/stdin --report-file <scratch>/result.json` (pid {})",
             child.id().unwrap_or(0)
         ));
-        let (Some(mut stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
-            return JobOutcome::failed("the child's pipes are missing");
+        let Some(mut stdin) = child.stdin.take() else {
+            return JobOutcome::failed("the child's stdin pipe is missing");
         };
         let feed = tokio::spawn(async move {
             let r = stdin.write_all(&text).await;
             drop(stdin);
             r
         });
-        let logs = ctx.logs.clone();
-        let err_task = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                logs.stderr(&line);
-            }
-        });
+        let stderr_done = tokio_util::sync::CancellationToken::new();
+        let err_task = tokio::spawn(follow_stderr(
+            scratch.stderr(),
+            ctx.logs.clone(),
+            stderr_done.clone(),
+        ));
 
         let mut cancelled = false;
         let waited = tokio::select! {
@@ -245,6 +346,7 @@ impl JobRunner for ProcessRunner {
             g.signal(GroupSignal::Kill);
         }
         guard.disarm();
+        stderr_done.cancel();
         let _ = err_task.await;
         if end.remaining > 0 {
             return JobOutcome::failed(format!(

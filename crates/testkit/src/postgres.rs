@@ -26,6 +26,8 @@ pub struct Postgres {
     bindir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// The server options (`pg_ctl -o`), set once it has started.
+    opts: OnceLock<String>,
 }
 
 static SHARED: OnceLock<Postgres> = OnceLock::new();
@@ -77,6 +79,7 @@ impl Postgres {
             bindir,
             port,
             as_postgres,
+            opts: OnceLock::new(),
         };
         let data = pg.dir.join("data");
         let out = pg
@@ -128,8 +131,17 @@ impl Postgres {
                 k.display()
             ));
         }
-        let log = pg.dir.join("server.log");
-        let out = pg
+        let _ = pg.opts.set(opts);
+        pg.run_server();
+        pg
+    }
+
+    /// Starts the server of the cluster's data directory and waits until it listens.
+    fn run_server(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let opts = self.opts.get().cloned().unwrap_or_default();
+        let out = self
             .command("pg_ctl")
             .args([
                 "-D",
@@ -153,14 +165,35 @@ impl Postgres {
             panic!("pg_ctl start failed: {log}");
         }
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "PostgreSQL did not listen on port {port} within 60 s"
+                "PostgreSQL did not listen on port {} within 60 s",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        pg
+    }
+
+    /// Stops the server (fast shutdown: open connections are closed), as an
+    /// outage would; [`Postgres::resume`] starts it again on the same port
+    /// with the same data. Meant for a cluster of one's own
+    /// ([`Postgres::start`]), not the shared one.
+    pub fn pause(&self) {
+        let data = self.dir.join("data");
+        let st = self
+            .command("pg_ctl")
+            .args(["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}"));
+        assert!(st.success(), "pg_ctl stop failed: {}", self.log());
+    }
+
+    /// Starts the server again after [`Postgres::pause`].
+    pub fn resume(&self) {
+        self.run_server();
     }
 
     fn command(&self, tool: &str) -> Command {

@@ -1,4 +1,4 @@
--- tendril platform schema, version 3.
+-- tendril platform schema, version 4.
 --
 -- * provision_jobs.job_type: DESTROY jobs (tear down the cluster's own
 --   objects, then terraform destroy). Finalizing one marks the vine DESTROYED
