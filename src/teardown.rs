@@ -108,7 +108,7 @@ pub enum TeardownEvent {
         reason: String,
     },
     /// Argo CD's resources finalizer was added to this Application.
-    FinalizerAdded(String),
+    FinalizerAdded(ObjectRef),
     /// A delete was sent.
     DeleteSent {
         /// The object.
