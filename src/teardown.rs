@@ -108,7 +108,7 @@ pub enum TeardownEvent {
         reason: String,
     },
     /// Argo CD's resources finalizer was added to this Application.
-    FinalizerAdded(String),
+    FinalizerAdded(ObjectRef),
     /// A delete was sent.
     DeleteSent {
         /// The object.
@@ -232,43 +232,19 @@ pub async fn teardown(
 
     let mut sent = Vec::new();
     for (stage, kind, items) in [
-        (Stage::LoadBalancerServices, &services, &load_balancers),
-        (Stage::Ingresses, &ingresses, &found_ingresses),
-        (Stage::PersistentVolumeClaims, &claims, &found_claims),
+        (Stage::LoadBalancerServices, &services, load_balancers),
+        (Stage::Ingresses, &ingresses, found_ingresses),
+        (Stage::PersistentVolumeClaims, &claims, found_claims),
     ] {
         sink(TeardownEvent::Stage(stage));
-        let stage_started = Instant::now();
-        let mut pending = Vec::new();
-        let mut done = Vec::new();
-        for obj in items {
-            match objects::delete(client, kind, obj, sink).await? {
-                Ok(p) => pending.push(p),
-                Err(gone) => done.push(gone),
-            }
-        }
-        sent.push((stage, kind, stage_started, pending, done));
+        sent.push(delete_stage(client, stage, kind, &items, sink).await?);
     }
     sink(TeardownEvent::Stage(Stage::PersistentVolumes));
-    let (volume_pending, volume_done) = volume_waits(&volumes, found_volumes);
-    sent.push((
-        Stage::PersistentVolumes,
-        &volumes,
-        Instant::now(),
-        volume_pending,
-        volume_done,
-    ));
+    sent.push(volume_stage(&volumes, found_volumes));
 
-    let waits = sent.into_iter().map(
-        |(stage, kind, stage_started, pending, mut done)| async move {
-            done.extend(objects::wait_all(client, kind, pending, deadline, sink).await?);
-            Ok::<_, TeardownError>(StageReport {
-                stage,
-                skipped: None,
-                objects: done,
-                millis: stage_started.elapsed().as_millis() as u64,
-            })
-        },
-    );
+    let waits = sent
+        .into_iter()
+        .map(|s| wait_stage(client, s, deadline, sink));
     stages.extend(futures::future::try_join_all(waits).await?);
 
     let report = TeardownReport {
@@ -277,6 +253,58 @@ pub async fn teardown(
         elapsed_millis: started.elapsed().as_millis() as u64,
     };
     Ok(report)
+}
+
+/// A stage whose deletes are sent: what it waits for and what is settled.
+struct SentStage<'k> {
+    stage: Stage,
+    kind: &'k Kind,
+    started: Instant,
+    pending: Vec<Pending>,
+    done: Vec<ObjectOutcome>,
+}
+
+/// Sends the delete of every object of one stage.
+async fn delete_stage<'k>(
+    client: &kube::Client,
+    stage: Stage,
+    kind: &'k Kind,
+    items: &[DynamicObject],
+    sink: &(dyn Fn(TeardownEvent) + Send + Sync),
+) -> Result<SentStage<'k>, TeardownError> {
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    let mut done = Vec::new();
+    for obj in items {
+        match objects::delete(client, kind, obj, sink).await? {
+            Ok(p) => pending.push(p),
+            Err(gone) => done.push(gone),
+        }
+    }
+    Ok(SentStage {
+        stage,
+        kind,
+        started,
+        pending,
+        done,
+    })
+}
+
+/// Waits for a stage's objects until the deadline: its report.
+async fn wait_stage(
+    client: &kube::Client,
+    sent: SentStage<'_>,
+    deadline: Instant,
+    sink: &(dyn Fn(TeardownEvent) + Send + Sync),
+) -> Result<StageReport, TeardownError> {
+    let mut objects = sent.done;
+    objects.extend(objects::wait_all(client, sent.kind, sent.pending, deadline, sink).await?);
+    Ok(StageReport {
+        stage: sent.stage,
+        skipped: None,
+        objects,
+        millis: sent.started.elapsed().as_millis() as u64,
+    })
 }
 
 /// The PersistentVolumes of the claims in scope: those a claim names
@@ -309,9 +337,10 @@ fn claimed_volumes(
         .collect()
 }
 
-/// Splits the volumes into those to wait for (reclaim policy `Delete`:
-/// their provisioner deletes them) and those kept by design.
-fn volume_waits(kind: &Kind, volumes: Vec<DynamicObject>) -> (Vec<Pending>, Vec<ObjectOutcome>) {
+/// The volumes' stage: those to wait for (reclaim policy `Delete`: their
+/// provisioner deletes them) and those kept by design.
+fn volume_stage(kind: &Kind, volumes: Vec<DynamicObject>) -> SentStage<'_> {
+    let started = Instant::now();
     let mut pending = Vec::new();
     let mut retained = Vec::new();
     for v in volumes {
@@ -340,5 +369,11 @@ fn volume_waits(kind: &Kind, volumes: Vec<DynamicObject>) -> (Vec<Pending>, Vec<
             });
         }
     }
-    (pending, retained)
+    SentStage {
+        stage: Stage::PersistentVolumes,
+        kind,
+        started,
+        pending,
+        done: retained,
+    }
 }

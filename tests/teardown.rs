@@ -520,7 +520,7 @@ async fn applications_go_first_root_first_then_what_is_left() {
             .lock()
             .unwrap()
             .iter()
-            .any(|e| matches!(e, TeardownEvent::FinalizerAdded(o) if o.ends_with("/extra"))),
+            .any(|e| matches!(e, TeardownEvent::FinalizerAdded(o) if o.name == "extra")),
         "the finalizer was added to the Application that lacked it"
     );
     // the root is the first Application the report lists

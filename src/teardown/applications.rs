@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::objects::{self, Kind, Pending, Sink, is_not_found, request};
 use super::report::{ObjectOutcome, Outcome, Stage, StageReport};
 use super::{TeardownError, TeardownEvent, TeardownOptions};
+use crate::apply::ObjectRef;
 use crate::appofapps::{RESOURCES_FINALIZER, application_resource};
 
 /// How often a finalizer patch is retried when the Application changed
@@ -125,7 +126,7 @@ async fn delete_with_cascade(
 ) -> Result<Result<Pending, ObjectOutcome>, TeardownError> {
     let id = kind.object_ref(app);
     let api = kind.api_for(client, &id);
-    let cascade = ensure_finalizer(&api, app, opts, sink).await?;
+    let cascade = ensure_finalizer(&api, app, &id, opts, sink).await?;
     if let Cascade::Gone = cascade {
         return Ok(Err(ObjectOutcome {
             object: id,
@@ -160,16 +161,12 @@ fn is_resources_finalizer(f: &str) -> bool {
 async fn ensure_finalizer(
     api: &Api<DynamicObject>,
     app: &DynamicObject,
+    id: &ObjectRef,
     opts: &TeardownOptions,
     sink: Sink<'_>,
 ) -> Result<Cascade, TeardownError> {
-    let name = app.metadata.name.clone().unwrap_or_default();
-    let what = || {
-        format!(
-            "Application/{}/{name}",
-            app.metadata.namespace.as_deref().unwrap_or_default()
-        )
-    };
+    let name = &id.name;
+    let what = || id.to_string();
     let mut current = app.clone();
     for _ in 0..PATCH_ATTEMPTS {
         let finalizers = current.metadata.finalizers.clone().unwrap_or_default();
@@ -192,9 +189,9 @@ async fn ensure_finalizer(
             ..PatchParams::default()
         };
         let action = || format!("add finalizer {RESOURCES_FINALIZER} to {}", what());
-        match request(action, api.patch(&name, &pp, &Patch::Merge(&patch))).await? {
+        match request(action, api.patch(name, &pp, &Patch::Merge(&patch))).await? {
             Ok(_) => {
-                sink(TeardownEvent::FinalizerAdded(what()));
+                sink(TeardownEvent::FinalizerAdded(id.clone()));
                 return Ok(Cascade::Yes);
             }
             Err(e) if is_not_found(&e) => return Ok(Cascade::Gone),
@@ -202,7 +199,7 @@ async fn ensure_finalizer(
             // finalizer may be added (422): read it again
             Err(kube::Error::Api(s)) if matches!(s.code, 409 | 422) => {
                 let get = || format!("get {}", what());
-                match request(get, api.get(&name)).await? {
+                match request(get, api.get(name)).await? {
                     Ok(fresh) => current = fresh,
                     Err(e) if is_not_found(&e) => return Ok(Cascade::Gone),
                     Err(source) => {

@@ -1550,3 +1550,151 @@ async fn custom_resources_are_validated_against_the_crd_schema() {
     }
     crds.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_blocking_dependents() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("foreground").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let owner = apply_json(&api, "owner", "tendril-test", &cm("owner", json!({})))
+        .await
+        .unwrap();
+    let mut child = cm("child", json!({}));
+    child["metadata"]["finalizers"] = json!(["tendril.dev/hold"]);
+    child["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+        "name": "owner", "uid": owner["metadata"]["uid"], "blockOwnerDeletion": true}]);
+    apply_json(&api, "child", "tendril-test", &child)
+        .await
+        .unwrap();
+
+    // The answer is the owner, marked, with the garbage collector's finalizer.
+    let answer = api
+        .delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let marked = answer.left().expect("the object, not a Status");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(
+        marked
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    // The garbage collector deletes the child; its finalizer holds it, and
+    // the owner waits for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while api
+        .get("child")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "child never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = api
+        .get("owner")
+        .await
+        .expect("the owner waits for its child");
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    // Once the child goes, so does the owner.
+    api.patch(
+        "child",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let owner_uid = owner["metadata"]["uid"].as_str().unwrap().to_owned();
+    let gone = await_condition(api.clone(), "owner", conditions::is_deleted(&owner_uid));
+    tokio::time::timeout(Duration::from_secs(120), gone)
+        .await
+        .expect("owner deleted after its child")
+        .unwrap();
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn no_finalizer_can_be_added_to_an_object_being_deleted() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("nonewfin").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    let mut body = cm("held", json!({}));
+    body["metadata"]["finalizers"] = json!(["tendril.dev/a"]);
+    apply_json(&api, "held", "tendril-test", &body)
+        .await
+        .unwrap();
+    let answer = api.delete("held", &DeleteParams::default()).await.unwrap();
+    assert!(answer.left().is_some(), "held by a finalizer: the object");
+    let s = api_err(
+        api.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["tendril.dev/a", "tendril.dev/b"]}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message.contains("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"),
+        "{}",
+        s.message
+    );
+    // removing the last one lets it go
+    let held = api.get("held").await.unwrap();
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let uid = held.metadata.uid.unwrap();
+    let gone = await_condition(api.clone(), "held", conditions::is_deleted(&uid));
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("deleted")
+        .unwrap();
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_delete_answers_the_object_or_a_status_by_kind() {
+    let cluster = e2e::cluster().await;
+    let ns = cluster.namespace("delanswer").await;
+    let services: Api<Service> = Api::namespaced(cluster.client(), ns.name());
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+    apply_json(&services, "web", "tendril-test", &svc)
+        .await
+        .unwrap();
+    // Services (like Pods, PVCs and PVs) return the deleted object...
+    let answer = services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        answer.is_left(),
+        "a Service delete answers the Service: {answer:?}"
+    );
+    // ...ConfigMaps a Status.
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), ns.name());
+    apply_json(&cms, "a", "tendril-test", &cm("a", json!({})))
+        .await
+        .unwrap();
+    let answer = cms.delete("a", &DeleteParams::default()).await.unwrap();
+    let status = answer.right().expect("a ConfigMap delete answers a Status");
+    assert_eq!(
+        status.status,
+        Some(kube::core::response::StatusSummary::Success)
+    );
+    ns.delete().await;
+}
