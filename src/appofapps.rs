@@ -296,7 +296,7 @@ pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
 
 /// Argo CD's `Application` kind (`argoproj.io/v1alpha1`, plural `applications`).
 pub fn application_resource() -> kube::core::ApiResource {
-    let gvk = kube::core::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+    let gvk = kube::core::GroupVersionKind::gvk(ARGO_GROUP, "v1alpha1", "Application");
     kube::core::ApiResource::from_gvk_with_plural(&gvk, "applications")
 }
 
@@ -317,10 +317,8 @@ pub fn is_argo_object(object: &Value) -> bool {
 /// Whether the cluster serves Argo CD's Application kind in `namespace`
 /// (its CRD is installed and the caller may list Applications there).
 pub async fn serves_applications(client: &kube::Client, namespace: &str) -> bool {
-    let gvk = kube::core::GroupVersionKind::gvk(ARGO_GROUP, "v1alpha1", "Application");
-    let resource = kube::core::ApiResource::from_gvk_with_plural(&gvk, "applications");
     let api: kube::Api<kube::core::DynamicObject> =
-        kube::Api::namespaced_with(client.clone(), namespace, &resource);
+        kube::Api::namespaced_with(client.clone(), namespace, &application_resource());
     api.list_metadata(&kube::api::ListParams::default().limit(1))
         .await
         .is_ok()

@@ -101,46 +101,59 @@ pub fn show(progress: &Progress, event: &JobEvent) {
     }
 }
 
+/// Writes one line to stderr; a closed stderr (a supervisor that died) is
+/// not a reason to panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// The human summary on stderr.
 fn summary(report: &JobReport) {
-    eprintln!();
+    say!();
     let kind = report.job_type;
     if report.job_id.is_empty() {
         // the job file could not be read: there is only the error
         if let Some(e) = &report.error {
-            eprintln!("{kind} FAILED\nerror: {e}");
+            say!("{kind} FAILED\nerror: {e}");
         }
         return;
     }
     match report.status {
         JobStatus::Success if report.is_dry_run() => {
-            eprintln!(
+            say!(
                 "{kind} {} SUCCESS (dry run: nothing changed)",
                 report.job_id
             )
         }
-        JobStatus::Success => eprintln!("{kind} {} SUCCESS", report.job_id),
-        JobStatus::Failed => eprintln!("{kind} {} FAILED", report.job_id),
-        JobStatus::Cancelled => eprintln!("{kind} {} CANCELLED", report.job_id),
+        JobStatus::Success => say!("{kind} {} SUCCESS", report.job_id),
+        JobStatus::Failed => say!("{kind} {} FAILED", report.job_id),
+        JobStatus::Cancelled => say!("{kind} {} CANCELLED", report.job_id),
     }
     if let Some(c) = &report.change_summary {
         let verb = if c.applied { "changed" } else { "planned" };
-        eprintln!(
+        say!(
             "  terraform {verb}: {} to add, {} to change, {} to destroy",
-            c.add, c.change, c.remove
+            c.add,
+            c.change,
+            c.remove
         );
     }
     if let Some(a) = &report.artifact {
-        eprintln!(
+        say!(
             "  artifact  {} (sha256 {}, {} bytes)",
-            a.location, a.plan_sha256, a.plan_size
+            a.location,
+            a.plan_sha256,
+            a.plan_size
         );
     }
     if let Some(h) = &report.config_hash {
-        eprintln!("  config    {h}");
+        say!("  config    {h}");
     }
     if let Some(c) = &report.cluster {
-        eprintln!(
+        say!(
             "  cluster   {} ({})",
             c.name,
             c.endpoint.as_deref().unwrap_or("no endpoint")
@@ -149,8 +162,8 @@ fn summary(report: &JobReport) {
     if let Some(a) = &report.argocd
         && !a.url.is_empty()
     {
-        eprintln!("  argocd    {}", a.url);
-        eprintln!(
+        say!("  argocd    {}", a.url);
+        say!(
             "  password  {}",
             if a.admin_password.is_some() {
                 "in the report (--output json)"
@@ -161,7 +174,7 @@ fn summary(report: &JobReport) {
     }
     let total: u64 = report.timings.iter().map(|t| t.millis).sum();
     if !report.timings.is_empty() {
-        eprintln!(
+        say!(
             "  timings   {} total: {}",
             human(Duration::from_millis(total)),
             report
@@ -173,22 +186,23 @@ fn summary(report: &JobReport) {
         );
     }
     for w in &report.warnings {
-        eprintln!("  warning   {w}");
+        say!("  warning   {w}");
     }
     if let Some(e) = &report.error {
-        eprintln!("error: {e}");
+        say!("error: {e}");
     }
 }
 
-/// Prints the summary and the report (`-o json|yaml`), writes the worker's
-/// `--report-file`, and maps the report's status to an exit code.
+/// Writes the worker's `--report-file`, prints the summary and the report
+/// (`-o json|yaml`), and maps the report's status to an exit code.
 pub fn finish(report: &JobReport, output: OutputFormat, report_file: Option<&PathBuf>) -> ExitCode {
-    summary(report);
+    // the supervisor's file first: it must not depend on stderr being open
     if let Some(path) = report_file
         && let Err(e) = JobResult::of(report).write(path)
     {
         return super::fail(&e);
     }
+    summary(report);
     if let Err(e) = output.print(report) {
         return super::fail(&e);
     }
