@@ -785,6 +785,7 @@ async fn run_phases(
                     let installed = argocd::install(
                         client,
                         argocd_spec,
+                        &checked.argocd_render,
                         &InstallOptions {
                             dry_run: mode == DeployMode::DryRun,
                             field_manager: opts.field_manager.clone(),
@@ -801,7 +802,7 @@ async fn run_phases(
                 None => {
                     progress(DeployEvent::Note(format!(
                         "no cluster: rendered {} Argo CD objects, applied nothing",
-                        checked.argocd_manifests.len()
+                        checked.argocd_render.manifests().len()
                     )));
                     Ok(None)
                 }
@@ -917,7 +918,7 @@ fn write_argocd_yaml(opts: &DeployOptions, checked: &Checked) -> Result<(), Depl
         write_file(
             dir,
             "argocd.yaml",
-            manifests_to_yaml(&checked.argocd_manifests).as_bytes(),
+            checked.argocd_render.to_yaml().as_bytes(),
             Mode::Secret,
         )?;
     }
