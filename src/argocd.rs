@@ -1,14 +1,17 @@
 //! Argo CD install: values, admin password, URL.
 //!
-//! [`install`] renders the embedded Argo CD chart (or the job's own) with the
-//! job's values, applies it with its Namespace through the apply engine,
-//! recorded in the apply set [`APPLYSET`] (objects a newer chart drops are
-//! pruned), waits until every Argo CD workload is ready, then reads the admin
-//! password and works out the URL.
+//! [`render`] loads the embedded Argo CD chart (or the job's own), checks the
+//! job's values against it and renders it once, into a [`Rendered`] that
+//! `argocd.yaml`, the report and [`install`] share. [`install`] puts the
+//! credentials only the cluster knows into that render (no second render),
+//! applies it with its Namespace through the apply engine, recorded in the
+//! apply set [`APPLYSET`] (objects a newer chart drops are pruned), waits
+//! until every Argo CD workload is ready, then reads the admin password and
+//! works out the URL.
 //!
 //! Re-deploying is idempotent:
-//! - the Redis password is read back from the `argocd-redis` Secret and given
-//!   to the renderer again, so it never rotates;
+//! - the Redis password is read back from the `argocd-redis` Secret and put
+//!   into the rendered Secret again, so it never rotates;
 //! - keys that Argo CD itself adds to `argocd-secret` (e.g. `server.secretkey`)
 //!   stay: server-side apply removes only fields the `tendril` field manager
 //!   applied before and no longer applies;
@@ -58,6 +61,11 @@ pub enum ArgoCdError {
         /// The client error.
         source: kube::Error,
     },
+    /// A preset admin password, but the chart renders no `argocd-secret` to hold its hash.
+    #[error(
+        "tendril.argocd.admin_password is set, but the chart renders no Secret {ARGOCD_SECRET} to hold its hash (configs.secret.createSecret is false?); remove the preset password or let the chart create the Secret"
+    )]
+    NoAdminSecret,
     /// Hashing the preset admin password failed.
     #[error("cannot hash the preset admin password: {0}")]
     Hash(String),
@@ -222,66 +230,154 @@ pub fn admin_hash(
     })
 }
 
-/// The values to render with: the job's values, plus the admin hash when a
-/// password is preset.
-pub fn values(spec: &ArgoCdSpec, admin: Option<&AdminHash>) -> Value {
-    let mut values = spec.values.clone();
-    if let Some(admin) = admin {
-        chart::merge_into(
-            &mut values,
-            json!({"configs": {"secret": {
-                "argocdServerAdminPassword": admin.hash.expose(),
-                "argocdServerAdminPasswordMtime": admin.mtime,
-            }}}),
-        );
-    }
-    values
-}
+/// What a render puts into the Redis password Secret until [`install`]
+/// injects the real password: what `argocd.yaml` holds.
+pub const REDIS_PASSWORD_PLACEHOLDER: &str = "[redacted]";
 
-fn with_chart<T>(
-    spec: &ArgoCdSpec,
-    f: impl FnOnce(&Chart) -> Result<T, ChartError>,
-) -> Result<T, ArgoCdError> {
+/// The chart a spec names: the job's own (`spec.chart`), else the embedded one.
+fn load_chart(spec: &ArgoCdSpec) -> Result<Chart, ChartError> {
     match &spec.chart {
-        Some(path) => Ok(f(&Chart::load(path.clone())?)?),
-        None => Ok(f(&Chart::embedded(CHART)?)?),
+        Some(path) => Chart::load(path.clone()),
+        None => Chart::embedded(CHART),
     }
 }
 
-/// Renders the chart for `spec` with the given Redis password and admin hash.
-/// With `spec.strict_values`, values the chart does not act on are an error
-/// (see [`value_warnings`]).
-pub fn render(
-    spec: &ArgoCdSpec,
-    redis_password: &Secret<String>,
-    admin: Option<&AdminHash>,
-) -> Result<Vec<chart::Manifest>, ArgoCdError> {
-    let values = Values::from_json(values(spec, admin), "tendril.argocd.values")?;
+/// The Argo CD chart loaded, checked and rendered once for a job: the
+/// manifests (the Redis password as [`REDIS_PASSWORD_PLACEHOLDER`], no
+/// admin password hash), the values the chart does not act on, and the
+/// merged values. Preflight makes it; `argocd.yaml`, the report and
+/// [`install`] reuse it, and nothing renders the chart again.
+#[derive(Debug)]
+pub struct Rendered {
+    manifests: Vec<chart::Manifest>,
+    warnings: chart::ValueWarnings,
+    merged_values: Value,
+}
+
+/// Loads the chart `spec` names, checks the job's values against it and
+/// renders it, once. With `spec.strict_values`, values the chart does not
+/// act on are an error; otherwise they are in [`Rendered::warnings`].
+pub fn render(spec: &ArgoCdSpec) -> Result<Rendered, ArgoCdError> {
+    let chart = load_chart(spec)?;
+    let values = Values::from_json(spec.values.clone(), "tendril.argocd.values")?;
+    let warnings = chart.check_values(&values).enforce(spec.strict_values)?;
     let opts = RenderOptions::new("argocd", spec.namespace.clone())
         .with_values(values)
-        .with_input("redis_password", redis_password.clone());
-    with_chart(spec, |chart| {
-        chart
-            .check_values(&opts.values)
-            .enforce(spec.strict_values)?;
-        chart.render(&opts)
+        .with_input(
+            "redis_password",
+            Secret::new(REDIS_PASSWORD_PLACEHOLDER.to_string()),
+        );
+    let manifests = chart.render(&opts)?;
+    if spec.admin_password.is_some() && find_secret(&manifests, ARGOCD_SECRET).is_none() {
+        return Err(ArgoCdError::NoAdminSecret);
+    }
+    Ok(Rendered {
+        manifests,
+        warnings,
+        merged_values: chart.values_for(&opts),
     })
 }
 
-/// The job's values (`tendril.argocd.values`) that the chart does not act
-/// on, for the deploy report; an error with `spec.strict_values`.
-pub fn value_warnings(spec: &ArgoCdSpec) -> Result<chart::ValueWarnings, ArgoCdError> {
-    let values = Values::from_json(spec.values.clone(), "tendril.argocd.values")?;
-    with_chart(spec, |chart| {
-        chart.check_values(&values).enforce(spec.strict_values)
-    })
+impl Rendered {
+    /// The rendered manifests, in install order, with the Redis password
+    /// placeholder: what `argocd.yaml` holds.
+    pub fn manifests(&self) -> &[chart::Manifest] {
+        &self.manifests
+    }
+
+    /// The job's values the chart does not act on (empty when strict: those
+    /// were an error).
+    pub fn warnings(&self) -> &chart::ValueWarnings {
+        &self.warnings
+    }
+
+    /// The values the chart saw: its defaults with the job's values merged over.
+    pub fn merged_values(&self) -> &Value {
+        &self.merged_values
+    }
+
+    /// The manifests as multi-document YAML (`argocd.yaml`).
+    pub fn to_yaml(&self) -> String {
+        chart::manifests_to_yaml(&self.manifests)
+    }
+
+    /// What an install applies: the manifests with the real Redis password
+    /// (every `argocd-redis` entry the placeholder filled) and, when a
+    /// password is preset, its hash in `argocd-secret`. The render itself is
+    /// left as it is.
+    pub fn with_credentials(
+        &self,
+        redis_password: &Secret<String>,
+        admin: Option<&AdminHash>,
+    ) -> Vec<chart::Manifest> {
+        let mut manifests = self.manifests.clone();
+        if let Some(redis) = find_secret_mut(&mut manifests, REDIS_SECRET) {
+            inject_redis_password(redis, redis_password);
+        }
+        if let Some(admin) = admin
+            && let Some(secret) = find_secret_mut(&mut manifests, ARGOCD_SECRET)
+        {
+            set_secret_data(secret, "admin.password", admin.hash.expose());
+            set_secret_data(secret, "admin.passwordMtime", &admin.mtime);
+        }
+        manifests
+    }
 }
 
-/// The values the chart sees: its defaults with the job's values merged over.
-pub fn merged_values(spec: &ArgoCdSpec, admin: Option<&AdminHash>) -> Result<Value, ArgoCdError> {
-    let values = Values::from_json(values(spec, admin), "tendril.argocd.values")?;
-    let opts = RenderOptions::new("argocd", spec.namespace.clone()).with_values(values);
-    with_chart(spec, |chart| Ok(chart.values_for(&opts)))
+fn is_secret(m: &chart::Manifest, name: &str) -> bool {
+    m.api_version == "v1" && m.kind == "Secret" && m.name == name
+}
+
+fn find_secret<'a>(manifests: &'a [chart::Manifest], name: &str) -> Option<&'a chart::Manifest> {
+    manifests.iter().find(|m| is_secret(m, name))
+}
+
+fn find_secret_mut<'a>(
+    manifests: &'a mut [chart::Manifest],
+    name: &str,
+) -> Option<&'a mut chart::Manifest> {
+    manifests.iter_mut().find(|m| is_secret(m, name))
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Replaces the placeholder with `password` wherever the render put it in
+/// the Secret: `data` entries (base64) and `stringData` entries (plain).
+fn inject_redis_password(secret: &mut chart::Manifest, password: &Secret<String>) {
+    let encoded_placeholder = b64(REDIS_PASSWORD_PLACEHOLDER);
+    if let Some(Value::Object(data)) = secret.object.get_mut("data") {
+        for v in data.values_mut() {
+            if v.as_str() == Some(encoded_placeholder.as_str()) {
+                *v = Value::String(b64(password.expose()));
+            }
+        }
+    }
+    if let Some(Value::Object(data)) = secret.object.get_mut("stringData") {
+        for v in data.values_mut() {
+            if v.as_str() == Some(REDIS_PASSWORD_PLACEHOLDER) {
+                *v = Value::String(password.expose().clone());
+            }
+        }
+    }
+}
+
+/// Sets `data.KEY` of a Secret to `text`, base64-encoded.
+fn set_secret_data(secret: &mut chart::Manifest, key: &str, text: &str) {
+    let Value::Object(object) = &mut secret.object else {
+        return;
+    };
+    let data = object
+        .entry("data")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(data) = data {
+        data.insert(key.to_string(), Value::String(b64(text)));
+    }
 }
 
 /// Converts rendered manifests into the apply engine's input.
@@ -457,10 +553,14 @@ pub struct InstallOptions {
     pub now: String,
 }
 
-/// Renders, applies and waits for Argo CD; reads the admin password and URL.
+/// Applies the chart `rendered` (from [`render`] of the same `spec`) with
+/// the Redis password already in the cluster (a new random one on first
+/// install) and the preset admin password's hash, waits for Argo CD, and
+/// reads the admin password and URL. Nothing is rendered again.
 pub async fn install(
     client: &kube::Client,
     spec: &ArgoCdSpec,
+    rendered: &Rendered,
     opts: &InstallOptions,
     progress: &(dyn Fn(ApplyEvent) + Send + Sync),
 ) -> Result<Installed, ArgoCdError> {
@@ -473,8 +573,7 @@ pub async fn install(
         Some(p) => Some(admin_hash(p, existing.admin.as_ref(), &opts.now)?),
         None => None,
     };
-    let manifests = render(spec, &redis, admin.as_ref())?;
-    let merged = merged_values(spec, admin.as_ref())?;
+    let manifests = rendered.with_credentials(&redis, admin.as_ref());
     let manager = ResourceManager::new(client.clone(), spec.namespace.clone());
     let apply_opts = ApplyOptions {
         field_manager: opts.field_manager.clone(),
@@ -502,7 +601,7 @@ pub async fn install(
     }
     let admin_password =
         admin_password(client, &spec.namespace, spec.admin_password.as_ref()).await?;
-    let source = url_source(&spec.values, &merged);
+    let source = url_source(&spec.values, rendered.merged_values());
     let url = url(client, &spec.namespace, &source, opts.lb_wait).await?;
     Ok(Installed {
         report,

@@ -182,6 +182,8 @@ pub struct Chart {
     surface: Option<surface::Surface>,
     crd_documents: std::sync::OnceLock<Vec<(String, Vec<serde_json::Value>)>>,
     compiled: std::sync::OnceLock<render::Compiled>,
+    /// The documents the last render parsed, by their text (see [`Chart::render`]).
+    parsed: manifest::ParsedDocuments,
 }
 
 impl Chart {

@@ -1493,17 +1493,76 @@ fn strict_values_job_option_refuses_the_render() {
     use tendril::argocd::{self, ArgoCdSpec};
     let mut spec = ArgoCdSpec::new("argocd");
     spec.values = serde_json::json!({"redis": {"exporter": {"enabled": true}}});
-    let password = Secret::new(REDIS_PASSWORD.to_string());
-    let warnings = argocd::value_warnings(&spec).expect("lenient");
+    let rendered = argocd::render(&spec).expect("lenient");
+    let warnings = rendered.warnings();
     assert_eq!(warnings.len(), 1);
     assert_eq!(
-        serde_json::to_value(&warnings).expect("serialises"),
+        serde_json::to_value(warnings).expect("serialises"),
         serde_json::json!([{"kind": "unsupported", "path": "redis.exporter",
             "reason": "the Redis metrics exporter is not ported"}])
     );
-    assert!(argocd::render(&spec, &password, None).is_ok());
+    assert!(!rendered.manifests().is_empty());
     spec.strict_values = true;
-    let err = argocd::render(&spec, &password, None).expect_err("strict refuses");
+    let err = argocd::render(&spec).expect_err("strict refuses");
     assert!(err.to_string().contains("`redis.exporter`"), "{err}");
-    assert!(argocd::value_warnings(&spec).is_err());
+}
+
+/// A deploy renders once: the credentials only the cluster knows (the Redis
+/// password, the preset admin password's hash) are put into that render, and
+/// the result is exactly what rendering again with them would give.
+#[test]
+fn credentials_go_into_the_one_render() {
+    use tendril::argocd::{self, AdminHash, ArgoCdSpec, REDIS_PASSWORD_PLACEHOLDER};
+    let mut spec = ArgoCdSpec::new("argocd");
+    spec.values = serde_json::json!({"server": {"replicas": 2}});
+    spec.admin_password = Some(Secret::new("preset".to_string()));
+    let rendered = argocd::render(&spec).expect("render");
+    let admin = AdminHash {
+        hash: Secret::new("$2b$10$abcdefghijklmnopqrstuv".to_string()),
+        mtime: "2026-01-02T03:04:05Z".to_string(),
+    };
+    let redis = Secret::new(REDIS_PASSWORD.to_string());
+    let installed = rendered.with_credentials(&redis, Some(&admin));
+
+    let mut values = Values::new();
+    values
+        .merge_yaml(
+            "server: {replicas: 2}\nconfigs:\n  secret:\n    argocdServerAdminPassword: \"$2b$10$abcdefghijklmnopqrstuv\"\n    argocdServerAdminPasswordMtime: \"2026-01-02T03:04:05Z\"\n",
+            "test values",
+        )
+        .expect("values");
+    let direct = Chart::embedded("argocd")
+        .expect("embedded")
+        .render(
+            &RenderOptions::new("argocd", "argocd")
+                .with_values(values)
+                .with_input("redis_password", redis.clone()),
+        )
+        .expect("render with the credentials");
+    assert_eq!(manifests_to_yaml(&installed), manifests_to_yaml(&direct));
+
+    // the render itself keeps the placeholder (argocd.yaml) and no hash
+    let yaml = rendered.to_yaml();
+    assert!(
+        !yaml.contains(&b64(REDIS_PASSWORD)),
+        "the real password leaked into argocd.yaml"
+    );
+    assert!(yaml.contains(&b64(REDIS_PASSWORD_PLACEHOLDER)));
+    assert!(!yaml.contains("admin.password"));
+}
+
+/// A preset admin password with a chart that renders no `argocd-secret`
+/// would be dropped without a word: the render refuses it instead.
+#[test]
+fn preset_admin_password_needs_the_argocd_secret() {
+    use tendril::argocd::{self, ArgoCdSpec};
+    let mut spec = ArgoCdSpec::new("argocd");
+    spec.values = serde_json::json!({"configs": {"secret": {"createSecret": false}}});
+    assert!(
+        argocd::render(&spec).is_ok(),
+        "fine without a preset password"
+    );
+    spec.admin_password = Some(Secret::new("preset".to_string()));
+    let err = argocd::render(&spec).expect_err("refused");
+    assert!(err.to_string().contains("createSecret"), "{err}");
 }

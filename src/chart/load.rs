@@ -463,6 +463,7 @@ pub(crate) fn from_files(
         surface,
         crd_documents,
         compiled: std::sync::OnceLock::new(),
+        parsed: Default::default(),
     })
 }
 

@@ -156,6 +156,88 @@ pub(crate) fn parse_documents(text: &str, file: &str) -> Result<Vec<Value>, Char
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
+/// The documents of a rendered text, each with its `---` line: the text
+/// cut before every line that starts a document (`---` alone, or followed by
+/// a space). YAML allows such a line only as a document marker, and nothing
+/// (anchors included) crosses documents, so each piece parses on its own to
+/// the objects the whole text parses to.
+pub(crate) fn split_documents(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut search_from = 0;
+        let cut = loop {
+            match rest[search_from..].find("\n---") {
+                None => break rest.len(),
+                Some(at) => {
+                    let marker = search_from + at + 1;
+                    let after = &rest.as_bytes()[marker + 3..];
+                    if matches!(after.first(), None | Some(b'\n' | b'\r' | b' ' | b'\t')) {
+                        break marker;
+                    }
+                    search_from = marker;
+                }
+            }
+        };
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// Parsed documents by their text, kept from one render to the next so a
+/// document that renders to the same text is not parsed again.
+#[derive(Debug, Default)]
+pub(crate) struct ParsedDocuments(std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>);
+
+impl ParsedDocuments {
+    /// Takes the documents kept so far (a concurrent render finds none).
+    pub(crate) fn take(&self) -> std::collections::HashMap<String, Vec<Value>> {
+        match self.0.lock() {
+            Ok(mut kept) => std::mem::take(&mut *kept),
+            Err(_) => Default::default(),
+        }
+    }
+
+    /// Keeps `docs` (the last render's) for the next render.
+    pub(crate) fn keep(&self, docs: std::collections::HashMap<String, Vec<Value>>) {
+        if let Ok(mut kept) = self.0.lock() {
+            *kept = docs;
+        }
+    }
+}
+
+/// Parses rendered text like [`parse_documents`], document by document,
+/// taking the objects of a document whose text is in `previous` from there,
+/// and recording every document's objects in `seen`.
+pub(crate) fn parse_documents_reusing(
+    text: &str,
+    file: &str,
+    previous: &mut std::collections::HashMap<String, Vec<Value>>,
+    seen: &mut std::collections::HashMap<String, Vec<Value>>,
+) -> Result<Vec<Value>, ChartError> {
+    let mut out = Vec::new();
+    for piece in split_documents(text) {
+        if let Some(objects) = seen.get(piece) {
+            out.extend(objects.iter().cloned());
+            continue;
+        }
+        let objects = match previous.remove(piece) {
+            Some(objects) => objects,
+            None => match parse_documents(piece, file) {
+                Ok(objects) => objects,
+                // the whole text's error names the right line
+                Err(_) => return parse_documents(text, file),
+            },
+        };
+        out.extend(objects.iter().cloned());
+        seen.insert(piece.to_string(), objects);
+    }
+    Ok(out)
+}
+
 fn required_str<'a>(
     obj: &'a Value,
     pointer: &str,
@@ -319,6 +401,50 @@ fn print_document(m: &Manifest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_are_cut_before_their_markers_only() {
+        let text = "a: 1\n---\nb: |\n  ---\n  x\n----\n--- \nc: 2\n---\n";
+        let pieces: Vec<&str> = split_documents(text).collect();
+        assert_eq!(
+            pieces,
+            [
+                "a: 1\n",
+                "---\nb: |\n  ---\n  x\n----\n",
+                "--- \nc: 2\n",
+                "---\n"
+            ]
+        );
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(split_documents("").count(), 0);
+    }
+
+    #[test]
+    fn reusing_parsed_documents_gives_what_parsing_gives() {
+        let text = "---\nkind: A\nv: &x 1\nw: *x\n---\n# only a comment\n---\nkind: B\n---\nkind: A\nv: &x 1\nw: *x\n";
+        let whole = parse_documents(text, "t").expect("parses");
+        let (mut previous, mut seen) = (Default::default(), Default::default());
+        let first = parse_documents_reusing(text, "t", &mut previous, &mut seen).expect("parses");
+        assert_eq!(first, whole);
+        let mut again = Default::default();
+        let second = parse_documents_reusing(text, "t", &mut seen, &mut again).expect("parses");
+        assert_eq!(second, whole);
+        assert!(
+            seen.is_empty(),
+            "every document came from the previous render"
+        );
+
+        let broken = "---\nkind: A\n---\nkey: [unclosed\n";
+        let err = parse_documents_reusing(broken, "t", &mut again, &mut Default::default())
+            .expect_err("invalid YAML");
+        assert_eq!(
+            err.to_string(),
+            parse_documents(broken, "t")
+                .expect_err("invalid")
+                .to_string(),
+            "the error is the whole text's"
+        );
+    }
 
     #[test]
     fn cluster_scoped_list_is_sorted_for_binary_search() {

@@ -365,11 +365,14 @@ pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest
         docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
     }
     let mut ctx = context(chart, opts);
+    let mut previous = chart.parsed.take();
+    let mut seen = std::collections::HashMap::new();
     for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
         let text = render_template(compiled, t, &mut ctx)?;
-        let objects = manifest::parse_documents(&text, &t.path)?;
+        let objects = manifest::parse_documents_reusing(&text, &t.path, &mut previous, &mut seen)?;
         docs.extend(objects.into_iter().map(|o| (t.path.clone(), o, false)));
     }
+    chart.parsed.keep(seen);
 
     // Kinds the chart itself declares cluster-scoped (its CRDs).
     let mut cluster_kinds: HashSet<String> = HashSet::new();

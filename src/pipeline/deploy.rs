@@ -466,7 +466,7 @@ async fn install_argocd(
     let Some(client) = client else {
         progress(JobEvent::Note(format!(
             "no cluster: rendered {} Argo CD objects, applied nothing",
-            inputs.argocd_manifests.len()
+            inputs.argocd_render.manifests().len()
         )));
         return Ok(None);
     };
@@ -480,7 +480,7 @@ async fn install_argocd(
             .to_string(),
     };
     Ok(Some(
-        argocd::install(client, &inputs.argocd, &how, &sink).await?,
+        argocd::install(client, &inputs.argocd, &inputs.argocd_render, &how, &sink).await?,
     ))
 }
 
@@ -589,7 +589,7 @@ fn finish(opts: &DeployOptions, progress: Progress<'_>) -> Result<(), DeployErro
 /// `argocd.yaml` when there is an output directory.
 fn write_argocd_yaml(opts: &DeployOptions, inputs: &DeployInputs) -> Result<(), DeployError> {
     if let Some(dir) = &opts.output_dir {
-        let yaml = manifests_to_yaml(&inputs.argocd_manifests);
+        let yaml = inputs.argocd_render.to_yaml();
         output::write(dir, "argocd.yaml", yaml.as_bytes(), Mode::Secret)?;
     }
     Ok(())

@@ -31,7 +31,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::Secret;
 use crate::appofapps::{self, AppOfApps, AppsSource, RepoCredentials};
 use crate::argocd::{self, ArgoCdError, ArgoCdSpec};
 use crate::chart::{self, ChartError};
@@ -43,7 +42,7 @@ use crate::pipeline::RunMode;
 
 /// What the written `argocd.yaml` (and this render) carries instead of the
 /// Redis password.
-pub const REDACTED_PLACEHOLDER: &str = "[redacted]";
+pub const REDACTED_PLACEHOLDER: &str = argocd::REDIS_PASSWORD_PLACEHOLDER;
 
 /// The manifest sources of the App of Apps that exist only with an apps
 /// repository (the root Application and its repository Secret).
@@ -89,9 +88,10 @@ pub struct Checked {
 pub struct DeployInputs {
     /// `tendril.argocd`, resolved (the admin password read).
     pub argocd: ArgoCdSpec,
-    /// The Argo CD chart rendered with the job's values and the placeholder
-    /// Redis password (what `argocd.yaml` holds).
-    pub argocd_manifests: Vec<chart::Manifest>,
+    /// The Argo CD chart rendered once with the job's values and the
+    /// placeholder Redis password (what `argocd.yaml` holds; the install
+    /// reuses it).
+    pub argocd_render: argocd::Rendered,
     /// `tendril.apps`, resolved (credentials read, components checked).
     pub apps: AppOfApps,
     /// Whether the App of Apps gets its root Application (an apps
@@ -171,10 +171,11 @@ pub fn check_deploy(input: &PreflightInput<'_>) -> Result<(Checked, DeployInputs
             );
         }
     }
-    let (argocd_manifests, value_warnings) = render_argocd(&argocd)?;
+    let argocd_render = argocd::render(&argocd).map_err(|e| chart_failure(&argocd, e))?;
     // values the chart does not act on (an error with tendril.argocd.strict_values)
     checked.warnings.extend(
-        value_warnings
+        argocd_render
+            .warnings()
             .iter()
             .map(|w| format!("tendril.argocd.values: {w}")),
     );
@@ -188,7 +189,7 @@ pub fn check_deploy(input: &PreflightInput<'_>) -> Result<(Checked, DeployInputs
         checked,
         DeployInputs {
             argocd,
-            argocd_manifests,
+            argocd_render,
             apps,
             root_application,
         },
@@ -421,17 +422,6 @@ fn check_components(vine: &VineConfig, apps: &AppOfApps) -> Result<(), Preflight
     };
     appofapps::values(&placeholder, apps)?;
     Ok(())
-}
-
-/// Loads the Argo CD chart and renders it with the job's values and the
-/// placeholder Redis password.
-fn render_argocd(
-    spec: &ArgoCdSpec,
-) -> Result<(Vec<chart::Manifest>, chart::ValueWarnings), PreflightError> {
-    let manifests = argocd::render(spec, &Secret::new(REDACTED_PLACEHOLDER.to_string()), None)
-        .map_err(|e| chart_failure(spec, e))?;
-    let warnings = argocd::value_warnings(spec).map_err(|e| chart_failure(spec, e))?;
-    Ok((manifests, warnings))
 }
 
 /// Names the job field to fix for a chart that does not load or render.
