@@ -289,9 +289,8 @@ async fn run_kubectl(kubectl: &Path, bundle: &Path, fresh: &Fresh) -> Measured {
 /// The deploy's Argo CD bundle: its Namespace and the embedded chart's default render.
 fn argocd_bundle() -> Vec<Manifest> {
     let spec = ArgoCdSpec::new(NAMESPACE);
-    let rendered = argocd::render(&spec, &argocd::random_password(), None)
-        .expect("the embedded chart renders");
-    argocd::bundle(NAMESPACE, rendered)
+    let rendered = argocd::render(&spec).expect("the embedded chart renders");
+    argocd::bundle(NAMESPACE, rendered.manifests().to_vec())
 }
 
 fn write_bundle(bundle: &[Manifest], path: &Path) {
