@@ -367,3 +367,61 @@ async fn wait_timeout_exits_non_zero_with_the_objects_not_ready() {
     );
     ns.delete().await;
 }
+
+/// A server that accepts connections and never speaks TLS: the connection
+/// (TCP and TLS handshake) is bounded by `--timeout` when it is shorter
+/// than the 30 s default, so `apply --timeout 2s` gives up after about 2 s,
+/// naming the deadline, instead of hanging for 30 s.
+#[tokio::test]
+async fn a_server_that_never_speaks_tls_is_given_up_on_at_the_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("silent.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster: {{server: \"https://127.0.0.1:{port}\"}}\ncontexts:\n- name: s\n  context: {{cluster: s, user: u}}\ncurrent-context: s\nusers:\n- name: u\n  user: {{token: not-sent}}\n"
+        ),
+    )
+    .unwrap();
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: default}\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let run = tendril(
+        &[
+            "apply",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--timeout",
+            "2s",
+        ],
+        None,
+        &[],
+    )
+    .await;
+    let elapsed = started.elapsed();
+    hold.abort();
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("deadline has elapsed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(20),
+        "held for {elapsed:?}: the 30 s default applied, not --timeout"
+    );
+}
