@@ -256,7 +256,9 @@ async fn the_finalize_command_finalizes_and_explains_bad_input() {
         .args(["finalize", "--database-url", &url, "--job", &plan])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only DEPLOY jobs are finalized"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only DEPLOY and DESTROY jobs are finalized")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

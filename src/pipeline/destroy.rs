@@ -302,15 +302,13 @@ async fn reachable_client(
     let client = match cluster::client_for(access).await {
         Ok(client) => client,
         Err(e) => {
-            return Ok(Reach::Unreachable(
-                crate::errors::chain_lines(&e).replace('\n', "; "),
-            ));
+            return Ok(Reach::Unreachable(crate::errors::chain_inline(&e)));
         }
     };
     // a kubeconfig's client has not talked to the server yet
     Ok(match client.apiserver_version().await {
         Ok(_) => Reach::Client(client),
-        Err(e) => Reach::Unreachable(crate::errors::chain_lines(&e).replace('\n', "; ")),
+        Err(e) => Reach::Unreachable(crate::errors::chain_inline(&e)),
     })
 }
 

@@ -224,13 +224,9 @@ fn connect_error(target: &Target, source: tokio_postgres::Error) -> QueueError {
             status: 401,
         };
     }
-    let mut chain = String::new();
-    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&source);
-    while let Some(c) = cause {
-        chain.push_str(&c.to_string());
-        chain.push(' ');
-        cause = c.source();
-    }
+    let chain = std::error::Error::source(&source)
+        .map(crate::errors::chain_inline)
+        .unwrap_or_default();
     let hint = if chain.contains("NotValidForName") || chain.contains("not valid for name") {
         Some(
             "the server's certificate is not valid for the host name in --database-url; connect by the name the certificate carries, or use sslmode=verify-ca",

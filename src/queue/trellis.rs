@@ -366,10 +366,9 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_string()
     };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
+    if let Some(cause) = std::error::Error::source(e) {
+        msg.push_str(": ");
+        msg.push_str(&crate::errors::chain_inline(cause));
     }
     msg
 }
