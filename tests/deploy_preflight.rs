@@ -27,9 +27,14 @@ fn terraform_available() -> bool {
     ok
 }
 
+/// Runs tendril in an empty working directory of its own, so that what a
+/// command writes by default (`--no-cluster` and `--dry-run` write to
+/// `./tendril-out`) never lands in the checkout.
 fn tendril(args: &[&str]) -> Output {
+    let cwd = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_tendril"))
         .args(args)
+        .current_dir(cwd.path())
         .env_remove("TENDRIL_E2E_KUBECONFIG")
         .output()
         .unwrap()
