@@ -136,8 +136,10 @@ pub enum DeployError {
     /// The App of Apps failed to render.
     #[error(transparent)]
     AppOfApps(#[from] appofapps::AppOfAppsError),
-    /// Applying the App of Apps failed.
-    #[error(transparent)]
+    /// Applying the App of Apps failed. Not transparent: the apply error
+    /// must be a cause in the chain, so the report finds its per-object
+    /// diagnostics ([`super::report::ObjectDiagnostic::of_error`]).
+    #[error("{0}")]
     Apply(#[from] crate::apply::ApplyError),
     /// An output file could not be written.
     #[error(transparent)]
@@ -593,4 +595,58 @@ fn write_argocd_yaml(opts: &DeployOptions, inputs: &DeployInputs) -> Result<(), 
         output::write(dir, "argocd.yaml", yaml.as_bytes(), Mode::Secret)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{Action, ApplyError, ApplyReport, ObjectRef, ObjectResult, Status};
+    use crate::pipeline::report::ObjectDiagnostic;
+
+    fn timed_out() -> ApplyError {
+        let object = ObjectRef {
+            group: "argoproj.io".into(),
+            version: "v1alpha1".into(),
+            kind: "Application".into(),
+            namespace: Some("argocd".into()),
+            name: "root".into(),
+        };
+        ApplyError::Timeout {
+            timeout: Duration::from_secs(1),
+            report: Box::new(ApplyReport {
+                objects: vec![ObjectResult {
+                    object,
+                    source: "templates/root.yaml".into(),
+                    wave: 0,
+                    action: Action::Created,
+                    error: None,
+                    conflicts: Vec::new(),
+                    status: Status::NotReady("OutOfSync".into()),
+                    diagnostics: Vec::new(),
+                    note: None,
+                }],
+                ..ApplyReport::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn diagnostics_are_found_behind_either_apply_phase_error() {
+        for (phase, err) in [
+            (Phase::AppOfApps, DeployError::Apply(timed_out())),
+            (
+                Phase::ArgoCd,
+                DeployError::ArgoCd(argocd::ArgoCdError::Apply(timed_out())),
+            ),
+        ] {
+            let e = PhaseError {
+                phase,
+                source: Box::new(err),
+            };
+            let found = ObjectDiagnostic::of_error(&e);
+            assert_eq!(found.len(), 1, "{phase}");
+            assert_eq!(found[0].state, "not_ready");
+            assert_eq!(found[0].reason, "OutOfSync");
+        }
+    }
 }
