@@ -148,6 +148,10 @@ impl Progress {
                 changes.add, changes.change, changes.remove
             )),
             Event::Log { message, .. } => self.detail(message),
+            // what a plan will do, one line per resource (a PLAN shows it all)
+            Event::PlannedChange { address, action } if action != "noop" => {
+                self.line(&format!("      {action:>8} {address}"))
+            }
             Event::Version { .. }
             | Event::PlannedChange { .. }
             | Event::Outputs { .. }
