@@ -3,19 +3,23 @@
 //! [`InfraFacts::from_outputs`] reads the document `terraform output -json`
 //! prints (`{"name": {"sensitive": bool, "type": ..., "value": ...}}`) through
 //! an [`OutputMapping`] (fact key → output name). Each cloud has default
-//! names ([`OutputMapping::defaults`]) that match common module outputs; a job
-//! overrides any of them. A missing required output is an error naming both
-//! the output and the mapping key, so the fix is obvious.
+//! names ([`OutputMapping::defaults`], from the provider's
+//! [`OutputDefaults`](crate::cloud::OutputDefaults)) that match common module
+//! outputs; a job overrides any of them. A missing required output is an
+//! error naming both the output and the mapping key, so the fix is obvious.
 //!
-//! This module depends on nothing else in tendril.
+//! This module calls nothing else in tendril; it uses the type
+//! [`Provider`] of `cloud` (a cluster's provider, never `local`) and its
+//! output defaults.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::cloud::Provider;
 
 /// What went wrong while reading facts.
 #[derive(Debug, thiserror::Error)]
@@ -49,50 +53,6 @@ pub enum FactsError {
     /// The mapping names an unknown fact key.
     #[error("unknown output mapping key `{0}`; known keys: {known}", known = FACT_KEYS.join(", "))]
     UnknownKey(String),
-    /// The provider name is not one of aws, gcp, azure.
-    #[error("unknown cloud provider `{0}`; expected aws, gcp or azure")]
-    UnknownProvider(String),
-}
-
-/// The cloud a cluster runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CloudProvider {
-    /// Amazon Web Services (EKS).
-    Aws,
-    /// Google Cloud (GKE).
-    Gcp,
-    /// Microsoft Azure (AKS).
-    Azure,
-}
-
-impl CloudProvider {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloudProvider::Aws => "aws",
-            CloudProvider::Gcp => "gcp",
-            CloudProvider::Azure => "azure",
-        }
-    }
-}
-
-impl fmt::Display for CloudProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CloudProvider {
-    type Err = FactsError;
-    fn from_str(s: &str) -> Result<Self, FactsError> {
-        match s.to_ascii_lowercase().as_str() {
-            "aws" | "eks" => Ok(CloudProvider::Aws),
-            "gcp" | "google" | "gke" => Ok(CloudProvider::Gcp),
-            "azure" | "azurerm" | "aks" => Ok(CloudProvider::Azure),
-            _ => Err(FactsError::UnknownProvider(s.to_string())),
-        }
-    }
 }
 
 /// Every fact key a mapping may name.
@@ -151,61 +111,25 @@ pub struct OutputMapping(BTreeMap<String, String>);
 
 impl OutputMapping {
     /// The default output names for a cloud (see `docs/credentials.md`).
-    pub fn defaults(provider: CloudProvider) -> Self {
+    pub fn defaults(provider: Provider) -> Self {
         use keys::*;
-        let pairs: &[(&str, &str)] = match provider {
-            CloudProvider::Aws => &[
-                (CLUSTER_NAME, "eks_cluster_name"),
-                (CLUSTER_ENDPOINT, "eks_cluster_endpoint"),
-                (CLUSTER_ID, "eks_cluster_arn"),
-                (CLUSTER_CA, "eks_cluster_certificate_authority_data"),
-                (REGION, "region"),
-                (NETWORK_ID, "vpc_id"),
-                (DATABASE_NAME, "rds_cluster_database_name"),
-                (DATABASE_WRITER_ENDPOINT, "rds_cluster_endpoint"),
-                (DATABASE_READER_ENDPOINT, "rds_cluster_reader_endpoint"),
-                (DATABASE_SECRET, "rds_master_credentials_secret_arn"),
-                (CACHE_PRIMARY_ENDPOINT, "redis_primary_endpoint_address"),
-                (CACHE_READER_ENDPOINT, "redis_reader_endpoint_address"),
-                (DNS_ZONE, "route53_zone_id"),
-                (DNS_DOMAIN, "domain_name"),
-            ],
-            CloudProvider::Gcp => &[
-                (CLUSTER_NAME, "gke_cluster_name"),
-                (CLUSTER_ENDPOINT, "gke_cluster_endpoint"),
-                (CLUSTER_ID, "gke_cluster_id"),
-                (CLUSTER_CA, "gke_cluster_ca_certificate"),
-                (REGION, "region"),
-                (NETWORK_ID, "vpc_network_id"),
-                (DATABASE_NAME, "cloudsql_database_name"),
-                (DATABASE_WRITER_ENDPOINT, "cloudsql_private_ip_address"),
-                (
-                    DATABASE_READER_ENDPOINT,
-                    "cloudsql_replica_private_ip_address",
-                ),
-                (DATABASE_SECRET, "cloudsql_credentials_secret_id"),
-                (CACHE_PRIMARY_ENDPOINT, "memorystore_host"),
-                (CACHE_READER_ENDPOINT, "memorystore_read_endpoint"),
-                (DNS_ZONE, "dns_zone_name"),
-                (DNS_DOMAIN, "domain_name"),
-            ],
-            CloudProvider::Azure => &[
-                (CLUSTER_NAME, "aks_cluster_name"),
-                (CLUSTER_ENDPOINT, "aks_cluster_host"),
-                (CLUSTER_ID, "aks_cluster_id"),
-                (CLUSTER_CA, "aks_cluster_ca_certificate"),
-                (REGION, "location"),
-                (NETWORK_ID, "vnet_id"),
-                (DATABASE_NAME, "postgresql_database_name"),
-                (DATABASE_WRITER_ENDPOINT, "postgresql_server_fqdn"),
-                (DATABASE_READER_ENDPOINT, "postgresql_replica_fqdn"),
-                (DATABASE_SECRET, "postgresql_credentials_secret_name"),
-                (CACHE_PRIMARY_ENDPOINT, "redis_hostname"),
-                (CACHE_READER_ENDPOINT, "redis_replica_hostname"),
-                (DNS_ZONE, "dns_zone_name"),
-                (DNS_DOMAIN, "domain_name"),
-            ],
-        };
+        let d = provider.outputs();
+        let pairs = [
+            (CLUSTER_NAME, d.cluster_name),
+            (CLUSTER_ENDPOINT, d.cluster_endpoint),
+            (CLUSTER_ID, d.cluster_id),
+            (CLUSTER_CA, d.cluster_ca),
+            (REGION, d.region),
+            (NETWORK_ID, d.network_id),
+            (DATABASE_NAME, d.database_name),
+            (DATABASE_WRITER_ENDPOINT, d.database_writer_endpoint),
+            (DATABASE_READER_ENDPOINT, d.database_reader_endpoint),
+            (DATABASE_SECRET, d.database_secret),
+            (CACHE_PRIMARY_ENDPOINT, d.cache_primary_endpoint),
+            (CACHE_READER_ENDPOINT, d.cache_reader_endpoint),
+            (DNS_ZONE, d.dns_zone),
+            (DNS_DOMAIN, d.dns_domain),
+        ];
         OutputMapping(
             pairs
                 .iter()
@@ -216,7 +140,7 @@ impl OutputMapping {
 
     /// The defaults for `provider` with `overrides` (fact key → output name) on top.
     pub fn with_overrides(
-        provider: CloudProvider,
+        provider: Provider,
         overrides: &BTreeMap<String, String>,
     ) -> Result<Self, FactsError> {
         let mut m = Self::defaults(provider);
@@ -359,7 +283,7 @@ impl fmt::Debug for CaBundle {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterFacts {
     /// The cloud.
-    pub provider: CloudProvider,
+    pub provider: Provider,
     /// The cluster name.
     pub name: String,
     /// The API server URL (AWS may leave it to DescribeCluster).
@@ -566,9 +490,9 @@ fn kind(v: &Value) -> &'static str {
 impl InfraFacts {
     /// Reads facts from `terraform output -json`. Only the cluster name is
     /// required; GCP and Azure also need the endpoint and CA (AWS can fetch
-    /// them with DescribeCluster).
+    /// them with DescribeCluster: [`OutputDefaults::endpoint_lookup`](crate::cloud::OutputDefaults::endpoint_lookup)).
     pub fn from_outputs(
-        provider: CloudProvider,
+        provider: Provider,
         outputs: &Value,
         mapping: &OutputMapping,
     ) -> Result<Self, FactsError> {
@@ -586,17 +510,20 @@ impl InfraFacts {
 
         let name = o.required(CLUSTER_NAME)?;
         note(CLUSTER_NAME, true);
-        let endpoint = match provider {
-            CloudProvider::Aws => o.string(CLUSTER_ENDPOINT)?,
-            _ => Some(o.required(CLUSTER_ENDPOINT)?),
+        let lookup = provider.outputs().endpoint_lookup;
+        let endpoint = if lookup {
+            o.string(CLUSTER_ENDPOINT)?
+        } else {
+            Some(o.required(CLUSTER_ENDPOINT)?)
         };
         let endpoint = endpoint
             .map(|e| Endpoint::parse_api_server(&e).map_err(|r| o.invalid(CLUSTER_ENDPOINT, r)))
             .transpose()?;
         note(CLUSTER_ENDPOINT, endpoint.is_some());
-        let ca = match provider {
-            CloudProvider::Aws => o.string(CLUSTER_CA)?,
-            _ => Some(o.required(CLUSTER_CA)?),
+        let ca = if lookup {
+            o.string(CLUSTER_CA)?
+        } else {
+            Some(o.required(CLUSTER_CA)?)
         };
         let ca = ca
             .map(|c| CaBundle::parse(&c).map_err(|r| o.invalid(CLUSTER_CA, r)))
@@ -652,15 +579,12 @@ impl InfraFacts {
 
     /// Guesses the cloud from the default output names present (`eks_…`,
     /// `gke_…`, `aks_…`); `None` when none or several match.
-    pub fn detect_provider(outputs: &Value) -> Option<CloudProvider> {
+    pub fn detect_provider(outputs: &Value) -> Option<Provider> {
         let map = outputs.as_object()?;
-        let found: Vec<CloudProvider> =
-            [CloudProvider::Aws, CloudProvider::Gcp, CloudProvider::Azure]
-                .into_iter()
-                .filter(|p| {
-                    map.contains_key(OutputMapping::defaults(*p).output(keys::CLUSTER_NAME))
-                })
-                .collect();
+        let found: Vec<Provider> = Provider::ALL
+            .into_iter()
+            .filter(|p| map.contains_key(p.outputs().cluster_name))
+            .collect();
         (found.len() == 1).then(|| found[0])
     }
 }
@@ -689,7 +613,7 @@ mod tests {
     fn unknown_mapping_key() {
         let mut o = BTreeMap::new();
         o.insert("cluster_nmae".to_string(), "x".to_string());
-        let err = OutputMapping::with_overrides(CloudProvider::Aws, &o).unwrap_err();
+        let err = OutputMapping::with_overrides(Provider::Aws, &o).unwrap_err();
         assert!(err.to_string().contains("cluster_nmae"));
     }
 }

@@ -24,6 +24,7 @@
 //! ```
 
 use crate::Secret;
+use crate::cloud::Provider;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -168,8 +169,10 @@ pub struct VineConfig {
     pub environment: String,
     /// Cloud region.
     pub region: String,
-    /// Cloud provider of the infrastructure.
-    pub provider: Provider,
+    /// Cloud provider of the infrastructure; `None` for `local` (no cloud:
+    /// the facts' provider is then told from the outputs' names).
+    #[serde(deserialize_with = "provider_or_local")]
+    pub provider: Option<Provider>,
     /// Where the platform's applications live.
     #[serde(default)]
     pub repositories: Option<Repositories>,
@@ -186,29 +189,28 @@ pub struct Repositories {
     pub apps_path: Option<String>,
 }
 
-/// A cloud provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// Amazon Web Services.
-    Aws,
-    /// Google Cloud.
-    Gcp,
-    /// Microsoft Azure.
-    Azure,
-    /// No cloud: terraform runs with what the environment gives it.
-    Local,
+/// `config_snapshot.provider`: a cloud, or `local` (no cloud) as `None`.
+fn provider_or_local<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Provider>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name == "local" {
+        return Ok(None);
+    }
+    Provider::ALL
+        .into_iter()
+        .find(|p| p.as_str() == name)
+        .map(Some)
+        .ok_or_else(|| {
+            let known: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown provider `{name}`, expected {} or local",
+                known.join(", ")
+            ))
+        })
 }
 
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Provider::Aws => "aws",
-            Provider::Gcp => "gcp",
-            Provider::Azure => "azure",
-            Provider::Local => "local",
-        })
-    }
+/// The name of a provider or of none (`local`), for messages.
+fn provider_name(p: Option<Provider>) -> &'static str {
+    p.map_or("local", Provider::as_str)
 }
 
 /// Whose cloud credentials a job runs with.
@@ -248,13 +250,13 @@ pub enum CloudIdentity {
 }
 
 impl CloudIdentity {
-    /// The provider this identity belongs to.
-    pub fn provider(&self) -> Provider {
+    /// The provider this identity belongs to; `None` for `local`.
+    pub fn provider(&self) -> Option<Provider> {
         match self {
-            CloudIdentity::Aws { .. } => Provider::Aws,
-            CloudIdentity::Gcp { .. } => Provider::Gcp,
-            CloudIdentity::Azure { .. } => Provider::Azure,
-            CloudIdentity::Local => Provider::Local,
+            CloudIdentity::Aws { .. } => Some(Provider::Aws),
+            CloudIdentity::Gcp { .. } => Some(Provider::Gcp),
+            CloudIdentity::Azure { .. } => Some(Provider::Azure),
+            CloudIdentity::Local => None,
         }
     }
 }
@@ -862,12 +864,13 @@ impl JobFile {
             validate_role_arn(role_arn)?;
         }
         let identity = self.cloud_identity.provider();
-        if identity != Provider::Local && identity != vine.provider {
+        if identity.is_some() && identity != vine.provider {
             return Err(invalid(
                 "cloud_identity.provider",
                 format!(
-                    "is {identity} but config_snapshot.provider is {}",
-                    vine.provider
+                    "is {} but config_snapshot.provider is {}",
+                    provider_name(identity),
+                    provider_name(vine.provider)
                 ),
                 "give an identity for the vine's provider (or `local`)",
             ));
@@ -970,6 +973,25 @@ cloud_identity:
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("cloud_identity.role_arn"), "{err}");
         assert!(err.contains("12-digit account"), "{err}");
+    }
+
+    #[test]
+    fn vine_provider_local_is_no_provider() {
+        let local = MINIMAL.replace("provider: aws}", "provider: local}").replace(
+            "cloud_identity:\n  provider: aws\n  role_arn: arn:aws:iam::123456789012:role/GrapeProvisionerRole\n  external_id: ext\n",
+            "cloud_identity: {provider: local}\n",
+        );
+        let job = parse(&local).unwrap();
+        assert_eq!(job.job.vine_config().unwrap().provider, None);
+        let job = parse(MINIMAL).unwrap();
+        assert_eq!(job.job.vine_config().unwrap().provider, Some(Provider::Aws));
+        let err = parse(&MINIMAL.replace("provider: aws}", "provider: oracle}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown provider `oracle`, expected aws, gcp, azure or local"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! - [`eks`]: the EKS bearer token exactly as `aws eks get-token` makes it, and
 //!   DescribeCluster for clusters whose outputs lack the endpoint or CA;
 //! - [`gke`], [`aks`]: bearer tokens from GCP and Azure credentials;
+//! - [`token_source`], [`session`], [`prepare`], [`exec_args`],
+//!   [`context_name`]: the per-provider steps of cluster access, dispatched
+//!   to those modules (the pipeline and `tendril kubeconfig` both call them);
 //! - [`client_for_cluster`]: a kube-rs [`kube::Client`] built in memory from
 //!   [`ClusterFacts`], whose every request carries a token that is refreshed
 //!   before it expires, so a long wait never ends in a 401;
@@ -30,8 +33,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
-use crate::cloud::{CachedToken, CloudError, TokenSource};
-use crate::facts::{CloudProvider, ClusterFacts, keys};
+use crate::cloud::{CachedToken, CloudError, Provider, Session, TokenSource};
+use crate::facts::{ClusterFacts, keys};
 
 pub use file::{UserAuth, kubeconfig_for_cluster, merge, write_kubeconfig};
 pub use locate::KubeconfigSource;
@@ -152,13 +155,79 @@ pub(crate) fn endpoint_and_ca(
     Ok((endpoint, ca))
 }
 
-/// The `tendril token …` arguments of the exec plugin that a kubeconfig for
-/// this cluster runs, per provider.
-pub fn exec_args(cluster: &ClusterFacts) -> Vec<String> {
+/// How the `tendril token …` of a kubeconfig authenticates where it is not
+/// left to its environment at run time, and what an embedded token is made
+/// with. Each provider reads its own fields; unset fields fall back to the
+/// provider's environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct TokenOptions {
+    /// AWS: the region (else the facts' region, the cluster ARN's, `AWS_REGION`).
+    pub region: Option<String>,
+    /// AWS: a role to assume (STS AssumeRole).
+    pub role_arn: Option<String>,
+    /// GCP: a credential file (else `GOOGLE_APPLICATION_CREDENTIALS`).
+    pub gcp_credentials: Option<PathBuf>,
+    /// Azure: the tenant (else `AZURE_TENANT_ID`).
+    pub tenant_id: Option<String>,
+    /// Azure: the client (else `AZURE_CLIENT_ID`).
+    pub client_id: Option<String>,
+}
+
+/// Fills what a kubeconfig for `cluster` needs and the provider can tell
+/// without credentials (EKS: the region).
+pub fn prepare(cluster: &mut ClusterFacts, options: &TokenOptions) -> Result<(), KubeconfigError> {
     match cluster.provider {
-        CloudProvider::Aws => eks::exec_args(cluster),
-        CloudProvider::Gcp => gke::exec_args(),
-        CloudProvider::Azure => aks::exec_args(),
+        Provider::Aws => eks::prepare(cluster, options)?,
+        Provider::Gcp => {}
+        Provider::Azure => {}
+    }
+    Ok(())
+}
+
+/// Credentials for `cluster` from the environment and `options`, for a
+/// command that has no job (`tendril kubeconfig`).
+pub async fn session(
+    cluster: &ClusterFacts,
+    options: &TokenOptions,
+) -> Result<Session, KubeconfigError> {
+    Ok(match cluster.provider {
+        Provider::Aws => eks::session(cluster, options).await?.into(),
+        Provider::Gcp => gke::session(options)?.into(),
+        Provider::Azure => aks::session(options)?.into(),
+    })
+}
+
+/// The source of bearer tokens for `cluster` with `session`, after filling
+/// in what the outputs left out and the provider looks up (EKS
+/// DescribeCluster: endpoint, CA, ARN, region).
+pub async fn token_source(
+    cluster: &mut ClusterFacts,
+    session: &Session,
+) -> Result<Box<dyn TokenSource>, KubeconfigError> {
+    Ok(match session {
+        Session::Aws(credentials) => Box::new(eks::token_source(cluster, credentials).await?),
+        Session::Gcp(source) => Box::new(gke::token_source(source.clone())?),
+        Session::Azure(identity) => Box::new(aks::token_source(identity.clone())),
+    })
+}
+
+/// The `tendril token …` arguments of the exec plugin that a kubeconfig for
+/// this cluster runs.
+pub fn exec_args(cluster: &ClusterFacts, options: &TokenOptions) -> Vec<String> {
+    match cluster.provider {
+        Provider::Aws => eks::exec_args(cluster, options),
+        Provider::Gcp => gke::exec_args(options),
+        Provider::Azure => aks::exec_args(options),
+    }
+}
+
+/// The default name of a kubeconfig's context, cluster and user entries for
+/// `cluster` (EKS: the cluster ARN, as the aws CLI names it; else the name).
+pub fn context_name(cluster: &ClusterFacts) -> String {
+    match cluster.provider {
+        Provider::Aws => eks::context_name(cluster),
+        Provider::Gcp => cluster.name.clone(),
+        Provider::Azure => cluster.name.clone(),
     }
 }
 

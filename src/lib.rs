@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | [`job`] | job spec types, parsing, validation |
 //! | [`pipeline`] | the phase sequence, phase timing, the report |
-//! | [`cloud`] | assuming credentials per provider |
+//! | [`cloud`] | the one `Provider` enum; per provider: credentials, sessions, token sources, output names |
 //! | [`artifact`] | plan artifacts and their digests |
 //! | [`confighash`] | canonical config hashing, the stale-plan check |
 //! | [`errors`] | printing an error with its causes |

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use tendril::Secret;
 use tendril::appofapps::{self, AppOfApps, AppOfAppsError, AppsSource, RepoCredentials};
 use tendril::chart::{Manifest, manifests_to_yaml};
-use tendril::facts::{CloudProvider, InfraFacts, OutputMapping};
+use tendril::cloud::Provider;
+use tendril::facts::{InfraFacts, OutputMapping};
 
-fn facts(provider: CloudProvider) -> InfraFacts {
+fn facts(provider: Provider) -> InfraFacts {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/outputs")
         .join(format!("{}.json", provider.as_str()));
@@ -27,7 +28,7 @@ fn spec() -> AppOfApps {
     )
 }
 
-fn render(provider: CloudProvider, spec: &AppOfApps) -> Vec<Manifest> {
+fn render(provider: Provider, spec: &AppOfApps) -> Vec<Manifest> {
     appofapps::render(&facts(provider), spec).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -48,7 +49,7 @@ fn names(manifests: &[Manifest], kind: &str) -> Vec<String> {
 
 #[test]
 fn aws_snapshot() {
-    let m = render(CloudProvider::Aws, &spec());
+    let m = render(Provider::Aws, &spec());
     insta::assert_snapshot!("app_of_apps_aws", manifests_to_yaml(&m));
     // the facts reach the component charts as valuesObject
     let lbc = find(&m, "Application", "aws-load-balancer-controller").unwrap();
@@ -64,7 +65,7 @@ fn aws_snapshot() {
 
 #[test]
 fn gcp_snapshot() {
-    let m = render(CloudProvider::Gcp, &spec());
+    let m = render(Provider::Gcp, &spec());
     insta::assert_snapshot!("app_of_apps_gcp", manifests_to_yaml(&m));
     let apps = names(&m, "Application");
     assert!(!apps.contains(&"karpenter".to_string()), "{apps:?}");
@@ -82,7 +83,7 @@ fn gcp_snapshot() {
 
 #[test]
 fn azure_snapshot() {
-    let m = render(CloudProvider::Azure, &spec());
+    let m = render(Provider::Azure, &spec());
     insta::assert_snapshot!("app_of_apps_azure", manifests_to_yaml(&m));
     let dns = find(&m, "Application", "external-dns").unwrap();
     assert_eq!(
@@ -97,7 +98,7 @@ fn azure_snapshot() {
 
 #[test]
 fn root_project_and_sync_policy() {
-    let m = render(CloudProvider::Aws, &spec());
+    let m = render(Provider::Aws, &spec());
     let root = find(&m, "Application", "root").unwrap();
     assert_eq!(
         root["spec"]["source"]["repoURL"],
@@ -137,7 +138,7 @@ fn repository_secret_when_credentials_are_given() {
         username: "git".into(),
         password: Secret::new("ghp_tok3n".into()),
     });
-    let m = render(CloudProvider::Aws, &s);
+    let m = render(Provider::Aws, &s);
     let secret = find(&m, "Secret", "root-repository").unwrap();
     assert_eq!(
         secret["metadata"]["labels"]["argocd.argoproj.io/secret-type"],
@@ -158,7 +159,7 @@ fn components_can_be_turned_off() {
         ("metrics-server".to_string(), json!({"enabled": false})),
         ("storage-class".to_string(), json!({"enabled": false})),
     ]);
-    let m = render(CloudProvider::Aws, &s);
+    let m = render(Provider::Aws, &s);
     let apps = names(&m, "Application");
     assert!(!apps.contains(&"karpenter".to_string()), "{apps:?}");
     assert!(!apps.contains(&"metrics-server".to_string()), "{apps:?}");
@@ -173,7 +174,7 @@ fn components_take_extra_values_version_and_namespace() {
         "aws-load-balancer-controller".to_string(),
         json!({"version": "1.14.0", "namespace": "lbc", "values": {"replicaCount": 3, "clusterName": "override"}}),
     )]);
-    let m = render(CloudProvider::Aws, &s);
+    let m = render(Provider::Aws, &s);
     let lbc = find(&m, "Application", "aws-load-balancer-controller").unwrap();
     let values = &lbc["spec"]["source"]["helm"]["valuesObject"];
     assert_eq!(values["replicaCount"], 3);
@@ -188,7 +189,7 @@ fn components_take_extra_values_version_and_namespace() {
 fn unknown_component_is_an_error_naming_it() {
     let mut s = spec();
     s.components = BTreeMap::from([("cert-manager".to_string(), json!({"enabled": false}))]);
-    let err = appofapps::render(&facts(CloudProvider::Aws), &s).unwrap_err();
+    let err = appofapps::render(&facts(Provider::Aws), &s).unwrap_err();
     assert!(
         matches!(err, AppOfAppsError::UnknownComponent { ref name, .. } if name == "cert-manager")
     );
@@ -207,7 +208,7 @@ fn unknown_component_is_an_error_naming_it() {
 fn unknown_setting_is_an_error_naming_it() {
     let mut s = spec();
     s.components = BTreeMap::from([("external-dns".to_string(), json!({"vaules": {"x": 1}}))]);
-    let err = appofapps::render(&facts(CloudProvider::Aws), &s).unwrap_err();
+    let err = appofapps::render(&facts(Provider::Aws), &s).unwrap_err();
     assert!(matches!(err, AppOfAppsError::UnknownSetting { ref key, .. } if key == "vaules"));
     assert!(
         err.to_string()
@@ -216,19 +217,19 @@ fn unknown_setting_is_an_error_naming_it() {
     );
 
     s.components = BTreeMap::from([("external-dns".to_string(), json!({"enabled": "no"}))]);
-    let err = appofapps::render(&facts(CloudProvider::Aws), &s).unwrap_err();
+    let err = appofapps::render(&facts(Provider::Aws), &s).unwrap_err();
     assert!(
         matches!(err, AppOfAppsError::BadSetting { ref key, .. } if key == "enabled"),
         "{err}"
     );
 
     s.components = BTreeMap::from([("storage-class".to_string(), json!({"enabled": 1}))]);
-    assert!(appofapps::render(&facts(CloudProvider::Aws), &s).is_err());
+    assert!(appofapps::render(&facts(Provider::Aws), &s).is_err());
 }
 
 #[test]
 fn no_repository_is_an_error() {
     let s = AppOfApps::new("argocd", AppsSource::new(""));
-    let err = appofapps::render(&facts(CloudProvider::Aws), &s).unwrap_err();
+    let err = appofapps::render(&facts(Provider::Aws), &s).unwrap_err();
     assert!(matches!(err, AppOfAppsError::NoRepository), "{err}");
 }

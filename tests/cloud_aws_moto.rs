@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use base64::Engine;
+use tendril::cloud::Provider;
 use tendril::cloud::aws::{AwsCredentials, AwsOptions, AwsRole};
-use tendril::facts::{CloudProvider, InfraFacts, OutputMapping};
+use tendril::facts::{InfraFacts, OutputMapping};
 use tendril::kubeconfig::eks;
 use tendril_testkit::moto::{self, Moto};
 
@@ -196,8 +197,8 @@ fn describe_cluster_fills_a_missing_endpoint() {
         "eks_cluster_certificate_authority_data": {"sensitive": false, "type": "string",
             "value": base64::engine::general_purpose::STANDARD.encode(CA_PEM)},
     });
-    let mapping = OutputMapping::with_overrides(CloudProvider::Aws, &BTreeMap::new()).unwrap();
-    let mut facts = InfraFacts::from_outputs(CloudProvider::Aws, &outputs, &mapping)
+    let mapping = OutputMapping::with_overrides(Provider::Aws, &BTreeMap::new()).unwrap();
+    let mut facts = InfraFacts::from_outputs(Provider::Aws, &outputs, &mapping)
         .unwrap()
         .cluster;
     assert!(facts.endpoint.is_none());
@@ -222,8 +223,8 @@ fn describe_cluster_fills_a_missing_endpoint() {
 fn describe_cluster_of_an_unknown_cluster_names_it() {
     let moto = Moto::start();
     let outputs = serde_json::json!({"eks_cluster_name": {"value": "nope"}});
-    let mapping = OutputMapping::defaults(CloudProvider::Aws);
-    let mut facts = InfraFacts::from_outputs(CloudProvider::Aws, &outputs, &mapping)
+    let mapping = OutputMapping::defaults(Provider::Aws);
+    let mut facts = InfraFacts::from_outputs(Provider::Aws, &outputs, &mapping)
         .unwrap()
         .cluster;
     let err = rt()
@@ -242,8 +243,8 @@ fn describe_cluster_with_an_unusable_ca_says_where_it_came_from() {
     let moto = Moto::start();
     create_cluster(&moto, "bad-ca");
     let outputs = serde_json::json!({"eks_cluster_name": {"value": "bad-ca"}});
-    let mapping = OutputMapping::defaults(CloudProvider::Aws);
-    let mut facts = InfraFacts::from_outputs(CloudProvider::Aws, &outputs, &mapping)
+    let mapping = OutputMapping::defaults(Provider::Aws);
+    let mut facts = InfraFacts::from_outputs(Provider::Aws, &outputs, &mapping)
         .unwrap()
         .cluster;
     let err = rt()

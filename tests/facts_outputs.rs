@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use tendril::facts::{CloudProvider, FactsError, InfraFacts, OutputMapping};
+use tendril::cloud::Provider;
+use tendril::facts::{FactsError, InfraFacts, OutputMapping};
 
 fn fixture(name: &str) -> serde_json::Value {
     let path = format!(
@@ -12,15 +13,15 @@ fn fixture(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn facts(p: CloudProvider, outputs: &serde_json::Value) -> Result<InfraFacts, FactsError> {
+fn facts(p: Provider, outputs: &serde_json::Value) -> Result<InfraFacts, FactsError> {
     InfraFacts::from_outputs(p, outputs, &OutputMapping::defaults(p))
 }
 
 #[test]
 fn aws_outputs() {
-    let f = facts(CloudProvider::Aws, &fixture("aws")).unwrap();
+    let f = facts(Provider::Aws, &fixture("aws")).unwrap();
     let c = &f.cluster;
-    assert_eq!(c.provider, CloudProvider::Aws);
+    assert_eq!(c.provider, Provider::Aws);
     assert_eq!(c.name, "shop-prod");
     assert_eq!(
         c.endpoint.as_ref().unwrap().as_str(),
@@ -79,7 +80,7 @@ fn aws_outputs() {
 
 #[test]
 fn gcp_outputs() {
-    let f = facts(CloudProvider::Gcp, &fixture("gcp")).unwrap();
+    let f = facts(Provider::Gcp, &fixture("gcp")).unwrap();
     // GKE gives a bare IP: the endpoint gets https://
     assert_eq!(
         f.cluster.endpoint.as_ref().unwrap().as_str(),
@@ -97,7 +98,7 @@ fn gcp_outputs() {
 
 #[test]
 fn azure_outputs_with_maps_of_databases() {
-    let f = facts(CloudProvider::Azure, &fixture("azure")).unwrap();
+    let f = facts(Provider::Azure, &fixture("azure")).unwrap();
     assert_eq!(
         f.cluster.endpoint.as_ref().unwrap().as_str(),
         "https://shop-prod-dns-4f1c2a.hcp.westeurope.azmk8s.io:443"
@@ -123,7 +124,7 @@ fn azure_outputs_with_maps_of_databases() {
 fn missing_required_output_names_output_and_key() {
     let mut o = fixture("aws");
     o.as_object_mut().unwrap().remove("eks_cluster_name");
-    let err = facts(CloudProvider::Aws, &o).unwrap_err().to_string();
+    let err = facts(Provider::Aws, &o).unwrap_err().to_string();
     assert!(
         err.contains("`eks_cluster_name`") && err.contains("`cluster_name`"),
         "{err}"
@@ -133,7 +134,7 @@ fn missing_required_output_names_output_and_key() {
     o.as_object_mut()
         .unwrap()
         .remove("gke_cluster_ca_certificate");
-    let err = facts(CloudProvider::Gcp, &o).unwrap_err().to_string();
+    let err = facts(Provider::Gcp, &o).unwrap_err().to_string();
     assert!(
         err.contains("`gke_cluster_ca_certificate`") && err.contains("`cluster_ca`"),
         "{err}"
@@ -144,7 +145,7 @@ fn missing_required_output_names_output_and_key() {
     o.as_object_mut()
         .unwrap()
         .remove("eks_cluster_certificate_authority_data");
-    let f = facts(CloudProvider::Aws, &o).unwrap();
+    let f = facts(Provider::Aws, &o).unwrap();
     assert!(f.cluster.endpoint.is_none() && f.cluster.ca.is_none());
 }
 
@@ -159,8 +160,8 @@ fn overrides_rename_outputs() {
     o.as_object_mut().unwrap().insert("cluster_id".into(), v);
     let mut overrides = BTreeMap::new();
     overrides.insert("cluster_name".to_string(), "cluster_id".to_string());
-    let mapping = OutputMapping::with_overrides(CloudProvider::Aws, &overrides).unwrap();
-    let f = InfraFacts::from_outputs(CloudProvider::Aws, &o, &mapping).unwrap();
+    let mapping = OutputMapping::with_overrides(Provider::Aws, &overrides).unwrap();
+    let f = InfraFacts::from_outputs(Provider::Aws, &o, &mapping).unwrap();
     assert_eq!(f.cluster.name, "shop-prod");
     assert_eq!(f.cluster.sources["cluster_name"], "cluster_id");
 }
@@ -169,26 +170,26 @@ fn overrides_rename_outputs() {
 fn bad_values_name_the_output() {
     let mut o = fixture("aws");
     o["eks_cluster_certificate_authority_data"]["value"] = "bm90IGEgY2VydA==".into();
-    let err = facts(CloudProvider::Aws, &o).unwrap_err().to_string();
+    let err = facts(Provider::Aws, &o).unwrap_err().to_string();
     assert!(
         err.contains("`eks_cluster_certificate_authority_data`") && err.contains("CERTIFICATE"),
         "{err}"
     );
     let mut o = fixture("aws");
     o["eks_cluster_endpoint"]["value"] = "http://10.0.0.1".into();
-    let err = facts(CloudProvider::Aws, &o).unwrap_err().to_string();
+    let err = facts(Provider::Aws, &o).unwrap_err().to_string();
     assert!(
         err.contains("`eks_cluster_endpoint`") && err.contains("https"),
         "{err}"
     );
     let mut o = fixture("aws");
     o["eks_cluster_name"]["value"] = serde_json::json!({"a": 1});
-    let err = facts(CloudProvider::Aws, &o).unwrap_err().to_string();
+    let err = facts(Provider::Aws, &o).unwrap_err().to_string();
     assert!(
         err.contains("`eks_cluster_name`") && err.contains("an object"),
         "{err}"
     );
-    let err = facts(CloudProvider::Aws, &serde_json::json!([1]))
+    let err = facts(Provider::Aws, &serde_json::json!([1]))
         .unwrap_err()
         .to_string();
     assert!(err.contains("terraform output -json"), "{err}");
@@ -198,20 +199,20 @@ fn bad_values_name_the_output() {
 fn provider_detection_and_round_trip() {
     assert_eq!(
         InfraFacts::detect_provider(&fixture("aws")),
-        Some(CloudProvider::Aws)
+        Some(Provider::Aws)
     );
     assert_eq!(
         InfraFacts::detect_provider(&fixture("gcp")),
-        Some(CloudProvider::Gcp)
+        Some(Provider::Gcp)
     );
     assert_eq!(
         InfraFacts::detect_provider(&fixture("azure")),
-        Some(CloudProvider::Azure)
+        Some(Provider::Azure)
     );
     assert_eq!(InfraFacts::detect_provider(&serde_json::json!({})), None);
-    assert!("oracle".parse::<CloudProvider>().is_err());
+    assert!("oracle".parse::<Provider>().is_err());
     // facts serialize and read back unchanged (the facts file format)
-    let f = facts(CloudProvider::Azure, &fixture("azure")).unwrap();
+    let f = facts(Provider::Azure, &fixture("azure")).unwrap();
     let json = serde_json::to_string(&f).unwrap();
     let back: InfraFacts = serde_json::from_str(&json).unwrap();
     assert_eq!(back, f);

@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use base64::Engine;
 use futures::future::BoxFuture;
+use tendril::cloud::Provider;
 use tendril::cloud::aws::{AwsCredentials, AwsOptions};
 use tendril::cloud::{AccessToken, CloudError, TokenSource};
-use tendril::facts::{CaBundle, CloudProvider, ClusterFacts, Endpoint};
+use tendril::facts::{CaBundle, ClusterFacts, Endpoint};
 use tendril::kubeconfig::{self, KubeconfigError, eks};
 use tendril_testkit::tokens::{TestCa, TlsApi};
 
@@ -34,7 +35,7 @@ fn facts(endpoint: &str, ca_pem: &str) -> ClusterFacts {
         "eks_cluster_certificate_authority_data".to_string(),
     );
     ClusterFacts {
-        provider: CloudProvider::Aws,
+        provider: Provider::Aws,
         name: "shop-prod".into(),
         endpoint: Some(Endpoint::parse_api_server(endpoint).unwrap()),
         id: None,
@@ -163,8 +164,8 @@ fn malformed_ca_and_bad_endpoint_name_their_outputs() {
         "eks_cluster_name": {"value": "shop-prod"},
         "eks_cluster_certificate_authority_data": {"value": bogus},
     });
-    let mapping = tendril::facts::OutputMapping::defaults(CloudProvider::Aws);
-    let err = tendril::facts::InfraFacts::from_outputs(CloudProvider::Aws, &outputs, &mapping)
+    let mapping = tendril::facts::OutputMapping::defaults(Provider::Aws);
+    let err = tendril::facts::InfraFacts::from_outputs(Provider::Aws, &outputs, &mapping)
         .unwrap_err()
         .to_string();
     assert!(

@@ -255,9 +255,9 @@ fn embedded_eks_token_and_facts_file_input() {
     let outputs: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("aws")).unwrap()).unwrap();
     let facts = tendril::facts::InfraFacts::from_outputs(
-        tendril::facts::CloudProvider::Aws,
+        tendril::cloud::Provider::Aws,
         &outputs,
-        &tendril::facts::OutputMapping::defaults(tendril::facts::CloudProvider::Aws),
+        &tendril::facts::OutputMapping::defaults(tendril::cloud::Provider::Aws),
     )
     .unwrap();
     let facts_path = dir.path().join("facts.yaml");

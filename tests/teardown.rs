@@ -35,7 +35,8 @@ use tendril::apply::ObjectRef;
 use tendril::appofapps::{
     self, AppOfApps, AppsSource, RESOURCES_FINALIZER, ROOT_APPLICATION, application_resource,
 };
-use tendril::facts::{CloudProvider, InfraFacts, OutputMapping};
+use tendril::cloud::Provider;
+use tendril::facts::{InfraFacts, OutputMapping};
 use tendril::teardown::{
     Outcome, Scope, Stage, TeardownEvent, TeardownOptions, TeardownReport, teardown,
 };
@@ -428,12 +429,9 @@ async fn deploy_applications(
 ) -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/outputs/aws.json");
     let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let facts = InfraFacts::from_outputs(
-        CloudProvider::Aws,
-        &doc,
-        &OutputMapping::defaults(CloudProvider::Aws),
-    )
-    .unwrap();
+    let facts =
+        InfraFacts::from_outputs(Provider::Aws, &doc, &OutputMapping::defaults(Provider::Aws))
+            .unwrap();
     let spec = AppOfApps::new(
         argocd_ns,
         AppsSource::new("https://example.invalid/shop-apps.git"),

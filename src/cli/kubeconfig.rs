@@ -4,14 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
-use tendril::cloud::aws::{self, AwsCredentials, AwsOptions, AwsRole};
-use tendril::cloud::azure::{AzureCredential, AzureIdentity};
-use tendril::cloud::gcp::{GcpCredentialSource, GcpTokenSource};
-use tendril::facts::{CloudProvider, ClusterFacts, InfraFacts, OutputMapping};
+use tendril::cloud::{Provider, TokenSource};
+use tendril::facts::{ClusterFacts, InfraFacts, OutputMapping};
 use tendril::kubeconfig::{
-    KubeconfigSource, UserAuth, aks, eks, kubeconfig_for_cluster, write_kubeconfig,
+    self, KubeconfigSource, TokenOptions, UserAuth, kubeconfig_for_cluster, write_kubeconfig,
 };
 
 /// Flags of `tendril kubeconfig`.
@@ -113,7 +110,7 @@ fn load_cluster(args: &Args) -> Result<ClusterFacts, CliError> {
         return Ok(facts.cluster);
     }
     let provider = match &args.provider {
-        Some(p) => p.parse::<CloudProvider>()?,
+        Some(p) => p.parse::<Provider>()?,
         None => InfraFacts::detect_provider(&value)
             .ok_or_else(|| CliError::UnknownProvider(args.facts.clone()))?,
     };
@@ -128,118 +125,39 @@ fn load_cluster(args: &Args) -> Result<ClusterFacts, CliError> {
     Ok(InfraFacts::from_outputs(provider, &value, &mapping)?.cluster)
 }
 
-async fn aws_credentials(args: &Args, region: &str) -> Result<AwsCredentials, CliError> {
-    let options = AwsOptions {
-        region: Some(region.to_string()),
-        ..Default::default()
-    };
-    let mut creds = AwsCredentials::from_environment(&options).await?;
-    if let Some(arn) = &args.role_arn {
-        let role = AwsRole {
-            role_arn: arn.parse()?,
-            external_id: None,
-            session_name: aws::session_name("tendril-kubeconfig"),
-        };
-        creds = creds.assume_role(&role, &options).await?;
-    }
-    Ok(creds)
-}
-
 async fn write(args: Args) -> Result<String, CliError> {
     let target = KubeconfigSource::resolve(args.kubeconfig.as_deref())?;
     let mut cluster = load_cluster(&args)?;
-    let mut exec_args: Vec<String> = vec!["token".into()];
-    let mut aws_creds = None;
-    match cluster.provider {
-        CloudProvider::Aws => {
-            let region = args
-                .region
-                .clone()
-                .or_else(|| cluster.aws_region())
-                .or_else(aws::region_from_env)
-                .ok_or_else(|| tendril::cloud::CloudError::InvalidInput {
-                    input: "region".into(),
-                    reason: "no region in the outputs or the cluster ARN; pass --region".into(),
-                })?;
-            if cluster.region.is_none() {
-                cluster.region = Some(region.clone());
-            }
-            if cluster.endpoint.is_none() || cluster.ca.is_none() || args.embed_token {
-                let creds = aws_credentials(&args, &region).await?;
-                eks::complete_from_describe(&mut cluster, &creds).await?;
-                aws_creds = Some(creds);
-            }
-            exec_args.extend([
-                "eks".into(),
-                "--cluster".into(),
-                cluster.name.clone(),
-                "--region".into(),
-                region,
-            ]);
-            if let Some(arn) = &args.role_arn {
-                exec_args.extend(["--role-arn".into(), arn.clone()]);
-            }
-        }
-        CloudProvider::Gcp => {
-            exec_args.push("gke".into());
-            if let Some(c) = &args.gcp_credentials {
-                exec_args.extend(["--credentials".into(), c.display().to_string()]);
-            }
-        }
-        CloudProvider::Azure => {
-            exec_args.push("aks".into());
-            if let Some(t) = &args.tenant_id {
-                exec_args.extend(["--tenant-id".into(), t.clone()]);
-            }
-            if let Some(c) = &args.client_id {
-                exec_args.extend(["--client-id".into(), c.clone()]);
-            }
+    let options = TokenOptions {
+        region: args.region.clone(),
+        role_arn: args.role_arn.clone(),
+        gcp_credentials: args.gcp_credentials.clone(),
+        tenant_id: args.tenant_id.clone(),
+        client_id: args.client_id.clone(),
+    };
+    kubeconfig::prepare(&mut cluster, &options)?;
+    let lookup = cluster.provider.outputs().endpoint_lookup
+        && (cluster.endpoint.is_none() || cluster.ca.is_none());
+    let mut embedded = None;
+    if lookup || args.embed_token {
+        // credentials now: to look the cluster up, or for the embedded token
+        let session = kubeconfig::session(&cluster, &options).await?;
+        let tokens = kubeconfig::token_source(&mut cluster, &session).await?;
+        if args.embed_token {
+            embedded = Some(tokens.fetch().await?.token);
         }
     }
-    let auth = if args.embed_token {
-        let token = match cluster.provider {
-            CloudProvider::Aws => {
-                let creds = match aws_creds {
-                    Some(c) => c,
-                    None => {
-                        aws_credentials(&args, cluster.region.as_deref().unwrap_or_default())
-                            .await?
-                    }
-                };
-                let c = creds.credentials().await?;
-                eks::token(&c, creds.region(), &cluster.name, SystemTime::now())?
-            }
-            CloudProvider::Gcp => {
-                let path = match &args.gcp_credentials {
-                    Some(p) => p.clone(),
-                    None => std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
-                        .map(PathBuf::from)
-                        .ok_or_else(|| tendril::cloud::CloudError::NoCredentials {
-                            provider: "gcp",
-                            hint: "pass --gcp-credentials or set GOOGLE_APPLICATION_CREDENTIALS"
-                                .into(),
-                        })?,
-                };
-                GcpTokenSource::new(GcpCredentialSource::from_file(&path)?)?
-                    .fetch_token()
-                    .await?
-            }
-            CloudProvider::Azure => azure_identity(&args)?.token(aks::AKS_SCOPE).await?,
-        };
-        UserAuth::Token(token.token)
-    } else {
-        UserAuth::Exec {
+    let auth = match embedded {
+        Some(token) => UserAuth::Token(token),
+        None => UserAuth::Exec {
             command: args.exec_command.clone(),
-            args: exec_args,
-        }
+            args: kubeconfig::exec_args(&cluster, &options),
+        },
     };
     let context = args
         .context
         .clone()
-        .unwrap_or_else(|| match (cluster.provider, &cluster.id) {
-            (CloudProvider::Aws, Some(arn)) if arn.starts_with("arn:") => arn.clone(),
-            _ => cluster.name.clone(),
-        });
+        .unwrap_or_else(|| kubeconfig::context_name(&cluster));
     let kubeconfig = kubeconfig_for_cluster(&cluster, &context, &auth)?;
     let target = target.primary();
     create_parent(target)?;
@@ -274,45 +192,4 @@ fn create_parent(path: &std::path::Path) -> Result<(), CliError> {
             }),
         _ => Ok(()),
     }
-}
-
-fn azure_identity(args: &Args) -> Result<AzureIdentity, CliError> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let missing = |what: &str| tendril::cloud::CloudError::NoCredentials {
-        provider: "azure",
-        hint: format!(
-            "pass --{what} or set AZURE_{}",
-            what.replace('-', "_").to_uppercase()
-        ),
-    };
-    let tenant_id = args
-        .tenant_id
-        .clone()
-        .or_else(|| env("AZURE_TENANT_ID"))
-        .ok_or_else(|| missing("tenant-id"))?;
-    let client_id = args
-        .client_id
-        .clone()
-        .or_else(|| env("AZURE_CLIENT_ID"))
-        .ok_or_else(|| missing("client-id"))?;
-    let credential = match (
-        env("AZURE_FEDERATED_TOKEN_FILE"),
-        env("AZURE_CLIENT_SECRET"),
-    ) {
-        (Some(f), _) => AzureCredential::FederatedTokenFile(f.into()),
-        (None, Some(s)) => AzureCredential::ClientSecret(s.into()),
-        _ => {
-            return Err(tendril::cloud::CloudError::NoCredentials {
-                provider: "azure",
-                hint: "set AZURE_FEDERATED_TOKEN_FILE or AZURE_CLIENT_SECRET".into(),
-            }
-            .into());
-        }
-    };
-    Ok(AzureIdentity {
-        tenant_id,
-        client_id,
-        credential,
-        authority_host: env("AZURE_AUTHORITY_HOST"),
-    })
 }

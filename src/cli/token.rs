@@ -8,9 +8,11 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use tendril::cloud::aws::{self, AwsCredentials, AwsOptions, AwsRole};
-use tendril::cloud::{AccessToken, CloudError, rfc3339_seconds};
-use tendril::kubeconfig::eks;
+use tendril::cloud::aws::{self, AwsOptions, AwsRole};
+use tendril::cloud::azure::{AzureCredential, AzureIdentity};
+use tendril::cloud::gcp::GcpCredentialSource;
+use tendril::cloud::{AccessToken, CloudError, TokenSource, rfc3339_seconds};
+use tendril::kubeconfig::{aks, eks, gke};
 
 /// Flags of `tendril token`.
 #[derive(clap::Args)]
@@ -131,46 +133,37 @@ fn eks_token(a: EksArgs) -> Result<AccessToken, CloudError> {
         ..Default::default()
     };
     current_thread()?.block_on(async {
-        let mut creds = AwsCredentials::from_environment(&options).await?;
-        if let Some(role) = &role {
-            creds = creds.assume_role(role, &options).await?;
-        }
-        let c = creds.credentials().await?;
-        eks::token(&c, creds.region(), &a.cluster, SystemTime::now())
-    })
-}
-
-fn gke_token(a: GkeArgs) -> Result<AccessToken, CloudError> {
-    current_thread()?.block_on(async {
-        let source = tendril::cloud::gcp::GcpCredentialSource::from_file(&a.credentials)?;
-        tendril::cloud::gcp::GcpTokenSource::new(source)?
-            .fetch_token()
+        let creds = aws::session(&options, role.as_ref()).await?;
+        let region = creds.region().to_string();
+        eks::EksTokenSource::new(creds, &a.cluster, &region)
+            .fetch()
             .await
     })
 }
 
+fn gke_token(a: GkeArgs) -> Result<AccessToken, CloudError> {
+    let source = GcpCredentialSource::from_file(&a.credentials)?;
+    current_thread()?.block_on(async { gke::token_source(source)?.fetch_token().await })
+}
+
 fn aks_token(a: AksArgs) -> Result<AccessToken, CloudError> {
-    use tendril::cloud::azure::{AzureCredential, AzureIdentity};
-    let credential = match (&a.federated_token_file, std::env::var(&a.client_secret_env)) {
-        (Some(file), _) => AzureCredential::FederatedTokenFile(file.clone()),
-        (None, Ok(secret)) if !secret.is_empty() => AzureCredential::ClientSecret(secret.into()),
-        _ => {
-            return Err(CloudError::NoCredentials {
-                provider: "azure",
-                hint: format!(
-                    "pass --federated-token-file (or set AZURE_FEDERATED_TOKEN_FILE), or set {}",
-                    a.client_secret_env
-                ),
-            });
+    let secret = std::env::var(&a.client_secret_env).ok().map(Into::into);
+    let credential = AzureCredential::choose(a.federated_token_file, secret).ok_or_else(|| {
+        CloudError::NoCredentials {
+            provider: "azure",
+            hint: format!(
+                "pass --federated-token-file (or set AZURE_FEDERATED_TOKEN_FILE), or set {}",
+                a.client_secret_env
+            ),
         }
-    };
+    })?;
     let identity = AzureIdentity {
         tenant_id: a.tenant_id,
         client_id: a.client_id,
         credential,
         authority_host: a.authority_host,
     };
-    current_thread()?.block_on(async { identity.token(tendril::kubeconfig::aks::AKS_SCOPE).await })
+    current_thread()?.block_on(aks::token_source(identity).fetch())
 }
 
 /// The ExecCredential JSON kubectl expects from an exec plugin. The API

@@ -18,8 +18,56 @@ use aws_credential_types::provider::{
     self, ProvideCredentials, SharedCredentialsProvider, error::CredentialsError,
 };
 
-use super::CloudError;
+use super::{Assumed, ChildEnv, CloudError, OutputDefaults};
 use crate::Secret;
+
+/// The names AWS goes by (`Provider::Aws`).
+pub const NAMES: &[&str] = &["aws", "eks"];
+
+/// The output names of common AWS modules (EKS, RDS, ElastiCache, Route 53).
+/// EKS clusters may leave out the endpoint and CA: DescribeCluster gives them.
+pub const OUTPUTS: OutputDefaults = OutputDefaults {
+    cluster_name: "eks_cluster_name",
+    cluster_endpoint: "eks_cluster_endpoint",
+    cluster_id: "eks_cluster_arn",
+    cluster_ca: "eks_cluster_certificate_authority_data",
+    region: "region",
+    network_id: "vpc_id",
+    database_name: "rds_cluster_database_name",
+    database_writer_endpoint: "rds_cluster_endpoint",
+    database_reader_endpoint: "rds_cluster_reader_endpoint",
+    database_secret: "rds_master_credentials_secret_arn",
+    cache_primary_endpoint: "redis_primary_endpoint_address",
+    cache_reader_endpoint: "redis_reader_endpoint_address",
+    dns_zone: "route53_zone_id",
+    dns_domain: "domain_name",
+    endpoint_lookup: true,
+};
+
+/// Credentials from the environment (see [`AwsCredentials::from_environment`]),
+/// with `role` assumed when one is given.
+pub async fn session(
+    options: &AwsOptions,
+    role: Option<&AwsRole>,
+) -> Result<AwsCredentials, CloudError> {
+    let base = AwsCredentials::from_environment(options).await?;
+    match role {
+        Some(role) => base.assume_role(role, options).await,
+        None => Ok(base),
+    }
+}
+
+/// Assumes a job's role: base credentials from the standard chain, then STS
+/// AssumeRole (refreshed before expiry). The terraform child gets the
+/// assumed credentials and the region ([`AwsCredentials::child_env`]).
+pub async fn assume(
+    role: &AwsRole,
+    options: &AwsOptions,
+) -> Result<Assumed<AwsCredentials>, CloudError> {
+    let session = session(options, Some(role)).await?;
+    let child_env = session.child_env().await?;
+    Ok(Assumed { session, child_env })
+}
 
 /// A validated IAM role ARN: `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -406,7 +454,7 @@ impl AwsCredentials {
     /// process (terraform): `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN` when there is one, `AWS_REGION`, `AWS_DEFAULT_REGION`.
     /// The credentials are valid for at least the refresh margin.
-    pub async fn child_env(&self) -> Result<Vec<(String, Secret<String>)>, CloudError> {
+    pub async fn child_env(&self) -> Result<ChildEnv, CloudError> {
         let creds = self.credentials().await?;
         let mut env = vec![
             (

@@ -21,8 +21,113 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::http::{client, send_json};
-use super::{AccessToken, CloudError, TokenSource};
+use super::{AccessToken, Assumed, CloudError, OutputDefaults, TokenSource};
 use crate::Secret;
+
+/// The names Google Cloud goes by (`Provider::Gcp`).
+pub const NAMES: &[&str] = &["gcp", "google", "gke"];
+
+/// The output names of common Google Cloud modules (GKE, Cloud SQL,
+/// Memorystore, Cloud DNS). GKE clusters need the endpoint and CA outputs.
+pub const OUTPUTS: OutputDefaults = OutputDefaults {
+    cluster_name: "gke_cluster_name",
+    cluster_endpoint: "gke_cluster_endpoint",
+    cluster_id: "gke_cluster_id",
+    cluster_ca: "gke_cluster_ca_certificate",
+    region: "region",
+    network_id: "vpc_network_id",
+    database_name: "cloudsql_database_name",
+    database_writer_endpoint: "cloudsql_private_ip_address",
+    database_reader_endpoint: "cloudsql_replica_private_ip_address",
+    database_secret: "cloudsql_credentials_secret_id",
+    cache_primary_endpoint: "memorystore_host",
+    cache_reader_endpoint: "memorystore_read_endpoint",
+    dns_zone: "dns_zone_name",
+    dns_domain: "domain_name",
+    endpoint_lookup: false,
+};
+
+/// Where a job's GCP credential comes from.
+#[derive(Clone, Debug)]
+pub enum GcpIdentity {
+    /// Workload identity federation: an `external_account` configuration
+    /// made of the pool provider's `audience`, the rest of the configuration
+    /// (`credential_source`, ...) and the service account to impersonate.
+    Federated {
+        /// `//iam.googleapis.com/projects/…/providers/<provider>` (see [`pool_audience`]).
+        audience: String,
+        /// The other fields of the configuration, as given.
+        config: BTreeMap<String, serde_json::Value>,
+        /// The service account whose token tendril trades the federated one for.
+        service_account_email: Option<String>,
+    },
+    /// The credential file `GOOGLE_APPLICATION_CREDENTIALS` names.
+    ApplicationDefault,
+}
+
+/// The audience of a workload identity pool provider, from its pool and provider IDs.
+pub fn pool_audience(pool_id: &str, provider_id: &str) -> String {
+    format!(
+        "//iam.googleapis.com/projects/-/locations/global/workloadIdentityPools/{pool_id}/providers/{provider_id}"
+    )
+}
+
+impl GcpIdentity {
+    /// The credential this identity stands for.
+    pub fn credential(&self) -> Result<GcpCredentialSource, CloudError> {
+        match self {
+            GcpIdentity::Federated {
+                audience,
+                config,
+                service_account_email,
+            } => {
+                let mut doc = serde_json::json!({
+                    "type": "external_account",
+                    "audience": audience,
+                    "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                });
+                for (k, v) in config {
+                    doc[k] = v.clone();
+                }
+                if let Some(email) = service_account_email {
+                    doc["service_account_impersonation_url"] =
+                        serde_json::json!(impersonation_url(email));
+                }
+                GcpCredentialSource::from_json(&doc.to_string())
+            }
+            GcpIdentity::ApplicationDefault => match std::env::var_os(APPLICATION_CREDENTIALS) {
+                Some(path) => GcpCredentialSource::from_file(Path::new(&path)),
+                None => Err(CloudError::InvalidInput {
+                    input: "cloud_identity.wif_config".into(),
+                    reason:
+                        "is missing and GOOGLE_APPLICATION_CREDENTIALS is not set; give one of them"
+                            .into(),
+                }),
+            },
+        }
+    }
+}
+
+/// Assumes a job's GCP identity: the credential, checked by fetching a first
+/// access token now, which the terraform child gets as
+/// `GOOGLE_OAUTH_ACCESS_TOKEN`.
+pub async fn assume(identity: &GcpIdentity) -> Result<Assumed<GcpCredentialSource>, CloudError> {
+    let session = identity.credential()?;
+    let token = GcpTokenSource::new(session.clone())?.fetch_token().await?;
+    Ok(Assumed {
+        session,
+        child_env: vec![("GOOGLE_OAUTH_ACCESS_TOKEN".into(), token.token)],
+    })
+}
+
+/// The variable naming a credential file, as Google's client libraries read it.
+pub const APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+
+fn impersonation_url(email: &str) -> String {
+    format!(
+        "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+    )
+}
 
 /// The scope tendril asks for: all of Google Cloud (GKE accepts it).
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -142,13 +247,25 @@ impl GcpCredentialSource {
             audience: audience.to_string(),
             subject_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
             token_url: DEFAULT_STS_URL.into(),
-            service_account_impersonation_url: service_account_email.map(|e| {
-                format!(
-                    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{e}:generateAccessToken"
-                )
-            }),
+            service_account_impersonation_url: service_account_email.map(impersonation_url),
             credential_source: subject,
         }))
+    }
+
+    /// The credential in `file`, else in the file `GOOGLE_APPLICATION_CREDENTIALS` names.
+    pub fn from_env(file: Option<&Path>) -> Result<Self, CloudError> {
+        match file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(APPLICATION_CREDENTIALS).map(PathBuf::from))
+        {
+            Some(path) => Self::from_file(&path),
+            None => Err(CloudError::NoCredentials {
+                provider: "gcp",
+                hint: "set GOOGLE_APPLICATION_CREDENTIALS to a credential file (a service-account \
+                       key or a workload identity federation configuration)"
+                    .into(),
+            }),
+        }
     }
 
     /// Reads a credential file (as `GOOGLE_APPLICATION_CREDENTIALS` names it).
@@ -404,5 +521,44 @@ pub(crate) fn expiring_in(token: Secret<String>, seconds: Option<u64>) -> Access
 impl TokenSource for GcpTokenSource {
     fn fetch(&self) -> BoxFuture<'_, Result<AccessToken, CloudError>> {
         Box::pin(self.fetch_token())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_federation_settings_make_an_external_account() {
+        let config = BTreeMap::from([(
+            "credential_source".to_string(),
+            serde_json::json!({"file": "/var/run/token"}),
+        )]);
+        let identity = GcpIdentity::Federated {
+            audience: pool_audience("pool", "github"),
+            config,
+            service_account_email: Some("deployer@shop.iam.gserviceaccount.com".into()),
+        };
+        let GcpCredentialSource::ExternalAccount(ext) = identity.credential().unwrap() else {
+            panic!("an external account")
+        };
+        assert_eq!(
+            ext.audience,
+            "//iam.googleapis.com/projects/-/locations/global/workloadIdentityPools/pool/providers/github"
+        );
+        assert_eq!(
+            ext.subject_token_type,
+            "urn:ietf:params:oauth:token-type:jwt"
+        );
+        assert_eq!(ext.credential_source.file, Some("/var/run/token".into()));
+        assert!(ext.service_account_impersonation_url.unwrap().ends_with(
+            "/serviceAccounts/deployer@shop.iam.gserviceaccount.com:generateAccessToken"
+        ));
+        let no_source = GcpIdentity::Federated {
+            audience: pool_audience("pool", "github"),
+            config: BTreeMap::new(),
+            service_account_email: None,
+        };
+        assert!(no_source.credential().is_err());
     }
 }

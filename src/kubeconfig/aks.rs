@@ -5,7 +5,8 @@ use base64::Engine;
 use kube::config::Kubeconfig;
 use serde::Deserialize;
 
-use super::KubeconfigError;
+use super::{KubeconfigError, TokenOptions};
+use crate::cloud::CloudError;
 use crate::cloud::azure::{AzureIdentity, AzureTokenSource};
 use crate::cloud::http::{client, send_json};
 
@@ -23,6 +24,12 @@ pub const ARM_API_VERSION: &str = "2024-09-01";
 /// A token source for AKS clusters with Entra ID (AAD) integration.
 pub fn token_source(identity: AzureIdentity) -> AzureTokenSource {
     AzureTokenSource::new(identity, AKS_SCOPE)
+}
+
+/// The identity of a command without a job: tenant and client from
+/// `options`, else the environment ([`AzureIdentity::from_env`]).
+pub fn session(options: &TokenOptions) -> Result<AzureIdentity, CloudError> {
+    AzureIdentity::from_env(options.tenant_id.as_deref(), options.client_id.as_deref())
 }
 
 /// Which local-account kubeconfig to fetch.
@@ -99,7 +106,15 @@ pub async fn local_account_kubeconfig(
     Kubeconfig::from_yaml(&text).map_err(|e| bad(format!("not a valid kubeconfig ({e})")))
 }
 
-/// The arguments of the exec plugin a kubeconfig for an AKS cluster runs.
-pub fn exec_args() -> Vec<String> {
-    vec!["token".into(), "aks".into()]
+/// The arguments of the exec plugin a kubeconfig for an AKS cluster runs
+/// (`tendril token aks [--tenant-id ID] [--client-id ID]`).
+pub fn exec_args(options: &TokenOptions) -> Vec<String> {
+    let mut args = vec!["token".into(), "aks".into()];
+    if let Some(t) = &options.tenant_id {
+        args.extend(["--tenant-id".into(), t.clone()]);
+    }
+    if let Some(c) = &options.client_id {
+        args.extend(["--client-id".into(), c.clone()]);
+    }
+    args
 }

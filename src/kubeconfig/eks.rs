@@ -20,9 +20,9 @@ use futures::future::BoxFuture;
 use jiff::Timestamp;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::KubeconfigError;
+use super::{KubeconfigError, TokenOptions};
 use crate::Secret;
-use crate::cloud::aws::AwsCredentials;
+use crate::cloud::aws::{self, AwsCredentials, AwsOptions, AwsRole};
 use crate::cloud::{AccessToken, CloudError, TokenSource};
 use crate::facts::{CaBundle, ClusterFacts, Endpoint, keys};
 
@@ -190,6 +190,66 @@ impl TokenSource for EksTokenSource {
     }
 }
 
+/// The token source for an EKS cluster, after [`complete_from_describe`]:
+/// tokens signed for the cluster's region (else the credentials').
+pub async fn token_source(
+    cluster: &mut ClusterFacts,
+    credentials: &AwsCredentials,
+) -> Result<EksTokenSource, KubeconfigError> {
+    complete_from_describe(cluster, credentials).await?;
+    let region = cluster
+        .aws_region()
+        .unwrap_or_else(|| credentials.region().to_string());
+    Ok(EksTokenSource::new(
+        credentials.clone(),
+        &cluster.name,
+        &region,
+    ))
+}
+
+/// Sets the cluster's region for a kubeconfig: `options.region`, else the
+/// facts' region or the cluster ARN's, else `AWS_REGION` / `AWS_DEFAULT_REGION`.
+pub fn prepare(cluster: &mut ClusterFacts, options: &TokenOptions) -> Result<(), CloudError> {
+    let region = options
+        .region
+        .clone()
+        .or_else(|| cluster.aws_region())
+        .or_else(aws::region_from_env)
+        .ok_or_else(|| CloudError::InvalidInput {
+            input: "region".into(),
+            reason: "no region in the outputs or the cluster ARN, and AWS_REGION is not set; \
+                     give the cluster's region"
+                .into(),
+        })?;
+    cluster.region = Some(region);
+    Ok(())
+}
+
+/// Credentials for a command without a job: the environment's, in the
+/// cluster's region, with `options.role_arn` assumed (session
+/// `tendril-kubeconfig`).
+pub async fn session(
+    cluster: &ClusterFacts,
+    options: &TokenOptions,
+) -> Result<AwsCredentials, CloudError> {
+    let aws_options = AwsOptions {
+        region: cluster.aws_region(),
+        ..Default::default()
+    };
+    let role = options
+        .role_arn
+        .as_deref()
+        .map(|arn| {
+            Ok::<_, CloudError>(AwsRole {
+                role_arn: arn.parse()?,
+                external_id: None,
+                session_name: aws::session_name("tendril-kubeconfig"),
+            })
+        })
+        .transpose()?;
+    aws::session(&aws_options, role.as_ref()).await
+}
+
 /// Source label for facts fetched with DescribeCluster.
 pub const DESCRIBE_SOURCE: &str = "(EKS DescribeCluster)";
 
@@ -261,8 +321,8 @@ pub async fn complete_from_describe(
 }
 
 /// The arguments of the exec plugin a kubeconfig for this EKS cluster runs
-/// (`tendril token eks --cluster NAME [--region REGION]`).
-pub fn exec_args(cluster: &ClusterFacts) -> Vec<String> {
+/// (`tendril token eks --cluster NAME [--region REGION] [--role-arn ARN]`).
+pub fn exec_args(cluster: &ClusterFacts, options: &TokenOptions) -> Vec<String> {
     let mut args = vec![
         "token".into(),
         "eks".into(),
@@ -272,5 +332,17 @@ pub fn exec_args(cluster: &ClusterFacts) -> Vec<String> {
     if let Some(r) = &cluster.region {
         args.extend(["--region".into(), r.clone()]);
     }
+    if let Some(arn) = &options.role_arn {
+        args.extend(["--role-arn".into(), arn.clone()]);
+    }
     args
+}
+
+/// The default context name: the cluster ARN (as `aws eks update-kubeconfig`
+/// names it), else the cluster name.
+pub fn context_name(cluster: &ClusterFacts) -> String {
+    match &cluster.id {
+        Some(arn) if arn.starts_with("arn:") => arn.clone(),
+        _ => cluster.name.clone(),
+    }
 }

@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::phases::cluster::{self, ClusterAccess, ClusterError};
-use super::phases::credentials::{self, ChildEnv, CloudSession};
+use super::phases::credentials;
 use super::phases::output;
 use super::phases::planned::{self, PlannedOutputs};
 use super::phases::preflight::{self, Checked, DeployInputs, KubeconfigRef, PreflightInput};
@@ -39,6 +39,7 @@ use crate::appofapps;
 use crate::argocd::{self, AdminPassword, InstallOptions, Installed};
 use crate::artifact::{Artifact, ArtifactError};
 use crate::chart::manifests_to_yaml;
+use crate::cloud::{ChildEnv, Session};
 use crate::confighash::{ConfigHash, StalePlan};
 use crate::facts::InfraFacts;
 use crate::job::{JobFile, JobType, VineConfig};
@@ -283,7 +284,7 @@ async fn deploy_phases(
                 KubeClientInput {
                     opts,
                     checked: &checked,
-                    session: &creds.session,
+                    session: creds.session.as_ref(),
                     facts: &facts,
                 },
                 progress,
@@ -413,7 +414,7 @@ fn planned_facts(job: &JobFile, vine: &VineConfig, show: &Value) -> ReadOutputs 
 struct KubeClientInput<'a> {
     opts: &'a DeployOptions,
     checked: &'a Checked,
-    session: &'a CloudSession,
+    session: Option<&'a Session>,
     facts: &'a InfraFacts,
 }
 

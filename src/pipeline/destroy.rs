@@ -31,11 +31,12 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use super::phases::cluster::{self, ClusterAccess};
-use super::phases::credentials::{self, CloudSession};
+use super::phases::credentials;
 use super::phases::preflight::{self, Checked, KubeconfigRef, PreflightInput};
 use super::phases::terraform::{self, InitInput, Initialized, Seed, TerraformPhaseError};
 use super::report::ChangeReport;
 use super::{JobEvent, JobReport, JobRun, Phase, PhaseError, Progress, RunMode};
+use crate::cloud::Session;
 use crate::facts::InfraFacts;
 use crate::job::{JobFile, JobType, VineConfig};
 use crate::teardown::{self, TeardownEvent, TeardownOptions, TeardownReport};
@@ -186,7 +187,7 @@ async fn destroy_phases(
             let reached = run
                 .run(
                     Phase::KubeClient,
-                    reachable_client(&checked, &creds.session, &facts),
+                    reachable_client(&checked, creds.session.as_ref(), &facts),
                 )
                 .await?;
             match reached {
@@ -291,7 +292,7 @@ enum Reach {
 /// else why not (not an error: a cluster already gone has nothing to tear down).
 async fn reachable_client(
     checked: &Checked,
-    session: &CloudSession,
+    session: Option<&Session>,
     facts: &InfraFacts,
 ) -> Result<Reach, std::convert::Infallible> {
     let access = ClusterAccess {

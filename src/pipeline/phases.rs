@@ -17,15 +17,13 @@ pub mod preflight;
 pub mod terraform;
 
 use crate::artifact::{ArtifactError, S3Credentials, Store};
+use crate::cloud::ChildEnv;
 use crate::job::JobFile;
 
 /// The artifact store of a job (PLAN uploads to it, DEPLOY downloads from
 /// it). S3 stores sign with the AWS credentials in `child_env`, else those
 /// in tendril's environment.
-pub fn artifact_store(
-    job: &JobFile,
-    child_env: &credentials::ChildEnv,
-) -> Result<Store, ArtifactError> {
+pub fn artifact_store(job: &JobFile, child_env: &ChildEnv) -> Result<Store, ArtifactError> {
     let creds = S3Credentials::from_vars(child_env).or_else(S3Credentials::from_env);
     Store::from_config(&job.tendril.artifacts, creds)
 }

@@ -16,12 +16,13 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::phases::credentials::{self, ChildEnv};
+use super::phases::credentials;
 use super::phases::preflight::{self, PreflightInput};
 use super::phases::terraform::{self, InitInput, Initialized, Seed, TerraformPhaseError};
 use super::report::{ArtifactInfo, ChangeReport};
 use super::{JobEvent, JobRun, Phase, PhaseError, Progress, RunMode};
 use crate::artifact::{self, ArtifactError};
+use crate::cloud::ChildEnv;
 use crate::confighash::ConfigHash;
 use crate::job::{JobFile, JobType};
 use crate::terraform::{ChangeSummary, PlanOptions, PlanOutcome};

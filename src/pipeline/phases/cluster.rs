@@ -6,11 +6,11 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::credentials::CloudSession;
 use super::preflight::KubeconfigRef;
-use crate::facts::{CloudProvider, InfraFacts, OutputMapping};
-use crate::job::{JobFile, Provider, VineConfig};
-use crate::kubeconfig::{self, KubeconfigError, UserAuth};
+use crate::cloud::Session;
+use crate::facts::{InfraFacts, OutputMapping};
+use crate::job::{JobFile, VineConfig};
+use crate::kubeconfig::{self, KubeconfigError, TokenOptions, UserAuth};
 use crate::terraform::Outputs;
 
 /// Why the cluster could not be reached, or its facts not read.
@@ -50,13 +50,10 @@ pub fn facts_from(
             })
             .collect(),
     );
-    let provider = match vine.provider {
-        Provider::Aws => Some(CloudProvider::Aws),
-        Provider::Gcp => Some(CloudProvider::Gcp),
-        Provider::Azure => Some(CloudProvider::Azure),
-        Provider::Local => InfraFacts::detect_provider(&doc),
-    }
-    .ok_or_else(|| {
+    let provider = vine
+        .provider
+        .or_else(|| InfraFacts::detect_provider(&doc))
+        .ok_or_else(|| {
         ClusterError::Facts(
             "config_snapshot.provider is local and the outputs look like no known cloud's (no eks_/gke_/aks_ cluster outputs); map them with tendril.outputs".into(),
         )
@@ -77,8 +74,8 @@ pub fn facts_from(
 pub struct ClusterAccess<'a> {
     /// A kubeconfig given for the run (flag or job), already checked.
     pub kubeconfig: Option<&'a KubeconfigRef>,
-    /// The job's cloud session.
-    pub session: &'a CloudSession,
+    /// The job's cloud session (`None`: cloud identity `local`).
+    pub session: Option<&'a Session>,
     /// The cluster's facts.
     pub facts: &'a InfraFacts,
 }
@@ -88,25 +85,10 @@ pub async fn client_for(access: ClusterAccess<'_>) -> Result<kube::Client, Clust
     if let Some(k) = access.kubeconfig {
         return Ok(kubeconfig::client_from_kubeconfig(&k.path, k.context.as_deref()).await?);
     }
+    let session = access.session.ok_or(ClusterError::NoCredentials)?;
     let mut cluster = access.facts.cluster.clone();
-    let client = match access.session {
-        CloudSession::Aws(aws) => {
-            kubeconfig::eks::complete_from_describe(&mut cluster, aws).await?;
-            let region = cluster
-                .aws_region()
-                .unwrap_or_else(|| aws.region().to_string());
-            let tokens = kubeconfig::eks::EksTokenSource::new(aws.clone(), &cluster.name, &region);
-            kubeconfig::client_for_cluster(&cluster, tokens)?
-        }
-        CloudSession::Gcp(gcp) => {
-            let tokens = kubeconfig::gke::GcpTokenSource::new(gcp.clone())?;
-            kubeconfig::client_for_cluster(&cluster, tokens)?
-        }
-        CloudSession::Azure(azure) => {
-            kubeconfig::client_for_cluster(&cluster, kubeconfig::aks::token_source(azure.clone()))?
-        }
-        CloudSession::Local => return Err(ClusterError::NoCredentials),
-    };
+    let tokens = kubeconfig::token_source(&mut cluster, session).await?;
+    let client = kubeconfig::client_for_cluster(&cluster, tokens)?;
     kubeconfig::verify_access(&client, &cluster).await?;
     Ok(client)
 }
@@ -123,7 +105,7 @@ pub fn write_kubeconfig_for_people(dir: &Path, facts: &InfraFacts) -> Result<(),
         &facts.cluster.name,
         &UserAuth::Exec {
             command: "tendril".into(),
-            args: kubeconfig::exec_args(&facts.cluster),
+            args: kubeconfig::exec_args(&facts.cluster, &TokenOptions::default()),
         },
     )?;
     kubeconfig::write_kubeconfig(&dir.join("kubeconfig"), kc)

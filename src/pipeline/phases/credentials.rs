@@ -1,6 +1,7 @@
 //! The credentials phase: turns a job's `cloud_identity` into cloud
 //! credentials for tendril itself (cluster tokens) and the environment of
-//! the terraform child.
+//! the terraform child. Each provider's rules live in `cloud/<provider>.rs`;
+//! this phase only turns the job's identity into that provider's inputs.
 //!
 //! | provider | tendril uses | terraform gets |
 //! | --- | --- | --- |
@@ -9,19 +10,11 @@
 //! | `azure` | federated token (`AZURE_FEDERATED_TOKEN_FILE`) or client secret (`AZURE_CLIENT_SECRET`) | `ARM_TENANT_ID`, `ARM_CLIENT_ID`, `ARM_SUBSCRIPTION_ID`, and `ARM_USE_OIDC` + `ARM_OIDC_TOKEN_FILE_PATH` or `ARM_CLIENT_SECRET` |
 //! | `local` | nothing | the cloud SDK variables of tendril's own environment |
 
-use std::path::PathBuf;
-
-use serde_json::json;
-
 use crate::Secret;
-use crate::cloud::CloudError;
-use crate::cloud::aws::{AwsCredentials, AwsOptions, AwsRole};
-use crate::cloud::azure::{AzureCredential, AzureIdentity};
-use crate::cloud::gcp::{GcpCredentialSource, GcpTokenSource};
+use crate::cloud::aws::{self, AwsOptions, AwsRole};
+use crate::cloud::gcp::{self, GcpIdentity};
+use crate::cloud::{Assumed, ChildEnv, CloudError, Session, azure};
 use crate::job::{CloudIdentity, JobFile, VineConfig};
-
-/// Variables for a terraform child, secret values wrapped.
-pub type ChildEnv = Vec<(String, Secret<String>)>;
 
 /// Variables from tendril's environment that a `local` job passes to
 /// terraform: cloud SDK settings (`AWS_*`, `GOOGLE_*`, `CLOUDSDK_*`, `ARM_*`,
@@ -40,31 +33,16 @@ pub fn local_child_env() -> ChildEnv {
 pub struct JobCredentials {
     /// Variables for the terraform child.
     pub child_env: ChildEnv,
-    /// What tendril itself holds, for cluster tokens.
-    pub session: CloudSession,
+    /// What tendril itself holds, for cluster tokens; `None` for cloud
+    /// identity `local` (clusters then need a kubeconfig).
+    pub session: Option<Session>,
 }
 
-/// The cloud credentials tendril holds for a job, one variant per provider.
-#[derive(Clone)]
-pub enum CloudSession {
-    /// Cloud identity `local`: none (clusters need a kubeconfig).
-    Local,
-    /// AWS credentials (refreshing), for EKS tokens and DescribeCluster.
-    Aws(AwsCredentials),
-    /// GCP credential source, for GKE tokens.
-    Gcp(GcpCredentialSource),
-    /// Azure identity, for AKS tokens.
-    Azure(AzureIdentity),
-}
-
-impl CloudSession {
-    /// The provider's name (`local`, `aws`, `gcp`, `azure`).
-    pub fn provider(&self) -> &'static str {
-        match self {
-            CloudSession::Local => "local",
-            CloudSession::Aws(_) => "aws",
-            CloudSession::Gcp(_) => "gcp",
-            CloudSession::Azure(_) => "azure",
+impl<S: Into<Session>> From<Assumed<S>> for JobCredentials {
+    fn from(a: Assumed<S>) -> Self {
+        JobCredentials {
+            child_env: a.child_env,
+            session: Some(a.session.into()),
         }
     }
 }
@@ -76,7 +54,13 @@ impl std::fmt::Debug for JobCredentials {
                 "child_env",
                 &self.child_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
-            .field("session", &self.session.provider())
+            .field(
+                "session",
+                &self
+                    .session
+                    .as_ref()
+                    .map_or("local", |s| s.provider().as_str()),
+            )
             .finish()
     }
 }
@@ -84,111 +68,46 @@ impl std::fmt::Debug for JobCredentials {
 /// The credentials phase: assumes the job's cloud identity (AWS in the
 /// vine's region).
 pub async fn assume(job: &JobFile, vine: &VineConfig) -> Result<JobCredentials, CloudError> {
-    let region = Some(vine.region.clone());
-    match &job.cloud_identity {
-        CloudIdentity::Local => Ok(JobCredentials {
+    Ok(match &job.cloud_identity {
+        CloudIdentity::Local => JobCredentials {
             child_env: local_child_env(),
-            session: CloudSession::Local,
-        }),
+            session: None,
+        },
         CloudIdentity::Aws {
             role_arn,
             external_id,
         } => {
+            let role = AwsRole::for_job(role_arn, external_id.clone(), &job.job.id.0)?;
             let options = AwsOptions {
-                region,
+                region: Some(vine.region.clone()),
                 ..AwsOptions::default()
             };
-            let base = AwsCredentials::from_environment(&options).await?;
-            let role = AwsRole::for_job(role_arn, external_id.clone(), &job.job.id.0)?;
-            let assumed = base.assume_role(&role, &options).await?;
-            let child_env = assumed.child_env().await?;
-            Ok(JobCredentials {
-                child_env,
-                session: CloudSession::Aws(assumed),
-            })
+            aws::assume(&role, &options).await?.into()
         }
         CloudIdentity::Gcp {
             service_account_email,
             wif_config,
             ..
         } => {
-            let source = match wif_config {
-                Some(wif) => {
-                    let mut doc = json!({
-                        "type": "external_account",
-                        "audience": wif.audience.clone().unwrap_or_else(|| format!(
-                            "//iam.googleapis.com/projects/-/locations/global/workloadIdentityPools/{}/providers/{}",
-                            wif.pool_id.clone().unwrap_or_default(),
-                            wif.provider_id.clone().unwrap_or_default()
-                        )),
-                        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-                    });
-                    for (k, v) in &wif.extra {
-                        doc[k] = v.clone();
-                    }
-                    if let Some(email) = service_account_email {
-                        doc["service_account_impersonation_url"] = json!(format!(
-                            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
-                        ));
-                    }
-                    GcpCredentialSource::from_json(&doc.to_string())?
-                }
-                None => {
-                    let path = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").ok_or_else(|| {
-                        CloudError::InvalidInput {
-                            input: "cloud_identity.wif_config".into(),
-                            reason: "is missing and GOOGLE_APPLICATION_CREDENTIALS is not set; give one of them".into(),
-                        }
-                    })?;
-                    GcpCredentialSource::from_file(&PathBuf::from(path))?
-                }
+            let identity = match wif_config {
+                Some(wif) => GcpIdentity::Federated {
+                    audience: wif.audience.clone().unwrap_or_else(|| {
+                        gcp::pool_audience(
+                            wif.pool_id.as_deref().unwrap_or_default(),
+                            wif.provider_id.as_deref().unwrap_or_default(),
+                        )
+                    }),
+                    config: wif.extra.clone(),
+                    service_account_email: service_account_email.clone(),
+                },
+                None => GcpIdentity::ApplicationDefault,
             };
-            let token = GcpTokenSource::new(source.clone())?.fetch_token().await?;
-            Ok(JobCredentials {
-                child_env: vec![("GOOGLE_OAUTH_ACCESS_TOKEN".into(), token.token)],
-                session: CloudSession::Gcp(source),
-            })
+            gcp::assume(&identity).await?.into()
         }
         CloudIdentity::Azure {
             tenant_id,
             client_id,
             subscription_id,
-        } => {
-            let mut child_env: ChildEnv = vec![
-                ("ARM_TENANT_ID".into(), Secret::new(tenant_id.clone())),
-                ("ARM_CLIENT_ID".into(), Secret::new(client_id.clone())),
-                (
-                    "ARM_SUBSCRIPTION_ID".into(),
-                    Secret::new(subscription_id.clone()),
-                ),
-            ];
-            let credential = if let Some(file) = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE") {
-                let file = PathBuf::from(file);
-                child_env.push(("ARM_USE_OIDC".into(), Secret::new("true".into())));
-                child_env.push((
-                    "ARM_OIDC_TOKEN_FILE_PATH".into(),
-                    Secret::new(file.display().to_string()),
-                ));
-                AzureCredential::FederatedTokenFile(file)
-            } else if let Ok(secret) = std::env::var("AZURE_CLIENT_SECRET") {
-                child_env.push(("ARM_CLIENT_SECRET".into(), Secret::new(secret.clone())));
-                AzureCredential::ClientSecret(Secret::new(secret))
-            } else {
-                return Err(CloudError::InvalidInput {
-                    input: "cloud_identity (azure)".into(),
-                    reason: "neither AZURE_FEDERATED_TOKEN_FILE (workload identity) nor AZURE_CLIENT_SECRET is set; give tendril one of them".into(),
-                });
-            };
-            let identity = AzureIdentity {
-                tenant_id: tenant_id.clone(),
-                client_id: client_id.clone(),
-                credential,
-                authority_host: std::env::var("AZURE_AUTHORITY_HOST").ok(),
-            };
-            Ok(JobCredentials {
-                child_env,
-                session: CloudSession::Azure(identity),
-            })
-        }
-    }
+        } => azure::assume(tenant_id, client_id, subscription_id)?.into(),
+    })
 }

@@ -34,9 +34,10 @@ use std::path::{Path, PathBuf};
 use crate::appofapps::{self, AppOfApps, AppsSource, RepoCredentials};
 use crate::argocd::{self, ArgoCdError, ArgoCdSpec};
 use crate::chart::{self, ChartError};
+use crate::cloud::Provider;
 use crate::confighash::ConfigHash;
-use crate::facts::{CloudProvider, ClusterFacts, InfraFacts};
-use crate::job::{BackendConfig, CloudIdentity, JobError, JobFile, JobType, Provider, VineConfig};
+use crate::facts::{ClusterFacts, InfraFacts};
+use crate::job::{BackendConfig, CloudIdentity, JobError, JobFile, JobType, VineConfig};
 use crate::kubeconfig::{self, KubeconfigError};
 use crate::pipeline::RunMode;
 
@@ -400,11 +401,7 @@ fn app_of_apps_spec(
 /// Checks component names, keys and types with the App of Apps' own rules
 /// (facts do not matter for them: placeholder facts stand in).
 fn check_components(vine: &VineConfig, apps: &AppOfApps) -> Result<(), PreflightError> {
-    let provider = match vine.provider {
-        Provider::Gcp => CloudProvider::Gcp,
-        Provider::Azure => CloudProvider::Azure,
-        Provider::Aws | Provider::Local => CloudProvider::Aws,
-    };
+    let provider = vine.provider.unwrap_or(Provider::Aws);
     let placeholder = InfraFacts {
         cluster: ClusterFacts {
             provider,

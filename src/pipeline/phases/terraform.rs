@@ -17,8 +17,8 @@ use crate::terraform::{
     Terraform, TerraformError,
 };
 
+use crate::cloud::ChildEnv;
 use crate::pipeline::Progress;
-use crate::pipeline::phases::credentials::ChildEnv;
 use tokio_util::sync::CancellationToken;
 
 /// The profile name under which separate state-store keys are written.
