@@ -66,6 +66,16 @@ impl Provider {
         self.names()[0]
     }
 
+    /// Every provider's name, for messages: `aws, gcp or azure`.
+    fn list() -> String {
+        let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+        match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+
     /// The Terraform output names this provider's modules commonly use (the
     /// default mapping of infrastructure facts).
     pub fn outputs(self) -> &'static OutputDefaults {
@@ -237,7 +247,7 @@ pub enum CloudError {
         message: String,
     },
     /// A provider name is none of tendril's.
-    #[error("unknown cloud provider `{0}`; expected aws, gcp or azure")]
+    #[error("unknown cloud provider `{0}`; expected {known}", known = Provider::list())]
     UnknownProvider(String),
     /// Signing a request or a JWT failed.
     #[error("cannot sign {what}: {message}")]
