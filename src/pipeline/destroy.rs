@@ -267,15 +267,15 @@ async fn destroy_phases(
 }
 
 /// The outputs phase: `terraform output`, and the facts when the state still
-/// has a cluster (the error says why not, for the warning).
+/// has a cluster (else the error, for the warning that says why not).
 async fn read_outputs(
     job: &JobFile,
     vine: &VineConfig,
     tf: &Initialized,
     cancel: &CancellationToken,
-) -> Result<(Outputs, Result<InfraFacts, String>), TerraformPhaseError> {
+) -> Result<(Outputs, Result<InfraFacts, cluster::ClusterError>), TerraformPhaseError> {
     let outputs = terraform::outputs(tf, cancel).await?;
-    let facts = cluster::facts_from(job, vine, &outputs).map_err(|e| e.to_string());
+    let facts = cluster::facts_from(job, vine, &outputs);
     Ok((outputs, facts))
 }
 
