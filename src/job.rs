@@ -113,6 +113,36 @@ pub enum JobType {
     Destroy,
 }
 
+/// How a job ended: the one status vocabulary of the report, the job
+/// process's result and the queues (`SUCCESS`, `FAILED`, `CANCELLED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    /// Every phase finished.
+    Success,
+    /// A phase failed.
+    Failed,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Success => "SUCCESS",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Display for JobType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

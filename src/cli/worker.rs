@@ -182,10 +182,7 @@ fn print_event(e: WorkerEvent) {
             } else {
                 " (the queue did not take the result)"
             };
-            eprintln!(
-                "job {job} ended {}{note}",
-                tendril::queue::JobStatus::from(status)
-            )
+            eprintln!("job {job} ended {status}{note}")
         }
         WorkerEvent::Skipped { job, reason } => eprintln!("skipped job {job}: {reason}"),
         WorkerEvent::Cancelling { job, reason } => eprintln!("cancelling job {job}: {reason}"),

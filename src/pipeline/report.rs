@@ -13,20 +13,9 @@ use serde_json::{Value, json};
 use super::{Phase, PhaseError, PhaseTiming};
 use crate::Secret;
 use crate::facts::InfraFacts;
+pub use crate::job::JobStatus;
 use crate::job::JobType;
 use crate::terraform::{ChangeSummary, Outputs};
-
-/// How the job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum JobStatus {
-    /// Every phase finished.
-    Success,
-    /// A phase failed.
-    Failed,
-    /// The job was cancelled.
-    Cancelled,
-}
 
 /// How a run treats terraform and the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
