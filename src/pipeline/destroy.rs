@@ -217,7 +217,7 @@ async fn destroy_phases(
                     if let Some(DestroyError::Remaining { report, .. }) =
                         e.source.downcast_ref::<DestroyError>()
                     {
-                        run.report().teardown = serde_json::to_value(report).ok();
+                        run.report().teardown = Some(report.as_ref().clone());
                     }
                     return Err(e);
                 }
@@ -235,7 +235,7 @@ async fn destroy_phases(
                     torn.summary()
                 ));
             }
-            run.report().teardown = serde_json::to_value(&torn).ok();
+            run.report().teardown = Some(torn);
         }
         None => run.skip(Phase::Teardown),
     }

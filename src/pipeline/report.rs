@@ -15,6 +15,7 @@ use crate::Secret;
 use crate::facts::InfraFacts;
 pub use crate::job::JobStatus;
 use crate::job::JobType;
+use crate::teardown::TeardownReport;
 use crate::terraform::{ChangeSummary, Outputs};
 
 /// How a run treats terraform and the cluster.
@@ -199,7 +200,7 @@ pub struct JobReport {
     pub argocd: Option<ArgoCdSummary>,
     /// What the teardown deleted and what remains (DESTROY).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub teardown: Option<Value>,
+    pub teardown: Option<TeardownReport>,
     /// Terraform outputs (sensitive ones `[redacted]` unless asked).
     pub outputs: Value,
     /// Infrastructure facts (DEPLOY).
