@@ -30,7 +30,7 @@ pub mod process;
 
 pub use backend::{Backend, S3Settings};
 pub use changes::ChangeSummary;
-pub use events::{ApplyEvent, ChangeCounts, Diagnostic, Event};
+pub use events::{ChangeCounts, Diagnostic, Event};
 pub use outputs::{Output, OutputType, OutputValue, Outputs};
 
 use crate::Secret;
