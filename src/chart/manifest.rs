@@ -8,8 +8,8 @@ use super::ChartError;
 
 /// One Kubernetes object a chart rendered, validated, its identity read and
 /// its namespace filled. The apply engine takes `apply::Manifest` (object and
-/// source only; `chart` and `apply` know nothing of each other):
-/// `argocd::to_apply` hands rendered manifests over.
+/// source only; `chart` and `apply` know nothing of each other): the rooms
+/// that use both hand a rendered manifest over with its `source` and `object`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedManifest {
     /// `apiVersion`.
