@@ -30,7 +30,7 @@ use crate::apply::{
     self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, ApplySet, Readiness, ReadinessOptions,
     ReadinessRule, ResourceManager,
 };
-use crate::chart::{Chart, ChartError, Manifest, RenderOptions, Values};
+use crate::chart::{Chart, ChartError, RenderOptions, RenderedManifest, Values};
 use crate::facts::InfraFacts;
 
 /// The name of the embedded App of Apps chart.
@@ -270,7 +270,10 @@ fn component_values(name: &str, settings: &Value) -> Result<Value, AppOfAppsErro
 }
 
 /// Renders the App of Apps from the embedded chart.
-pub fn render(facts: &InfraFacts, spec: &AppOfApps) -> Result<Vec<Manifest>, AppOfAppsError> {
+pub fn render(
+    facts: &InfraFacts,
+    spec: &AppOfApps,
+) -> Result<Vec<RenderedManifest>, AppOfAppsError> {
     let chart = Chart::embedded(CHART)?;
     render_chart(&chart, facts, spec)
 }
@@ -280,7 +283,7 @@ pub fn render_chart(
     chart: &Chart,
     facts: &InfraFacts,
     spec: &AppOfApps,
-) -> Result<Vec<Manifest>, AppOfAppsError> {
+) -> Result<Vec<RenderedManifest>, AppOfAppsError> {
     let values = Values::from_json(values(facts, spec)?, "the App of Apps settings")?;
     let opts = RenderOptions::new("app-of-apps", spec.namespace.clone()).with_values(values);
     Ok(chart.render(&opts)?)
@@ -371,7 +374,11 @@ pub struct ApplyApps {
 /// to the Argo CD install's apply set (an object is a member of one set
 /// only); in a dry run, where the install created nothing, the bundle carries
 /// it too, so the server can check the rest against it.
-pub fn bundle(namespace: &str, manifests: Vec<Manifest>, dry_run: bool) -> Vec<apply::Manifest> {
+pub fn bundle(
+    namespace: &str,
+    manifests: Vec<RenderedManifest>,
+    dry_run: bool,
+) -> Vec<apply::Manifest> {
     let mut out = Vec::with_capacity(manifests.len() + 1);
     if dry_run {
         out.push(apply::Manifest::new(
@@ -393,7 +400,7 @@ pub fn bundle(namespace: &str, manifests: Vec<Manifest>, dry_run: bool) -> Vec<a
 pub async fn apply(
     client: &kube::Client,
     namespace: &str,
-    manifests: Vec<Manifest>,
+    manifests: Vec<RenderedManifest>,
     how: &ApplyApps,
     progress: &(dyn Fn(ApplyEvent) + Send + Sync),
 ) -> Result<ApplyReport, ApplyError> {

@@ -249,7 +249,7 @@ fn load_chart(spec: &ArgoCdSpec) -> Result<Chart, ChartError> {
 /// [`install`] reuse it, and nothing renders the chart again.
 #[derive(Debug)]
 pub struct Rendered {
-    manifests: Vec<chart::Manifest>,
+    manifests: Vec<chart::RenderedManifest>,
     warnings: chart::ValueWarnings,
     merged_values: Value,
 }
@@ -281,7 +281,7 @@ pub fn render(spec: &ArgoCdSpec) -> Result<Rendered, ArgoCdError> {
 impl Rendered {
     /// The rendered manifests, in install order, with the Redis password
     /// placeholder: what `argocd.yaml` holds.
-    pub fn manifests(&self) -> &[chart::Manifest] {
+    pub fn manifests(&self) -> &[chart::RenderedManifest] {
         &self.manifests
     }
 
@@ -309,7 +309,7 @@ impl Rendered {
         &self,
         redis_password: &Secret<String>,
         admin: Option<&AdminHash>,
-    ) -> Vec<chart::Manifest> {
+    ) -> Vec<chart::RenderedManifest> {
         let mut manifests = self.manifests.clone();
         if let Some(redis) = find_secret_mut(&mut manifests, REDIS_SECRET) {
             inject_redis_password(redis, redis_password);
@@ -324,18 +324,21 @@ impl Rendered {
     }
 }
 
-fn is_secret(m: &chart::Manifest, name: &str) -> bool {
+fn is_secret(m: &chart::RenderedManifest, name: &str) -> bool {
     m.api_version == "v1" && m.kind == "Secret" && m.name == name
 }
 
-fn find_secret<'a>(manifests: &'a [chart::Manifest], name: &str) -> Option<&'a chart::Manifest> {
+fn find_secret<'a>(
+    manifests: &'a [chart::RenderedManifest],
+    name: &str,
+) -> Option<&'a chart::RenderedManifest> {
     manifests.iter().find(|m| is_secret(m, name))
 }
 
 fn find_secret_mut<'a>(
-    manifests: &'a mut [chart::Manifest],
+    manifests: &'a mut [chart::RenderedManifest],
     name: &str,
-) -> Option<&'a mut chart::Manifest> {
+) -> Option<&'a mut chart::RenderedManifest> {
     manifests.iter_mut().find(|m| is_secret(m, name))
 }
 
@@ -346,7 +349,7 @@ fn b64(text: &str) -> String {
 
 /// Replaces the placeholder with `password` wherever the render put it in
 /// the Secret: `data` entries (base64) and `stringData` entries (plain).
-fn inject_redis_password(secret: &mut chart::Manifest, password: &Secret<String>) {
+fn inject_redis_password(secret: &mut chart::RenderedManifest, password: &Secret<String>) {
     let encoded_placeholder = b64(REDIS_PASSWORD_PLACEHOLDER);
     if let Some(Value::Object(data)) = secret.object.get_mut("data") {
         for v in data.values_mut() {
@@ -365,7 +368,7 @@ fn inject_redis_password(secret: &mut chart::Manifest, password: &Secret<String>
 }
 
 /// Sets `data.KEY` of a Secret to `text`, base64-encoded.
-fn set_secret_data(secret: &mut chart::Manifest, key: &str, text: &str) {
+fn set_secret_data(secret: &mut chart::RenderedManifest, key: &str, text: &str) {
     let Value::Object(object) = &mut secret.object else {
         return;
     };
@@ -381,7 +384,7 @@ fn set_secret_data(secret: &mut chart::Manifest, key: &str, text: &str) {
 }
 
 /// Converts rendered manifests into the apply engine's input.
-pub fn to_apply(manifests: Vec<chart::Manifest>) -> Vec<apply::Manifest> {
+pub fn to_apply(manifests: Vec<chart::RenderedManifest>) -> Vec<apply::Manifest> {
     manifests
         .into_iter()
         .map(|m| apply::Manifest::new(m.source, m.object))
@@ -390,7 +393,7 @@ pub fn to_apply(manifests: Vec<chart::Manifest>) -> Vec<apply::Manifest> {
 
 /// What an install applies: Argo CD's Namespace (created first; every
 /// namespaced object waits for it) and the rendered chart.
-pub fn bundle(namespace: &str, manifests: Vec<chart::Manifest>) -> Vec<apply::Manifest> {
+pub fn bundle(namespace: &str, manifests: Vec<chart::RenderedManifest>) -> Vec<apply::Manifest> {
     let mut out = vec![apply::Manifest::new(
         "argocd/namespace",
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),

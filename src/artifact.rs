@@ -156,9 +156,11 @@ pub enum ArtifactError {
     },
 }
 
-/// The manifest stored next to a saved plan.
+/// What a plan artifact says about its plan (`manifest.json`, stored next to
+/// `plan.tfplan`): who made it from which configuration, its digest and size,
+/// the terraform version and what it will change. Not a Kubernetes manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
+pub struct PlanManifest {
     /// Manifest format, [`FORMAT_VERSION`].
     pub format_version: u32,
     /// The PLAN job that made the plan.
@@ -177,7 +179,7 @@ pub struct Manifest {
     pub change_summary: ChangeSummary,
 }
 
-impl Manifest {
+impl PlanManifest {
     /// A manifest for `plan`, stamped now.
     pub fn new(
         job_id: &str,
@@ -185,8 +187,8 @@ impl Manifest {
         plan: &[u8],
         terraform_version: impl Into<String>,
         change_summary: ChangeSummary,
-    ) -> Manifest {
-        Manifest {
+    ) -> PlanManifest {
+        PlanManifest {
             format_version: FORMAT_VERSION,
             job_id: job_id.to_string(),
             config_hash,
@@ -203,7 +205,7 @@ impl Manifest {
 #[derive(Clone)]
 pub struct Artifact {
     /// The manifest.
-    pub manifest: Manifest,
+    pub manifest: PlanManifest,
     /// The saved plan's bytes (verified against the manifest).
     pub plan: Vec<u8>,
 }
@@ -235,7 +237,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Checks `plan` against the manifest's size and digest.
-pub fn verify_plan(plan: &[u8], manifest: &Manifest, location: &str) -> Result<(), ArtifactError> {
+pub fn verify_plan(
+    plan: &[u8],
+    manifest: &PlanManifest,
+    location: &str,
+) -> Result<(), ArtifactError> {
     let actual = plan.len() as u64;
     if actual < manifest.plan_size {
         return Err(ArtifactError::Truncated {
@@ -298,7 +304,7 @@ impl Store {
         &self,
         job_id: &str,
         plan: &[u8],
-        manifest: &Manifest,
+        manifest: &PlanManifest,
     ) -> Result<String, ArtifactError> {
         check_job_id(job_id)?;
         verify_plan(plan, manifest, PLAN_FILE)?;
@@ -333,7 +339,7 @@ impl Store {
         let manifest_path = format!("{job_id}/{MANIFEST_FILE}");
         let raw = self.get(&manifest_path, MAX_MANIFEST_BYTES).await?;
         let location = self.location(&manifest_path);
-        let manifest: Manifest =
+        let manifest: PlanManifest =
             serde_json::from_slice(&raw).map_err(|e| ArtifactError::ManifestInvalid {
                 location: location.clone(),
                 problem: e.to_string(),
@@ -385,7 +391,7 @@ mod tests {
     fn verification_tells_truncated_from_corrupt() {
         let plan = b"PK\x03\x04 a plan".to_vec();
         let h = ConfigHash::of(&serde_json::json!({}));
-        let m = Manifest::new("j1", h, &plan, "1.11.4", ChangeSummary::default());
+        let m = PlanManifest::new("j1", h, &plan, "1.11.4", ChangeSummary::default());
         assert!(verify_plan(&plan, &m, "x").is_ok());
         let err = verify_plan(&plan[..4], &m, "x").unwrap_err();
         assert!(

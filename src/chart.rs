@@ -40,7 +40,7 @@ mod values;
 use std::path::PathBuf;
 
 pub use load::Limits;
-pub use manifest::{Manifest, install_rank, is_cluster_scoped, manifests_to_yaml};
+pub use manifest::{RenderedManifest, install_rank, is_cluster_scoped, manifests_to_yaml};
 pub use render::{Capabilities, DEFAULT_API_VERSIONS, DEFAULT_KUBE_VERSION, RenderOptions};
 pub use surface::{KeyPath, ValueWarning, ValueWarnings};
 pub use values::{Values, coalesce, merge_into};
@@ -263,7 +263,7 @@ impl Chart {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn render(&self, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
+    pub fn render(&self, opts: &RenderOptions) -> Result<Vec<RenderedManifest>, ChartError> {
         render::render(self, opts)
     }
 

@@ -164,24 +164,76 @@ impl OutputMapping {
 #[serde(transparent)]
 pub struct Endpoint(String);
 
+/// Why [`Endpoint::parse_api_server`] refused an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// The address is empty.
+    #[error("the API server endpoint is empty; give its https:// URL or its host")]
+    Empty,
+    /// The address has a scheme other than `https://`.
+    #[error(
+        "`{0}` is not an https URL; the API server must be reached over TLS: give its https:// URL"
+    )]
+    NotHttps(String),
+    /// The address has no usable host.
+    #[error("`{0}` has no valid host; give the API server's https:// URL, e.g. https://10.0.0.1")]
+    NoHost(String),
+}
+
+/// Why [`CaBundle::parse`] refused a CA bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaBundleError {
+    /// The text is neither PEM nor base64.
+    #[error(
+        "neither PEM nor base64 of PEM ({0}); give the cluster's CA certificate as PEM text or base64 of it"
+    )]
+    NotBase64(base64::DecodeError),
+    /// The base64 decodes to bytes that are not text.
+    #[error(
+        "base64 does not decode to PEM text; give the cluster's CA certificate as PEM text or base64 of it"
+    )]
+    NotText,
+    /// No `CERTIFICATE` block.
+    #[error(
+        "no PEM CERTIFICATE block found; give the cluster's CA certificate (-----BEGIN CERTIFICATE-----)"
+    )]
+    NoCertificate,
+    /// A block is not valid PEM.
+    #[error("certificate {index} is not valid PEM ({reason}); give the cluster's CA certificate")]
+    BadPem {
+        /// Which block, from 1.
+        index: usize,
+        /// What the PEM reader said.
+        reason: String,
+    },
+    /// A block is PEM but not an X.509 certificate.
+    #[error(
+        "certificate {index} is not a valid X.509 certificate (its DER encoding does not parse); give the cluster's CA certificate"
+    )]
+    NotX509 {
+        /// Which block, from 1.
+        index: usize,
+    },
+}
+
 impl Endpoint {
     /// Parses an API server address; a bare host or IP (as GKE outputs it) gets `https://`.
-    pub fn parse_api_server(text: &str) -> Result<Self, String> {
+    pub fn parse_api_server(text: &str) -> Result<Self, EndpointError> {
         let text = text.trim().trim_end_matches('/');
         if text.is_empty() {
-            return Err("the endpoint is empty".into());
+            return Err(EndpointError::Empty);
         }
         let url = if text.contains("://") {
             text.to_string()
         } else {
             format!("https://{text}")
         };
-        let rest = url.strip_prefix("https://").ok_or_else(|| {
-            format!("`{text}` is not an https URL; the API server must be reached over TLS")
-        })?;
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| EndpointError::NotHttps(text.to_string()))?;
         let host = rest.split('/').next().unwrap_or_default();
         if host.is_empty() || host.contains(char::is_whitespace) || host.contains('@') {
-            return Err(format!("`{text}` has no valid host"));
+            return Err(EndpointError::NoHost(text.to_string()));
         }
         Ok(Endpoint(url))
     }
@@ -200,22 +252,21 @@ impl fmt::Display for Endpoint {
 
 /// Checks that every PEM CERTIFICATE block in `pem` is an X.509 certificate
 /// usable as a trust anchor.
-fn check_certificates(pem: &str) -> Result<(), String> {
+fn check_certificates(pem: &str) -> Result<(), CaBundleError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut n = 0;
     for (i, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
-        let cert = cert.map_err(|e| format!("certificate {} is not valid PEM ({e})", i + 1))?;
-        webpki::anchor_from_trusted_cert(&cert).map_err(|_| {
-            format!(
-                "certificate {} is not a valid X.509 certificate (its DER encoding does not parse); give the cluster's CA certificate",
-                i + 1
-            )
+        let index = i + 1;
+        let cert = cert.map_err(|e| CaBundleError::BadPem {
+            index,
+            reason: e.to_string(),
         })?;
+        webpki::anchor_from_trusted_cert(&cert).map_err(|_| CaBundleError::NotX509 { index })?;
         n += 1;
     }
     if n == 0 {
-        return Err("no PEM CERTIFICATE block found".into());
+        return Err(CaBundleError::NoCertificate);
     }
     Ok(())
 }
@@ -227,7 +278,7 @@ pub struct CaBundle(String);
 
 impl CaBundle {
     /// Accepts PEM text or base64 of PEM (as EKS, GKE and AKS outputs carry it).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, CaBundleError> {
         let text = text.trim();
         let pem = if text.starts_with("-----BEGIN") {
             text.to_string()
@@ -235,14 +286,13 @@ impl CaBundle {
             let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(compact.as_bytes())
-                .map_err(|e| format!("neither PEM nor base64 of PEM ({e})"))?;
-            String::from_utf8(bytes)
-                .map_err(|_| "base64 does not decode to PEM text".to_string())?
+                .map_err(CaBundleError::NotBase64)?;
+            String::from_utf8(bytes).map_err(|_| CaBundleError::NotText)?
         };
         if !pem.contains("-----BEGIN CERTIFICATE-----")
             || !pem.contains("-----END CERTIFICATE-----")
         {
-            return Err("no PEM CERTIFICATE block found".into());
+            return Err(CaBundleError::NoCertificate);
         }
         check_certificates(&pem)?;
         Ok(CaBundle(format!("{}\n", pem.trim())))
@@ -260,8 +310,8 @@ impl CaBundle {
 }
 
 impl TryFrom<String> for CaBundle {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = CaBundleError;
+    fn try_from(s: String) -> Result<Self, CaBundleError> {
         CaBundle::parse(&s)
     }
 }
@@ -517,7 +567,10 @@ impl InfraFacts {
             Some(o.required(CLUSTER_ENDPOINT)?)
         };
         let endpoint = endpoint
-            .map(|e| Endpoint::parse_api_server(&e).map_err(|r| o.invalid(CLUSTER_ENDPOINT, r)))
+            .map(|e| {
+                Endpoint::parse_api_server(&e)
+                    .map_err(|r| o.invalid(CLUSTER_ENDPOINT, r.to_string()))
+            })
             .transpose()?;
         note(CLUSTER_ENDPOINT, endpoint.is_some());
         let ca = if lookup {
@@ -526,7 +579,7 @@ impl InfraFacts {
             Some(o.required(CLUSTER_CA)?)
         };
         let ca = ca
-            .map(|c| CaBundle::parse(&c).map_err(|r| o.invalid(CLUSTER_CA, r)))
+            .map(|c| CaBundle::parse(&c).map_err(|r| o.invalid(CLUSTER_CA, r.to_string())))
             .transpose()?;
         note(CLUSTER_CA, ca.is_some());
         let id = o.string(CLUSTER_ID)?;
@@ -605,8 +658,31 @@ mod tests {
                 .as_str(),
             "https://X.gr7.eu-west-1.eks.amazonaws.com"
         );
-        assert!(Endpoint::parse_api_server("http://insecure:8080").is_err());
-        assert!(Endpoint::parse_api_server("").is_err());
+        assert_eq!(
+            Endpoint::parse_api_server("http://insecure:8080"),
+            Err(EndpointError::NotHttps("http://insecure:8080".into()))
+        );
+        assert_eq!(Endpoint::parse_api_server(" "), Err(EndpointError::Empty));
+        assert_eq!(
+            Endpoint::parse_api_server("https://user@host"),
+            Err(EndpointError::NoHost("https://user@host".into()))
+        );
+    }
+
+    #[test]
+    fn ca_bundles_say_what_is_wrong() {
+        assert!(matches!(
+            CaBundle::parse("not base64!"),
+            Err(CaBundleError::NotBase64(_))
+        ));
+        assert_eq!(
+            CaBundle::parse("-----BEGIN CERTIFICATE-----\nMIIBdemo\n-----END CERTIFICATE-----"),
+            Err(CaBundleError::NotX509 { index: 1 })
+        );
+        assert_eq!(
+            CaBundle::parse("-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----"),
+            Err(CaBundleError::NoCertificate)
+        );
     }
 
     #[test]

@@ -114,6 +114,36 @@ pub enum JobType {
     Destroy,
 }
 
+/// How a job ended: the one status vocabulary of the report, the job
+/// process's result and the queues (`SUCCESS`, `FAILED`, `CANCELLED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    /// Every phase finished.
+    Success,
+    /// A phase failed.
+    Failed,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Success => "SUCCESS",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Display for JobType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -737,13 +767,38 @@ mod duration_text {
     }
 }
 
-/// Parses a duration such as `10m`, `90s`, `1h30m` or `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let sd: jiff::SignedDuration = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("`{text}` is not a duration like 10m, 90s or 1h30m ({e})"))?;
-    Duration::try_from(sd).map_err(|_| format!("`{text}` is negative; give a positive duration"))
+/// Why [`parse_duration`] refused a text.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    /// The text is no duration.
+    #[error("`{text}` is not a duration like 10m, 90s or 1h30m ({reason})")]
+    Unreadable {
+        /// The text.
+        text: String,
+        /// What the duration parser said.
+        reason: jiff::Error,
+    },
+    /// The duration is negative.
+    #[error("`{text}` is negative; give a positive duration like 10m")]
+    Negative {
+        /// The text.
+        text: String,
+    },
+}
+
+/// Parses a duration such as `10m`, `90s`, `1h30m` or `1h 30m` (the job
+/// file's durations and the command line's duration flags).
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let sd: jiff::SignedDuration =
+        text.trim()
+            .parse()
+            .map_err(|reason| DurationError::Unreadable {
+                text: text.to_string(),
+                reason,
+            })?;
+    Duration::try_from(sd).map_err(|_| DurationError::Negative {
+        text: text.to_string(),
+    })
 }
 
 impl JobFile {
@@ -1055,8 +1110,18 @@ cloud_identity:
 
     #[test]
     fn durations_parse_and_bad_ones_say_how() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("ten minutes").unwrap_err().contains("10m"));
+        assert!(
+            parse_duration("ten minutes")
+                .unwrap_err()
+                .to_string()
+                .contains("`ten minutes` is not a duration like 10m")
+        );
+        assert!(matches!(
+            parse_duration("-5m"),
+            Err(DurationError::Negative { .. })
+        ));
     }
 }

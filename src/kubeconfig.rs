@@ -307,7 +307,7 @@ pub async fn verify_access(
             })
         }
         Err(e) => {
-            let detail = error_chain(&e);
+            let detail = crate::errors::chain_inline(&e);
             let lower = detail.to_ascii_lowercase();
             if lower.contains("certificate") || lower.contains("unknownissuer") {
                 Err(KubeconfigError::CaMismatch {
@@ -324,10 +324,6 @@ pub async fn verify_access(
             }
         }
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::errors::chain_inline(e)
 }
 
 /// How a client built from a kubeconfig connects.
@@ -367,8 +363,12 @@ pub fn read_kubeconfig(path: &Path) -> Result<kube::config::Kubeconfig, Kubeconf
             "cannot be read ({e}); give the path of a readable kubeconfig file"
         ))
     })?;
-    kube::config::Kubeconfig::read_from(path)
-        .map_err(|e| err(format!("is not a valid kubeconfig ({})", error_chain(&e))))
+    kube::config::Kubeconfig::read_from(path).map_err(|e| {
+        err(format!(
+            "is not a valid kubeconfig ({})",
+            crate::errors::chain_inline(&e)
+        ))
+    })
 }
 
 /// Checks what can be known about a kubeconfig without contacting the
@@ -532,7 +532,7 @@ async fn config_from_kubeconfig_value(
         .await
         .map_err(|e| KubeconfigError::Kubeconfig {
             path: label.to_path_buf(),
-            reason: error_chain(&e),
+            reason: crate::errors::chain_inline(&e),
         })?;
     config.accept_invalid_certs = false;
     config.connect_timeout = Some(options.connect_timeout);
@@ -582,7 +582,7 @@ pub fn client_from_config(
         .map(|b| b.with_layer(&crate::logging::RequestLogLayer).build())
         .map_err(|e| KubeconfigError::Kubeconfig {
             path: label.to_path_buf(),
-            reason: error_chain(&e),
+            reason: crate::errors::chain_inline(&e),
         })
 }
 

@@ -18,7 +18,7 @@ pub mod postgres;
 pub mod tls;
 pub mod trellis;
 
-use crate::job::{CloudIdentity, Job, JobId};
+use crate::job::{CloudIdentity, Job, JobId, JobStatus};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -122,10 +122,11 @@ impl QueueError {
     }
 }
 
-/// A job's status as the queues spell it.
+/// Where a job is in its life, as the queues spell it: waiting, taken,
+/// running, or ended with a [`JobStatus`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum JobStatus {
+pub enum JobState {
     /// Waiting for a worker.
     Queued,
     /// Taken by a worker, not started.
@@ -140,57 +141,45 @@ pub enum JobStatus {
     Cancelled,
 }
 
-impl JobStatus {
+impl JobState {
     /// The wire and database spelling.
     pub fn as_str(self) -> &'static str {
         match self {
-            JobStatus::Queued => "QUEUED",
-            JobStatus::Claimed => "CLAIMED",
-            JobStatus::Processing => "PROCESSING",
-            JobStatus::Success => "SUCCESS",
-            JobStatus::Failed => "FAILED",
-            JobStatus::Cancelled => "CANCELLED",
+            JobState::Queued => "QUEUED",
+            JobState::Claimed => "CLAIMED",
+            JobState::Processing => "PROCESSING",
+            JobState::Success => "SUCCESS",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
         }
     }
 
     /// Parses the wire spelling.
-    pub fn parse(text: &str) -> Option<JobStatus> {
+    pub fn parse(text: &str) -> Option<JobState> {
         Some(match text {
-            "QUEUED" => JobStatus::Queued,
-            "CLAIMED" => JobStatus::Claimed,
-            "PROCESSING" => JobStatus::Processing,
-            "SUCCESS" => JobStatus::Success,
-            "FAILED" => JobStatus::Failed,
-            "CANCELLED" => JobStatus::Cancelled,
+            "QUEUED" => JobState::Queued,
+            "CLAIMED" => JobState::Claimed,
+            "PROCESSING" => JobState::Processing,
+            "SUCCESS" => JobState::Success,
+            "FAILED" => JobState::Failed,
+            "CANCELLED" => JobState::Cancelled,
             _ => return None,
         })
     }
 }
 
-impl fmt::Display for JobStatus {
+impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum OutcomeStatus {
-    /// The job did what it was asked.
-    Success,
-    /// The job failed; `error_message` says why.
-    Failed,
-    /// The job was stopped (drain timeout, control-plane cancel).
-    Cancelled,
-}
-
-impl From<OutcomeStatus> for JobStatus {
-    fn from(s: OutcomeStatus) -> JobStatus {
+impl From<JobStatus> for JobState {
+    fn from(s: JobStatus) -> JobState {
         match s {
-            OutcomeStatus::Success => JobStatus::Success,
-            OutcomeStatus::Failed => JobStatus::Failed,
-            OutcomeStatus::Cancelled => JobStatus::Cancelled,
+            JobStatus::Success => JobState::Success,
+            JobStatus::Failed => JobState::Failed,
+            JobStatus::Cancelled => JobState::Cancelled,
         }
     }
 }
@@ -198,8 +187,9 @@ impl From<OutcomeStatus> for JobStatus {
 /// The result of running one job, as reported to the queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobOutcome {
-    /// SUCCESS, FAILED or CANCELLED.
-    pub status: OutcomeStatus,
+    /// SUCCESS, FAILED (`error_message` says why) or CANCELLED (drain
+    /// timeout, control-plane cancel).
+    pub status: JobStatus,
     /// Why it failed or was cancelled (the phase is not part of it).
     pub error_message: Option<String>,
     /// The phase the job failed in (`config_hash`, `terraform_apply`, …), when known.
@@ -213,7 +203,7 @@ impl JobOutcome {
     /// A success with the given metadata.
     pub fn success(execution_metadata: serde_json::Value) -> JobOutcome {
         JobOutcome {
-            status: OutcomeStatus::Success,
+            status: JobStatus::Success,
             error_message: None,
             error_phase: None,
             execution_metadata,
@@ -223,7 +213,7 @@ impl JobOutcome {
     /// A failure with a message.
     pub fn failed(message: impl Into<String>) -> JobOutcome {
         JobOutcome {
-            status: OutcomeStatus::Failed,
+            status: JobStatus::Failed,
             error_message: Some(message.into()),
             error_phase: None,
             execution_metadata: serde_json::Value::Null,
@@ -239,7 +229,7 @@ impl JobOutcome {
     /// A cancellation with a message.
     pub fn cancelled(message: impl Into<String>) -> JobOutcome {
         JobOutcome {
-            status: OutcomeStatus::Cancelled,
+            status: JobStatus::Cancelled,
             error_message: Some(message.into()),
             error_phase: None,
             execution_metadata: serde_json::Value::Null,

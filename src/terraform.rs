@@ -30,7 +30,7 @@ pub mod process;
 
 pub use backend::{Backend, S3Settings};
 pub use changes::ChangeSummary;
-pub use events::{ApplyEvent, ChangeCounts, Diagnostic, Event};
+pub use events::{ChangeCounts, Diagnostic, Event};
 pub use outputs::{Output, OutputType, OutputValue, Outputs};
 
 use crate::Secret;
@@ -139,6 +139,9 @@ pub enum TerraformError {
         /// What was wrong.
         problem: String,
     },
+    /// A `-json` document terraform printed is not an object.
+    #[error(transparent)]
+    NotAnObject(#[from] NotAnObject),
     /// A file tendril prepares for terraform could not be written or read.
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -234,6 +237,36 @@ pub enum TerraformError {
         /// terraform's stderr.
         stderr: String,
     },
+}
+
+/// A `terraform … -json` document that is not the JSON object terraform
+/// prints: [`ChangeSummary::from_show_json`] and [`Outputs::from_json`] read
+/// only objects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`terraform {command} -json` printed {found} where a JSON object was expected; check that `{command}` ran terraform ≥ {MINIMUM_VERSION} and nothing else wrote to its stdout"
+)]
+pub struct NotAnObject {
+    /// The command whose output it is (`show`, `output`).
+    pub command: &'static str,
+    /// What it printed instead (`an array`, `a string`, …).
+    pub found: &'static str,
+}
+
+impl NotAnObject {
+    /// The error for `v`, which `command` printed.
+    pub(crate) fn new(command: &'static str, v: &serde_json::Value) -> NotAnObject {
+        use serde_json::Value;
+        let found = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        NotAnObject { command, found }
+    }
 }
 
 impl TerraformError {
@@ -516,10 +549,7 @@ impl Terraform {
         cancel: &CancellationToken,
     ) -> Result<ChangeSummary, TerraformError> {
         let v = self.show_plan_json(planfile, cancel).await?;
-        ChangeSummary::from_show_json(&v).map_err(|problem| TerraformError::UnexpectedOutput {
-            command: "show",
-            problem,
-        })
+        Ok(ChangeSummary::from_show_json(&v)?)
     }
 
     /// `terraform show -json PLANFILE`, the whole document (planned values,
@@ -617,10 +647,7 @@ impl Terraform {
                 command: "output",
                 problem: format!("not JSON: {e}"),
             })?;
-        Outputs::from_json(&v).map_err(|problem| TerraformError::UnexpectedOutput {
-            command: "output",
-            problem,
-        })
+        Ok(Outputs::from_json(&v)?)
     }
 
     /// Turns a finished run into success or a classified error.

@@ -36,12 +36,12 @@ pub mod telemetry;
 
 use crate::Secret;
 use crate::job::{
-    ArtifactStoreConfig, BackendConfig, CloudIdentity, JobFile, JobId, JobType, RunnerConfig,
-    SecretValue,
+    ArtifactStoreConfig, BackendConfig, CloudIdentity, JobFile, JobId, JobStatus, JobType,
+    RunnerConfig, SecretValue,
 };
 use crate::queue::postgres::{JobCheck, PgQueue};
 use crate::queue::trellis::TrellisClient;
-use crate::queue::{ClaimedJob, JobStatus, LogChunk, QueueError, WorkerState};
+use crate::queue::{ClaimedJob, JobState, LogChunk, QueueError, WorkerState};
 use backon::{ExponentialBuilder, Retryable};
 use logs::{Batcher, LogLine, Redactor};
 use std::future::Future;
@@ -51,7 +51,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::queue::{JobOutcome, LogStream, OutcomeStatus};
+pub use crate::queue::{JobOutcome, LogStream};
 pub use logs::LogSink;
 
 /// What the worker loop can fail with.
@@ -72,7 +72,7 @@ pub struct RunContext {
     pub logs: LogSink,
     /// Cancelled when the job must stop (drain grace over, cancelled upstream,
     /// credentials refused). A runner stops as soon as it can (terraform gets
-    /// SIGINT) and returns [`OutcomeStatus::Cancelled`].
+    /// SIGINT) and returns [`JobStatus::Cancelled`].
     pub cancel: CancellationToken,
 }
 
@@ -132,7 +132,7 @@ impl JobQueue for TrellisClient {
         TrellisClient::claim(self).await
     }
     async fn start(&self, job: &JobId) -> Result<(), QueueError> {
-        self.update_status(job, JobStatus::Processing, None, None)
+        self.update_status(job, JobState::Processing, None, None)
             .await
     }
     async fn send_logs(&self, job: &JobId, chunk: &LogChunk) -> Result<(), QueueError> {
@@ -296,7 +296,7 @@ pub enum WorkerEvent {
         /// PLAN or DEPLOY.
         job_type: JobType,
         /// How it ended.
-        status: OutcomeStatus,
+        status: JobStatus,
         /// False when the queue no longer accepted the result (job gone).
         reported: bool,
         /// How long the job ran (from its start to its end, before its
@@ -482,9 +482,9 @@ pub async fn run_worker<Q: JobQueue, R: JobRunner>(
                 if let Some(status) = run_one(&shared, &runner, claimed).await {
                     summary.jobs += 1;
                     match status {
-                        OutcomeStatus::Success => summary.succeeded += 1,
-                        OutcomeStatus::Failed => summary.failed += 1,
-                        OutcomeStatus::Cancelled => summary.cancelled += 1,
+                        JobStatus::Success => summary.succeeded += 1,
+                        JobStatus::Failed => summary.failed += 1,
+                        JobStatus::Cancelled => summary.cancelled += 1,
                     }
                 }
                 state_tx.send_modify(|s| s.1 = None);
@@ -623,7 +623,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     shared: &Arc<Shared<Q>>,
     runner: &Arc<R>,
     claimed: ClaimedJob,
-) -> Option<OutcomeStatus> {
+) -> Option<JobStatus> {
     let id = claimed.job.id.clone();
     let job_type = claimed.job.job_type;
     (shared.progress)(WorkerEvent::Claimed {
@@ -731,10 +731,10 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
         Err(e) => JobOutcome::failed(format!("the job runner crashed: {e}")),
     };
     if let Some(why) = reason.get() {
-        if outcome.status == OutcomeStatus::Failed {
-            outcome.status = OutcomeStatus::Cancelled;
+        if outcome.status == JobStatus::Failed {
+            outcome.status = JobStatus::Cancelled;
         }
-        if outcome.status == OutcomeStatus::Cancelled {
+        if outcome.status == JobStatus::Cancelled {
             let msg = match outcome.error_message.take() {
                 Some(m) if !m.contains(&why) => format!("cancelled: {why} ({m})"),
                 Some(m) => m,
@@ -745,7 +745,7 @@ async fn run_one<Q: JobQueue, R: JobRunner>(
     }
     sink.system(format!(
         "job {id} ended {}{}",
-        JobStatus::from(outcome.status),
+        outcome.status,
         outcome
             .error_message
             .as_deref()

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use tendril::Secret;
 use tendril::appofapps::{self, AppOfApps, AppOfAppsError, AppsSource, RepoCredentials};
-use tendril::chart::{Manifest, manifests_to_yaml};
+use tendril::chart::{RenderedManifest, manifests_to_yaml};
 use tendril::cloud::Provider;
 use tendril::facts::{InfraFacts, OutputMapping};
 
@@ -28,18 +28,18 @@ fn spec() -> AppOfApps {
     )
 }
 
-fn render(provider: Provider, spec: &AppOfApps) -> Vec<Manifest> {
+fn render(provider: Provider, spec: &AppOfApps) -> Vec<RenderedManifest> {
     appofapps::render(&facts(provider), spec).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn find<'a>(manifests: &'a [Manifest], kind: &str, name: &str) -> Option<&'a Value> {
+fn find<'a>(manifests: &'a [RenderedManifest], kind: &str, name: &str) -> Option<&'a Value> {
     manifests
         .iter()
         .map(|m| &m.object)
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
 }
 
-fn names(manifests: &[Manifest], kind: &str) -> Vec<String> {
+fn names(manifests: &[RenderedManifest], kind: &str) -> Vec<String> {
     manifests
         .iter()
         .filter(|m| m.object["kind"] == kind)

@@ -8,7 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use tendril::Secret;
-use tendril::chart::{Chart, ChartError, Manifest, RenderOptions, Values, manifests_to_yaml};
+use tendril::chart::{
+    Chart, ChartError, RenderOptions, RenderedManifest, Values, manifests_to_yaml,
+};
 
 /// A fixed Redis password so renderings are reproducible.
 const REDIS_PASSWORD: &str = "test-redis-password-0123";
@@ -52,7 +54,7 @@ fn options(values_yaml: &str) -> RenderOptions {
         .with_input("redis_password", Secret::new(REDIS_PASSWORD.to_string()))
 }
 
-fn render(values_yaml: &str) -> Vec<Manifest> {
+fn render(values_yaml: &str) -> Vec<RenderedManifest> {
     chart()
         .render(&options(values_yaml))
         .unwrap_or_else(|e| panic!("render failed: {e}"))
@@ -70,14 +72,14 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn find<'a>(ms: &'a [Manifest], kind: &str, name: &str) -> &'a Value {
+fn find<'a>(ms: &'a [RenderedManifest], kind: &str, name: &str) -> &'a Value {
     &ms.iter()
         .find(|m| m.kind == kind && m.name == name)
         .unwrap_or_else(|| panic!("no {kind} {name} in the rendering"))
         .object
 }
 
-fn has(ms: &[Manifest], kind: &str, name: &str) -> bool {
+fn has(ms: &[RenderedManifest], kind: &str, name: &str) -> bool {
     ms.iter().any(|m| m.kind == kind && m.name == name)
 }
 
@@ -108,7 +110,7 @@ fn args(c: &Value) -> Vec<String> {
         .collect()
 }
 
-fn data<'a>(ms: &'a [Manifest], configmap: &str) -> &'a Value {
+fn data<'a>(ms: &'a [RenderedManifest], configmap: &str) -> &'a Value {
     &find(ms, "ConfigMap", configmap)["data"]
 }
 
@@ -146,7 +148,7 @@ const WORKLOADS: &[(&str, &str, &str)] = &[
 /// exclusions, the public SSH host keys of the big Git hosts) are shown in the
 /// snapshots as their sha256: the snapshot reviews the structure, and
 /// `reference_renderings_match_through_manifest_diff` checks the exact text.
-fn digest_long_data(mut manifests: Vec<Manifest>) -> Vec<Manifest> {
+fn digest_long_data(mut manifests: Vec<RenderedManifest>) -> Vec<RenderedManifest> {
     use sha2::{Digest, Sha256};
     const KEYS: &[(&str, &str)] = &[
         ("argocd-cm", "resource.exclusions"),
@@ -738,7 +740,7 @@ fn extra_args_env_and_resources_per_component() {
 
 // ---- scheduling --------------------------------------------------------------
 
-fn pod_spec<'a>(ms: &'a [Manifest], kind: &str, name: &str) -> &'a Value {
+fn pod_spec<'a>(ms: &'a [RenderedManifest], kind: &str, name: &str) -> &'a Value {
     &find(ms, kind, name)["spec"]["template"]["spec"]
 }
 
@@ -1297,7 +1299,7 @@ fn grpc_ingress_follows_the_upstream_template() {
 fn exec_enabled_reaches_the_server_role_and_cluster_role() {
     let exec_rule =
         serde_json::json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]});
-    let rules = |ms: &[Manifest], kind: &str| -> Vec<Value> {
+    let rules = |ms: &[RenderedManifest], kind: &str| -> Vec<Value> {
         find(ms, kind, "argocd-server")["rules"]
             .as_array()
             .expect("rules")
@@ -1323,7 +1325,7 @@ fn exec_enabled_reaches_the_server_role_and_cluster_role() {
 /// line Helm's `nindent` of a text ending in a newline leaves, byte for byte.
 #[test]
 fn extra_known_hosts_follow_a_blank_line() {
-    let known = |ms: &[Manifest]| -> String {
+    let known = |ms: &[RenderedManifest]| -> String {
         data(ms, "argocd-ssh-known-hosts-cm")["ssh_known_hosts"]
             .as_str()
             .expect("known hosts")

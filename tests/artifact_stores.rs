@@ -4,8 +4,8 @@
 
 use tendril::Secret;
 use tendril::artifact::{
-    ArtifactError, LocalStore, MANIFEST_FILE, Manifest, PLAN_FILE, S3Credentials, S3Store, Store,
-    SupabaseStore,
+    ArtifactError, LocalStore, MANIFEST_FILE, PLAN_FILE, PlanManifest, S3Credentials, S3Store,
+    Store, SupabaseStore,
 };
 use tendril::confighash::ConfigHash;
 use tendril::job::{ArtifactStoreConfig, SecretValue};
@@ -15,7 +15,7 @@ use tendril_testkit::storage::SupabaseStorage;
 
 const JOB: &str = "0b7e4c1a-1111-4222-8333-444455556666";
 
-fn sample() -> (Vec<u8>, Manifest) {
+fn sample() -> (Vec<u8>, PlanManifest) {
     let plan: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let hash = ConfigHash::of(&serde_json::json!({"project_name": "shop", "size": 2}));
     let summary = ChangeSummary {
@@ -23,7 +23,7 @@ fn sample() -> (Vec<u8>, Manifest) {
         create_addresses: vec!["terraform_data.a".into()],
         ..Default::default()
     };
-    let manifest = Manifest::new(JOB, hash, &plan, "1.11.4", summary);
+    let manifest = PlanManifest::new(JOB, hash, &plan, "1.11.4", summary);
     (plan, manifest)
 }
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::json;
 use tendril::Secret;
 use tendril::chart::{
-    Capabilities, Chart, ChartError, Manifest, RenderOptions, Values, manifests_to_yaml,
+    Capabilities, Chart, ChartError, RenderOptions, RenderedManifest, Values, manifests_to_yaml,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -174,7 +174,7 @@ fn namespaces_are_filled_for_namespaced_kinds_only() {
         ],
     );
     let ms = c.render(&opts()).unwrap();
-    let get = |name: &str| -> &Manifest { ms.iter().find(|m| m.name == name).unwrap() };
+    let get = |name: &str| -> &RenderedManifest { ms.iter().find(|m| m.name == name).unwrap() };
     assert_eq!(get("filled").namespace.as_deref(), Some("ns"));
     assert_eq!(get("filled").object["metadata"]["namespace"], json!("ns"));
     assert_eq!(get("kept").namespace.as_deref(), Some("other"));

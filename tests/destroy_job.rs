@@ -287,7 +287,12 @@ async fn a_load_balancer_that_never_goes_away_stops_the_job_before_terraform_des
         "{error}"
     );
     assert!(error.contains("terraform destroy did not run"), "{error}");
-    assert!(report.teardown.is_some(), "the report carries the teardown");
+    let torn = report
+        .teardown
+        .as_ref()
+        .expect("the report carries the teardown");
+    let remaining: Vec<_> = torn.remaining().map(|(o, _)| o.name.as_str()).collect();
+    assert_eq!(remaining, ["ingress-lb"], "{}", torn.summary());
     assert_eq!(vine.resources(), before, "terraform destroy did not run");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(120),

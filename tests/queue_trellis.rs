@@ -4,7 +4,7 @@ use std::time::Duration;
 use tendril::Secret;
 use tendril::job::{JobId, JobType};
 use tendril::queue::trellis::{TrellisClient, TrellisConfig};
-use tendril::queue::{JobStatus, LogChunk, LogStream, QueueError, WorkerState};
+use tendril::queue::{JobState, LogChunk, LogStream, QueueError, WorkerState};
 use tendril_testkit::trellis::Trellis;
 
 fn client(url: &str, token: &str) -> TrellisClient {
@@ -35,7 +35,7 @@ async fn claims_reports_logs_and_heartbeats_with_auth_headers() {
     assert_eq!(claimed.job.id, JobId("j1".into()));
     assert_eq!(claimed.job.job_type, JobType::Plan);
     let id = claimed.job.id.clone();
-    c.update_status(&id, JobStatus::Processing, None, None)
+    c.update_status(&id, JobState::Processing, None, None)
         .await
         .unwrap();
     c.send_logs(
@@ -48,7 +48,7 @@ async fn claims_reports_logs_and_heartbeats_with_auth_headers() {
     .await
     .unwrap();
     let meta = serde_json::json!({"cluster_name": "c"});
-    c.update_status(&id, JobStatus::Success, None, Some(&meta))
+    c.update_status(&id, JobState::Success, None, Some(&meta))
         .await
         .unwrap();
     c.heartbeat(WorkerState::Draining, Some(&id)).await.unwrap();
@@ -120,7 +120,7 @@ async fn errors_are_classified_for_the_retry_policy() {
     };
     assert!(c.send_logs(&id, &chunk).await.unwrap_err().is_job_gone());
     assert!(
-        c.update_status(&id, JobStatus::Processing, None, None)
+        c.update_status(&id, JobState::Processing, None, None)
             .await
             .unwrap_err()
             .is_job_gone()

@@ -1,7 +1,9 @@
-//! `tendril worker` on a PostgreSQL queue running real PLAN and DEPLOY jobs
-//! (real terraform, a `local-exec` provisioner that sleeps): a long apply
-//! that prints only terraform's progress outlives the silence threshold, and
-//! nothing of a job outlives it when the worker or the job process is killed.
+//! `tendril worker` on a PostgreSQL queue running real PLAN, DEPLOY and
+//! DESTROY jobs (real terraform, a `local-exec` provisioner that sleeps): a
+//! long apply that prints only terraform's progress outlives the silence
+//! threshold, nothing of a job outlives it when the worker or the job
+//! process is killed, and a DESTROY after a DEPLOY empties the state and
+//! finalizes the vine to DESTROYED.
 //!
 //! Each test prints a loud SKIPPED line when terraform is not on PATH.
 
@@ -642,4 +644,117 @@ async fn vines_on_the_local_backend_each_have_their_own_state() {
             state.display()
         );
     }
+}
+
+/// Outputs that make the vine's facts an EKS cluster with one database, so
+/// that a DEPLOY finalizes `vine_cluster` and `vine_databases` rows.
+const CLUSTER_OUTPUTS_TF: &str = r#"
+output "eks_cluster_name" {
+  value = "shop-prod"
+}
+
+output "rds_cluster_database_name" {
+  value = "orders"
+}
+
+output "rds_cluster_endpoint" {
+  value = "orders.cluster-x.eu-west-1.rds.amazonaws.com"
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_job_run_by_the_worker_empties_the_state_and_finalizes_the_vine_destroyed() {
+    if !terraform_available() {
+        return;
+    }
+    let w = World::new().await;
+    std::fs::write(w.path("infra/outputs.tf"), CLUSTER_OUTPUTS_TF).unwrap();
+    let (plan, deploy) = w.queue_plan_and_deploy(0, 1).await;
+    let mut worker = w.worker("one", &[]);
+    let (status, err, _) = w.wait_finished(&plan, Duration::from_secs(120)).await;
+    assert_eq!(status, "SUCCESS", "{err:?}\n{}", w.logs(&plan).await);
+    let (status, err, _) = w.wait_finished(&deploy, Duration::from_secs(120)).await;
+    assert_eq!(status, "SUCCESS", "{err:?}\n{}", w.logs(&deploy).await);
+    let rows = |table: &'static str| {
+        let db = &w.db;
+        let vine = w.vine.clone();
+        async move {
+            db.query_one(
+                &format!("SELECT count(*) FROM {table} WHERE vine_id = $1::text::uuid"),
+                &[&vine],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        (rows("vine_cluster").await, rows("vine_databases").await),
+        (1, 1)
+    );
+    assert_eq!(
+        w.state_resources(),
+        ["terraform_data.first", "terraform_data.slow"]
+    );
+
+    // the DESTROY of the vine, queued after its DEPLOY
+    let destroy: String =
+        w.db.query_one(
+            "INSERT INTO provision_jobs (job_type, vine_id, vineyard_id, config_snapshot)
+             SELECT 'DESTROY', vine_id, vineyard_id, config_snapshot FROM provision_jobs
+             WHERE id = $1::text::uuid RETURNING id::text",
+            &[&deploy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (status, err, phase) = w.wait_finished(&destroy, Duration::from_secs(120)).await;
+    let logs = w.logs(&destroy).await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(status, "SUCCESS", "{phase:?}: {err:?}\n{logs}");
+
+    // terraform destroyed everything; the (empty) state stays for audit
+    assert_eq!(w.state_resources(), Vec::<String>::new());
+    assert!(w.path("state.tfstate").is_file());
+
+    // finalized: the vine is DESTROYED by this job, its records are gone
+    let vine = w
+        .db
+        .query_one(
+            "SELECT status, error_message, last_deploy_job_id::text FROM vines WHERE id = $1::text::uuid",
+            &[&w.vine],
+        )
+        .await
+        .unwrap();
+    assert_eq!(vine.get::<_, String>(0), "DESTROYED");
+    assert_eq!(vine.get::<_, Option<String>>(1), None);
+    assert_eq!(
+        vine.get::<_, Option<String>>(2).as_deref(),
+        Some(destroy.as_str())
+    );
+    assert_eq!(
+        (rows("vine_cluster").await, rows("vine_databases").await),
+        (0, 0)
+    );
+
+    // the job process's report, as the worker stored it
+    let metadata: serde_json::Value =
+        w.db.query_one(
+            "SELECT execution_metadata FROM provision_jobs WHERE id = $1::text::uuid",
+            &[&destroy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        metadata["change_summary"],
+        serde_json::json!({"add": 0, "change": 0, "remove": 2}),
+        "{metadata}"
+    );
+    assert!(
+        metadata["timings_ms"].get("terraform_destroy").is_some(),
+        "{metadata}"
+    );
+    assert!(logs.contains("terraform_data.slow"), "{logs}");
 }

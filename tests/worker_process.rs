@@ -6,9 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 use tendril::job::JobFile;
+use tendril::job::JobStatus;
 use tendril::worker::logs::{LogLine, LogSink, Redactor};
 use tendril::worker::process::ProcessRunner;
-use tendril::worker::{JobRunner, OutcomeStatus, RunContext};
+use tendril::worker::{JobRunner, RunContext};
 use tokio_util::sync::CancellationToken;
 
 const SCRIPT: &str = r#"#!/bin/sh
@@ -90,7 +91,7 @@ async fn results_come_from_the_result_file_and_the_scratch_goes() {
     let (dir, runner) = setup(Duration::from_secs(30));
     let (c, mut rx) = ctx();
     let out = runner.run(job("job-ok", "DEPLOY"), c).await;
-    assert_eq!(out.status, OutcomeStatus::Success, "{out:?}");
+    assert_eq!(out.status, JobStatus::Success, "{out:?}");
     assert_eq!(out.execution_metadata["cluster_name"], "shop-prod");
     let logs = drain(&mut rx);
     assert!(logs.contains("sub deploy tmp mode 700"), "{logs}");
@@ -106,7 +107,7 @@ async fn results_come_from_the_result_file_and_the_scratch_goes() {
     // The stale-plan sentence is the whole error; the phase has its own field.
     let (c, _rx) = ctx();
     let out = runner.run(job("job-stale", "DEPLOY"), c).await;
-    assert_eq!(out.status, OutcomeStatus::Failed);
+    assert_eq!(out.status, JobStatus::Failed);
     assert_eq!(
         out.error_message.as_deref(),
         Some("Configuration has changed since the plan was generated. Please re-plan.")
@@ -115,7 +116,7 @@ async fn results_come_from_the_result_file_and_the_scratch_goes() {
 
     let (c, _rx) = ctx();
     let out = runner.run(job("job-nometa", "DEPLOY"), c).await;
-    assert_eq!(out.status, OutcomeStatus::Failed);
+    assert_eq!(out.status, JobStatus::Failed);
     assert!(out.error_message.unwrap().contains("execution_metadata"));
     assert!(scratch_is_empty(dir.path()));
 }
@@ -146,7 +147,7 @@ async fn cancelling_sends_sigint_to_the_process_group() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(out.status, OutcomeStatus::Cancelled, "{out:?}");
+    assert_eq!(out.status, JobStatus::Cancelled, "{out:?}");
     assert_eq!(out.error_phase.as_deref(), Some("terraform_apply"));
     let logs = drain(&mut rx);
     assert!(
@@ -179,7 +180,7 @@ async fn a_child_that_dies_abnormally_leaves_no_process_and_no_file() {
     )
     .await
     .unwrap();
-    assert_eq!(out.status, OutcomeStatus::Failed, "{out:?}");
+    assert_eq!(out.status, JobStatus::Failed, "{out:?}");
     let msg = out.error_message.unwrap();
     assert!(msg.contains("without writing its result"), "{msg}");
     let pid: i32 = std::fs::read_to_string(dir.path().join("leftover.pid"))

@@ -75,7 +75,18 @@ impl Manifest {
 }
 
 /// Identity of an object: group, version, kind, namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct ObjectRef {
     /// API group, empty for the core group.
     pub group: String,

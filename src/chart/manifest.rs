@@ -6,9 +6,12 @@ use serde_json::Value;
 
 use super::ChartError;
 
-/// One Kubernetes object produced by a chart.
+/// One Kubernetes object a chart rendered, validated, its identity read and
+/// its namespace filled. The apply engine takes `apply::Manifest` (object and
+/// source only; `chart` and `apply` know nothing of each other): the rooms
+/// that use both hand a rendered manifest over with its `source` and `object`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Manifest {
+pub struct RenderedManifest {
     /// `apiVersion`.
     pub api_version: String,
     /// `kind`.
@@ -16,7 +19,7 @@ pub struct Manifest {
     /// `metadata.name`.
     pub name: String,
     /// `metadata.namespace`; filled with the release namespace for namespaced
-    /// kinds that name none (also in [`Manifest::object`]); `None` for
+    /// kinds that name none (also in [`RenderedManifest::object`]); `None` for
     /// cluster-scoped kinds.
     pub namespace: Option<String>,
     /// The chart file it came from (`templates/x.yaml` or `crds/y.yaml`).
@@ -125,7 +128,7 @@ pub fn install_rank(kind: &str) -> usize {
 /// Sorts for installation: CRDs from `crds/` first, then by Helm's kind
 /// order (unknown kinds last, by kind name); ties keep the render order
 /// (template path, then position in the file).
-pub(crate) fn sort_for_install(manifests: &mut [Manifest]) {
+pub(crate) fn sort_for_install(manifests: &mut [RenderedManifest]) {
     manifests.sort_by(|a, b| {
         let ca = !a.source.starts_with("crds/");
         let cb = !b.source.starts_with("crds/");
@@ -262,7 +265,7 @@ fn required_str<'a>(
     }
 }
 
-impl Manifest {
+impl RenderedManifest {
     /// Validates an object and fills its namespace: apiVersion, kind and
     /// metadata.name are required; namespaced kinds without a namespace get
     /// `namespace`. `extra_cluster_kinds` lists more cluster-scoped kinds (from
@@ -272,7 +275,7 @@ impl Manifest {
         source: &str,
         namespace: &str,
         extra_cluster_kinds: &HashSet<String>,
-    ) -> Result<Manifest, ChartError> {
+    ) -> Result<RenderedManifest, ChartError> {
         if !object.is_object() {
             return Err(ChartError::Manifest {
                 file: source.to_string(),
@@ -310,7 +313,7 @@ impl Manifest {
                 }
             }
         };
-        Ok(Manifest {
+        Ok(RenderedManifest {
             api_version,
             kind,
             name,
@@ -354,7 +357,7 @@ impl serde::Serialize for Ordered<'_> {
 ///
 /// A long list is printed on two threads, each taking the next manifest
 /// still to print; the text is the same.
-pub fn manifests_to_yaml(manifests: &[Manifest]) -> String {
+pub fn manifests_to_yaml(manifests: &[RenderedManifest]) -> String {
     if manifests.len() < 16 {
         return manifests.iter().map(print_document).collect();
     }
@@ -383,7 +386,7 @@ pub fn manifests_to_yaml(manifests: &[Manifest]) -> String {
 }
 
 /// One manifest as a YAML document with its `---` and `# Source:` lines.
-fn print_document(m: &Manifest) -> String {
+fn print_document(m: &RenderedManifest) -> String {
     let mut out = String::from("---\n# Source: ");
     out.push_str(&m.source);
     out.push('\n');

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::json;
 
-use super::manifest::{self, Manifest};
+use super::manifest::{self, RenderedManifest};
 use super::{Chart, ChartError, ChartFile, Values};
 use crate::Secret;
 
@@ -357,7 +357,10 @@ fn crd_documents(chart: &Chart) -> Result<&[(String, Vec<serde_json::Value>)], C
     Ok(chart.crd_documents.get_or_init(|| parsed))
 }
 
-pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest>, ChartError> {
+pub(crate) fn render(
+    chart: &Chart,
+    opts: &RenderOptions,
+) -> Result<Vec<RenderedManifest>, ChartError> {
     check_kube_version(chart, opts)?;
     let compiled = compiled(chart)?;
     let mut docs: Vec<Doc> = Vec::new();
@@ -386,7 +389,7 @@ pub(crate) fn render(chart: &Chart, opts: &RenderOptions) -> Result<Vec<Manifest
     }
     let mut out = Vec::with_capacity(docs.len());
     for (source, obj, from_crds) in docs {
-        let m = Manifest::from_object(obj, &source, &opts.namespace, &cluster_kinds)?;
+        let m = RenderedManifest::from_object(obj, &source, &opts.namespace, &cluster_kinds)?;
         if from_crds && m.kind != "CustomResourceDefinition" {
             return Err(ChartError::Manifest {
                 file: source,

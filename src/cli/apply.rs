@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     wait: bool,
     /// Overall limit for applying and waiting, e.g. 90s, 5m.
-    #[arg(long, default_value = "5m", value_parser = super::format::duration)]
+    #[arg(long, default_value = "5m", value_parser = tendril::job::parse_duration)]
     timeout: Duration,
     /// Take over fields that other field managers own.
     #[arg(long)]

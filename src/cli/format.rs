@@ -3,7 +3,6 @@
 //! durations are Go-style (`90s`, `10m`, `1h30m`), as in kubectl and helm.
 
 use std::io::Write as _;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -72,11 +71,6 @@ impl OutputFormat {
     }
 }
 
-/// A Go-style duration flag value (`90s`, `10m`, `1h30m`) for clap's `value_parser`.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    tendril::job::parse_duration(text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,13 +89,5 @@ mod tests {
             serde_saphyr::from_str::<serde_json::Value>(&yaml).unwrap(),
             value
         );
-    }
-
-    #[test]
-    fn durations_are_go_style() {
-        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(duration("soon").is_err());
     }
 }

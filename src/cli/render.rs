@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use tendril::Secret;
 use tendril::chart::{
-    Capabilities, Chart, ChartError, Manifest, RenderOptions, Values, manifests_to_yaml,
+    Capabilities, Chart, ChartError, RenderOptions, RenderedManifest, Values, manifests_to_yaml,
 };
 
 use tendril::outfile::{self, Mode};
@@ -183,7 +183,7 @@ enum RenderError {
 }
 
 /// The objects as one JSON `v1/List`, as `kubectl get -o json` prints several.
-fn as_json_list(manifests: &[Manifest]) -> Result<String, RenderError> {
+fn as_json_list(manifests: &[RenderedManifest]) -> Result<String, RenderError> {
     let list = serde_json::json!({
         "apiVersion": "v1",
         "kind": "List",
@@ -193,7 +193,7 @@ fn as_json_list(manifests: &[Manifest]) -> Result<String, RenderError> {
 }
 
 /// The manifests grouped by the template they came from, in order: (relative path, YAML).
-fn per_template(manifests: &[Manifest]) -> Result<Vec<(PathBuf, String)>, RenderError> {
+fn per_template(manifests: &[RenderedManifest]) -> Result<Vec<(PathBuf, String)>, RenderError> {
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     for m in manifests {
         let path = PathBuf::from(&m.source);

@@ -41,25 +41,25 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     runner_config: Option<PathBuf>,
     /// Wait between claims while there is no job.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     claim_interval: Duration,
     /// Heartbeat period.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
     /// Ship log chunks at least this often (and sooner past 10 KiB).
-    #[arg(long, default_value = "2s", value_parser = duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     log_flush_interval: Duration,
     /// On SIGTERM/SIGINT, how long the current job may run before it is cancelled.
-    #[arg(long, default_value = "10m", value_parser = duration)]
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
     drain_grace: Duration,
     /// PostgreSQL mode: how often to check whether the running job was cancelled.
-    #[arg(long, default_value = "5s", value_parser = duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     cancel_check_interval: Duration,
     /// PostgreSQL mode: a worker whose heartbeat is older than this is dead.
-    #[arg(long, default_value = "60s", value_parser = duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     stale_heartbeat: Duration,
     /// PostgreSQL mode: a running job silent for this long is stale.
-    #[arg(long, default_value = "5m", value_parser = duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
     stale_silence: Duration,
     /// Exit when a claim finds no job.
     #[arg(long)]
@@ -85,10 +85,6 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| invalid(e.to_string()))?
         .next()
         .ok_or_else(|| invalid("it resolves to no address".into()))
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
 }
 
 /// Errors of the command itself (configuration), on top of the worker's.
@@ -186,10 +182,7 @@ fn print_event(e: WorkerEvent) {
             } else {
                 " (the queue did not take the result)"
             };
-            eprintln!(
-                "job {job} ended {}{note}",
-                tendril::queue::JobStatus::from(status)
-            )
+            eprintln!("job {job} ended {status}{note}")
         }
         WorkerEvent::Skipped { job, reason } => eprintln!("skipped job {job}: {reason}"),
         WorkerEvent::Cancelling { job, reason } => eprintln!("cancelling job {job}: {reason}"),

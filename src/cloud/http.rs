@@ -40,12 +40,12 @@ pub(crate) async fn send_json<T: DeserializeOwned>(
     let response = request
         .send()
         .await
-        .map_err(|e| transport(error_chain(&e)))?;
+        .map_err(|e| transport(crate::errors::chain_inline(&e)))?;
     let status = response.status();
     let body = response
         .text()
         .await
-        .map_err(|e| transport(error_chain(&e)))?;
+        .map_err(|e| transport(crate::errors::chain_inline(&e)))?;
     if !status.is_success() {
         return Err(CloudError::Refused {
             service,
@@ -55,10 +55,6 @@ pub(crate) async fn send_json<T: DeserializeOwned>(
     }
     serde_json::from_str(&body)
         .map_err(|e| transport(format!("the answer is not the expected JSON ({e})")))
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::errors::chain_inline(e)
 }
 
 /// Extracts the human part of an OAuth2 / Google / Azure error body.

@@ -293,7 +293,8 @@ pub async fn complete_from_describe(
         let endpoint = cluster.endpoint.as_deref().ok_or_else(|| {
             describe_err("the cluster has no endpoint yet (is it still creating?)".into())
         })?;
-        facts.endpoint = Some(Endpoint::parse_api_server(endpoint).map_err(bad)?);
+        facts.endpoint =
+            Some(Endpoint::parse_api_server(endpoint).map_err(|e| bad(e.to_string()))?);
         facts
             .sources
             .insert(keys::CLUSTER_ENDPOINT.into(), DESCRIBE_SOURCE.into());

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ClientOptions, KubeconfigError, client_from_kubeconfig_value, error_chain};
+use super::{ClientOptions, KubeconfigError, client_from_kubeconfig_value};
 
 /// The variable kubectl reads, and so does tendril.
 pub const KUBECONFIG_ENV: &str = "KUBECONFIG";
@@ -90,7 +90,11 @@ impl KubeconfigSource {
         let read = |path: &Path| {
             kube::config::Kubeconfig::read_from(path).map_err(|e| KubeconfigError::Kubeconfig {
                 path: path.to_path_buf(),
-                reason: format!("{} (from {})", error_chain(&e), self.origin()),
+                reason: format!(
+                    "{} (from {})",
+                    crate::errors::chain_inline(&e),
+                    self.origin()
+                ),
             })
         };
         let existing: Vec<&PathBuf> = match self {
@@ -104,7 +108,10 @@ impl KubeconfigSource {
                 None => next,
                 Some(m) => m.merge(next).map_err(|e| KubeconfigError::Kubeconfig {
                     path: path.to_path_buf(),
-                    reason: format!("cannot merge it into $KUBECONFIG: {}", error_chain(&e)),
+                    reason: format!(
+                        "cannot merge it into $KUBECONFIG: {}",
+                        crate::errors::chain_inline(&e)
+                    ),
                 })?,
             });
         }

@@ -394,15 +394,12 @@ fn planned_facts(job: &JobFile, vine: &VineConfig, show: &Value) -> ReadOutputs 
         .into_iter()
         .map(str::to_string)
         .collect();
-    let marked = planned.with_markers().unwrap_or_default();
+    let marked = planned.with_markers();
     // with markers first (the manifests show what is unknown); a marker can
     // be refused where a URL or certificate is needed, then without them
-    let facts = cluster::facts_from(job, vine, &marked).ok().or_else(|| {
-        planned
-            .known()
-            .ok()
-            .and_then(|known| cluster::facts_from(job, vine, &known).ok())
-    });
+    let facts = cluster::facts_from(job, vine, &marked)
+        .ok()
+        .or_else(|| cluster::facts_from(job, vine, &planned.known()).ok());
     ReadOutputs {
         outputs: marked,
         facts,

@@ -218,7 +218,7 @@ async fn destroy_phases(
                     if let Some(DestroyError::Remaining { report, .. }) =
                         e.source.downcast_ref::<DestroyError>()
                     {
-                        run.report().teardown = serde_json::to_value(report).ok();
+                        run.report().teardown = Some(report.as_ref().clone());
                     }
                     return Err(e);
                 }
@@ -236,7 +236,7 @@ async fn destroy_phases(
                     torn.summary()
                 ));
             }
-            run.report().teardown = serde_json::to_value(&torn).ok();
+            run.report().teardown = Some(torn);
         }
         None => run.skip(Phase::Teardown),
     }
@@ -268,15 +268,15 @@ async fn destroy_phases(
 }
 
 /// The outputs phase: `terraform output`, and the facts when the state still
-/// has a cluster (the error says why not, for the warning).
+/// has a cluster (else the error, for the warning that says why not).
 async fn read_outputs(
     job: &JobFile,
     vine: &VineConfig,
     tf: &Initialized,
     cancel: &CancellationToken,
-) -> Result<(Outputs, Result<InfraFacts, String>), TerraformPhaseError> {
+) -> Result<(Outputs, Result<InfraFacts, cluster::ClusterError>), TerraformPhaseError> {
     let outputs = terraform::outputs(tf, cancel).await?;
-    let facts = cluster::facts_from(job, vine, &outputs).map_err(|e| e.to_string());
+    let facts = cluster::facts_from(job, vine, &outputs);
     Ok((outputs, facts))
 }
 

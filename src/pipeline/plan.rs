@@ -164,7 +164,7 @@ async fn upload(u: Upload<'_>) -> Result<ArtifactInfo, ArtifactError> {
         path: path.clone(),
         source,
     })?;
-    let manifest = artifact::Manifest::new(
+    let manifest = artifact::PlanManifest::new(
         &u.job.job.id.0,
         u.config_hash,
         &plan,

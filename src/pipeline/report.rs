@@ -13,20 +13,10 @@ use serde_json::{Value, json};
 use super::{Phase, PhaseError, PhaseTiming};
 use crate::Secret;
 use crate::facts::InfraFacts;
+pub use crate::job::JobStatus;
 use crate::job::JobType;
+use crate::teardown::TeardownReport;
 use crate::terraform::{ChangeSummary, Outputs};
-
-/// How the job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum JobStatus {
-    /// Every phase finished.
-    Success,
-    /// A phase failed.
-    Failed,
-    /// The job was cancelled.
-    Cancelled,
-}
 
 /// How a run treats terraform and the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -210,7 +200,7 @@ pub struct JobReport {
     pub argocd: Option<ArgoCdSummary>,
     /// What the teardown deleted and what remains (DESTROY).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub teardown: Option<Value>,
+    pub teardown: Option<TeardownReport>,
     /// Terraform outputs (sensitive ones `[redacted]` unless asked).
     pub outputs: Value,
     /// Infrastructure facts (DEPLOY).

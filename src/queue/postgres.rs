@@ -14,7 +14,7 @@
 //! Every method is one attempt; errors say whether to retry
 //! ([`QueueError::is_transient`]). A lost connection is re-opened on the next call.
 
-use super::{ClaimedJob, JobOutcome, JobStatus, LogChunk, QueueError, WorkerState};
+use super::{ClaimedJob, JobOutcome, JobState, LogChunk, QueueError, WorkerState};
 use crate::Secret;
 use crate::job::{CloudIdentity, Job, JobId, JobType};
 use sha2::{Digest, Sha256};
@@ -399,10 +399,10 @@ impl PgQueue {
     pub async fn finish(&self, job: &JobId, outcome: &JobOutcome) -> Result<(), QueueError> {
         match self.finish_once(job, outcome).await {
             Err(QueueError::Finalize { message, .. })
-                if outcome.status == super::OutcomeStatus::Success =>
+                if outcome.status == crate::job::JobStatus::Success =>
             {
                 let failed = JobOutcome {
-                    status: super::OutcomeStatus::Failed,
+                    status: crate::job::JobStatus::Failed,
                     error_message: Some(format!(
                         "the DEPLOY succeeded but its results could not be finalized: {message}"
                     )),
@@ -428,7 +428,7 @@ impl PgQueue {
         };
         let metadata =
             (!outcome.execution_metadata.is_null()).then_some(&outcome.execution_metadata);
-        let status = JobStatus::from(outcome.status).as_str();
+        let status = JobState::from(outcome.status).as_str();
         let tx = own
             .transaction()
             .await

@@ -16,7 +16,7 @@
 //! job's endpoints are [`QueueError::JobGone`]: the control plane cancelled
 //! or forgot the job, and the worker stops running it.
 
-use super::{ClaimedJob, JobStatus, LogChunk, QueueError, WorkerState};
+use super::{ClaimedJob, JobState, LogChunk, QueueError, WorkerState};
 use crate::Secret;
 use crate::job::{CloudIdentity, Job, JobId};
 use serde::{Deserialize, Serialize};
@@ -63,7 +63,7 @@ enum ClaimBody {
 
 #[derive(Serialize)]
 struct StatusBody<'a> {
-    status: JobStatus,
+    status: JobState,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -244,7 +244,7 @@ impl TrellisClient {
                 if let Some(id) = &id {
                     // Best effort: tell the control plane why the job will not run.
                     let _ = self
-                        .update_status(id, JobStatus::Failed, Some(&message), None)
+                        .update_status(id, JobState::Failed, Some(&message), None)
                         .await;
                 }
                 Err(QueueError::Invalid {
@@ -259,7 +259,7 @@ impl TrellisClient {
     pub async fn update_status(
         &self,
         job: &JobId,
-        status: JobStatus,
+        status: JobState,
         error_message: Option<&str>,
         execution_metadata: Option<&serde_json::Value>,
     ) -> Result<(), QueueError> {

@@ -1,13 +1,15 @@
-//! What a teardown did, per stage and per object.
+//! What a teardown did, per stage and per object: the `teardown` section
+//! of a DESTROY job's report (`docs/report.schema.json`).
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::apply::ObjectRef;
 
 /// The stages of a teardown, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Argo CD Applications in Argo CD's namespace (the root one first),
@@ -38,7 +40,7 @@ impl Stage {
 }
 
 /// What became of one object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// This run sent the delete and the object was gone before the deadline.
@@ -61,7 +63,7 @@ pub enum Outcome {
 }
 
 /// The state of an object that outlived the wait: why it is still there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Remaining {
     /// Whether its deletion was requested (`metadata.deletionTimestamp` is set).
     pub deletion_requested: bool,
@@ -121,7 +123,7 @@ impl Remaining {
 }
 
 /// One object and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ObjectOutcome {
     /// The object.
     pub object: ObjectRef,
@@ -134,7 +136,7 @@ pub struct ObjectOutcome {
 }
 
 /// One stage: the objects it found and what became of them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StageReport {
     /// The stage.
     pub stage: Stage,
@@ -155,7 +157,7 @@ impl StageReport {
 }
 
 /// What a teardown did: one entry per stage, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TeardownReport {
     /// The stages.
     pub stages: Vec<StageReport>,
@@ -228,5 +230,76 @@ impl TeardownReport {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(kind: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: kind.into(),
+            namespace: Some("shop".into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_report_reads_back_as_written() {
+        let report = TeardownReport {
+            stages: vec![
+                StageReport {
+                    stage: Stage::LoadBalancerServices,
+                    skipped: None,
+                    objects: vec![
+                        ObjectOutcome {
+                            object: object("Service", "ingress-lb"),
+                            outcome: Outcome::Remaining(Remaining {
+                                deletion_requested: true,
+                                finalizers: vec![
+                                    "service.kubernetes.io/load-balancer-cleanup".into(),
+                                ],
+                                phase: None,
+                                reclaim_policy: None,
+                            }),
+                            note: Some("its deletion began before this run".into()),
+                        },
+                        ObjectOutcome {
+                            object: object("Service", "web"),
+                            outcome: Outcome::Deleted,
+                            note: None,
+                        },
+                    ],
+                    millis: 3000,
+                },
+                StageReport {
+                    stage: Stage::PersistentVolumes,
+                    skipped: None,
+                    objects: vec![ObjectOutcome {
+                        object: ObjectRef {
+                            namespace: None,
+                            ..object("PersistentVolume", "pv-1")
+                        },
+                        outcome: Outcome::Retained {
+                            reclaim_policy: "Retain".into(),
+                            phase: Some("Released".into()),
+                        },
+                        note: None,
+                    }],
+                    millis: 0,
+                },
+            ],
+            timed_out: true,
+            elapsed_millis: 3001,
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["stages"][0]["objects"][0]["outcome"], "remaining");
+        assert_eq!(json["stages"][0]["objects"][0]["deletion_requested"], true);
+        let back: TeardownReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+        assert_eq!(back.remaining().count(), 1);
     }
 }

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::NotAnObject;
+
 /// What a plan will do: counts and the resource addresses per kind of change.
 ///
 /// `add` counts resources created (including the create half of a replace),
@@ -42,9 +44,9 @@ impl ChangeSummary {
     }
 
     /// Reads `terraform show -json` of a saved plan.
-    pub fn from_show_json(v: &Value) -> Result<ChangeSummary, String> {
+    pub fn from_show_json(v: &Value) -> Result<ChangeSummary, NotAnObject> {
         let Some(obj) = v.as_object() else {
-            return Err("terraform show -json did not print an object".to_string());
+            return Err(NotAnObject::new("show", v));
         };
         let mut s = ChangeSummary::default();
         let changes = obj
@@ -108,5 +110,16 @@ mod tests {
         assert_eq!(s.replace_addresses, vec!["a.four"]);
         assert!(!s.outputs_change);
         assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_named() {
+        let e = ChangeSummary::from_show_json(&json!(["x"])).unwrap_err();
+        assert_eq!(e.found, "an array");
+        assert!(
+            e.to_string()
+                .contains("`terraform show -json` printed an array"),
+            "{e}"
+        );
     }
 }

@@ -135,9 +135,6 @@ pub enum Event {
     },
 }
 
-/// The event kind a caller sees from plan and apply.
-pub type ApplyEvent = Event;
-
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {

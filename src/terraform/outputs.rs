@@ -2,8 +2,10 @@
 
 use crate::Secret;
 use crate::secret::REDACTED;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+
+use super::NotAnObject;
 
 /// A Terraform type, as `terraform output -json` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,10 +116,15 @@ pub struct Outputs(pub BTreeMap<String, Output>);
 
 impl Outputs {
     /// Parses `terraform output -json`.
-    pub fn from_json(v: &Value) -> Result<Outputs, String> {
-        let map = v
-            .as_object()
-            .ok_or_else(|| "terraform output -json did not print an object".to_string())?;
+    pub fn from_json(v: &Value) -> Result<Outputs, NotAnObject> {
+        let map = v.as_object().ok_or_else(|| NotAnObject::new("output", v))?;
+        Ok(Outputs::from_map(map))
+    }
+
+    /// Reads the members of `terraform output -json` (name → `{sensitive,
+    /// type, value}`); a member without `type` is `dynamic`, one without
+    /// `value` is null.
+    pub fn from_map(map: &Map<String, Value>) -> Outputs {
         let mut out = BTreeMap::new();
         for (name, o) in map {
             let sensitive = o.get("sensitive").and_then(Value::as_bool).unwrap_or(false);
@@ -133,7 +140,7 @@ impl Outputs {
             };
             out.insert(name.clone(), Output { ty, value });
         }
-        Ok(Outputs(out))
+        Outputs(out)
     }
 
     /// One output.
@@ -190,5 +197,15 @@ mod tests {
         assert!(!format!("{outs:?}").contains("hunter2"));
         assert_eq!(outs.to_report_json()["pw"], "[redacted]");
         assert_eq!(outs.string("name"), Some("shop"));
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_named() {
+        let e = Outputs::from_json(&json!("x")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`terraform output -json` printed a string"),
+            "{e}"
+        );
     }
 }

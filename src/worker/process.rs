@@ -30,8 +30,7 @@
 //! be written.
 
 use super::{JobOutcome, JobRunner, RunContext};
-use crate::job::{JobFile, JobType};
-use crate::pipeline::JobStatus as ChildStatus;
+use crate::job::{JobFile, JobStatus, JobType};
 use crate::pipeline::result::JobResult;
 use crate::terraform::process::{
     GroupGuard, GroupSignal, JobScope, ProcessGroup, SCOPE_ENV, isolate,
@@ -390,8 +389,8 @@ fn outcome_of(sub: &str, result: JobResult, cancelled: bool) -> JobOutcome {
         .error
         .unwrap_or_else(|| format!("`tendril {sub}` failed without saying why"));
     match result.status {
-        ChildStatus::Success if cancelled => JobOutcome::success(result.execution_metadata),
-        ChildStatus::Success => {
+        JobStatus::Success if cancelled => JobOutcome::success(result.execution_metadata),
+        JobStatus::Success => {
             if sub == "deploy" && !result.execution_metadata.is_object() {
                 return JobOutcome::failed(
                     "`tendril deploy` succeeded but its result has no execution_metadata object (docs/report.md)",
@@ -399,8 +398,8 @@ fn outcome_of(sub: &str, result: JobResult, cancelled: bool) -> JobOutcome {
             }
             JobOutcome::success(result.execution_metadata)
         }
-        ChildStatus::Failed if !cancelled => JobOutcome::failed(message).in_phase(result.phase),
-        ChildStatus::Failed | ChildStatus::Cancelled => {
+        JobStatus::Failed if !cancelled => JobOutcome::failed(message).in_phase(result.phase),
+        JobStatus::Failed | JobStatus::Cancelled => {
             JobOutcome::cancelled(message).in_phase(result.phase)
         }
     }

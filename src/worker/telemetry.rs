@@ -19,8 +19,9 @@
 
 use super::WorkerEvent;
 use super::process::subcommand;
+use crate::job::JobStatus;
 use crate::job::{JobId, JobType};
-use crate::queue::{OutcomeStatus, WorkerState};
+use crate::queue::WorkerState;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -55,14 +56,14 @@ impl EncodeLabelValue for Kind {
 
 /// How a job ended, as a label value (`success`, `failed`, `cancelled`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Ended(OutcomeStatus);
+struct Ended(JobStatus);
 
 impl EncodeLabelValue for Ended {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         encoder.write_str(match self.0 {
-            OutcomeStatus::Success => "success",
-            OutcomeStatus::Failed => "failed",
-            OutcomeStatus::Cancelled => "cancelled",
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         })
     }
 }
@@ -510,7 +511,7 @@ mod tests {
         t.observe(&WorkerEvent::Finished {
             job: job("j-1"),
             job_type: JobType::Plan,
-            status: OutcomeStatus::Failed,
+            status: JobStatus::Failed,
             reported: true,
             elapsed: Duration::from_secs(7),
         });

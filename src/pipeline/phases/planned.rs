@@ -55,12 +55,12 @@ impl PlannedOutputs {
     }
 
     /// The known outputs only.
-    pub fn known(&self) -> Result<Outputs, String> {
-        Outputs::from_json(&Value::Object(self.known.clone()))
+    pub fn known(&self) -> Outputs {
+        Outputs::from_map(&self.known)
     }
 
     /// Every output; the unknown ones hold the string [`UNKNOWN`].
-    pub fn with_markers(&self) -> Result<Outputs, String> {
+    pub fn with_markers(&self) -> Outputs {
         let mut all = self.known.clone();
         for (name, sensitive) in &self.unknown {
             all.insert(
@@ -68,7 +68,7 @@ impl PlannedOutputs {
                 json!({"sensitive": sensitive, "type": "string", "value": UNKNOWN}),
             );
         }
-        Outputs::from_json(&Value::Object(all))
+        Outputs::from_map(&all)
     }
 }
 
@@ -97,9 +97,9 @@ mod tests {
         });
         let p = PlannedOutputs::from_show_json(&show);
         assert_eq!(p.unknown_names(), vec!["name", "secret"]);
-        assert_eq!(p.known().unwrap().string("endpoint"), Some("https://x"));
-        assert!(p.known().unwrap().get("name").is_none());
-        let marked = p.with_markers().unwrap();
+        assert_eq!(p.known().string("endpoint"), Some("https://x"));
+        assert!(p.known().get("name").is_none());
+        let marked = p.with_markers();
         assert_eq!(marked.string("name"), Some(UNKNOWN));
         assert_eq!(marked.to_report_json()["secret"], "[redacted]");
     }

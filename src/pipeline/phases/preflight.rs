@@ -473,7 +473,7 @@ fn check_output_dir(dir: &Path) -> Result<(), PreflightError> {
 
 /// Drops the root Application and its repository Secret from a rendered App
 /// of Apps (a job without an apps repository).
-pub fn without_root(manifests: Vec<chart::Manifest>) -> Vec<chart::Manifest> {
+pub fn without_root(manifests: Vec<chart::RenderedManifest>) -> Vec<chart::RenderedManifest> {
     manifests
         .into_iter()
         .filter(|m| !ROOT_SOURCES.iter().any(|s| m.source.ends_with(s)))
