@@ -3,7 +3,8 @@
 //! `cargo bench --bench render`. `render_many/*` is the library API's case:
 //! the chart loaded and compiled once, one render of a value set (to
 //! manifests, and to YAML text) per iteration, cycling through the reference
-//! and combined value sets in `fixtures/argocd-values/`. Whole-process timing
+//! and combined value sets in `fixtures/argocd-values/`; `unseen` renders a
+//! set never rendered before each time, `first_render` a freshly loaded chart. Whole-process timing
 //! (what a user waits for) is measured by `scripts/bench-render.sh`.
 
 use std::hint::black_box;
@@ -89,6 +90,43 @@ fn render_many(c: &mut Criterion) {
             let opts = next.next().expect("a value set");
             black_box(chart.render(opts).expect("render"))
         })
+    });
+    // Each render a value set never rendered before (the sets above, each
+    // with another server.replicas), as a suite of snapshot cases is: the
+    // documents that changed are parsed, the others come from earlier renders.
+    let mut next = sets.iter().cycle().zip(1u32..);
+    group.bench_function("unseen", |b| {
+        b.iter_batched(
+            || {
+                let (base, n) = next.next().expect("a value set");
+                let mut values = base.values.clone();
+                values
+                    .set(&format!("server.replicas={n}"), false)
+                    .expect("--set");
+                base.clone().with_values(values)
+            },
+            |opts| {
+                let manifests = chart.render(&opts).expect("render");
+                black_box((opts, manifests))
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // The first render of a loaded, compiled chart: every document parsed.
+    let mut next = sets.iter().cycle();
+    group.bench_function("first_render", |b| {
+        b.iter_batched(
+            || {
+                let fresh = Chart::embedded(CHART).expect("embedded chart");
+                fresh.compile().expect("compile");
+                (fresh, next.next().expect("a value set"))
+            },
+            |(fresh, opts)| {
+                let manifests = fresh.render(opts).expect("render");
+                black_box((fresh, manifests))
+            },
+            criterion::BatchSize::SmallInput,
+        )
     });
     let mut next = sets.iter().cycle();
     group.bench_function("yaml", |b| {

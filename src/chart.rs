@@ -182,7 +182,7 @@ pub struct Chart {
     surface: Option<surface::Surface>,
     crd_documents: std::sync::OnceLock<Vec<(String, Vec<serde_json::Value>)>>,
     compiled: std::sync::OnceLock<render::Compiled>,
-    /// The documents the last render parsed, by their text (see [`Chart::render`]).
+    /// The documents renders have parsed, by their text (see [`Chart::render`]).
     parsed: manifest::ParsedDocuments,
 }
 
@@ -240,6 +240,11 @@ impl Chart {
     /// Renders the chart: the CRDs from `crds/` then every template, parsed
     /// into validated manifests in install order. Same chart, same options:
     /// same manifests, and the same bytes from [`manifests_to_yaml`].
+    ///
+    /// The chart remembers the documents it has parsed (bounded): a later
+    /// render parses only the documents whose text it has not seen, which
+    /// makes rendering many value sets with one chart several times faster
+    /// than the first render.
     ///
     /// Load and compile once, render many value sets:
     ///

@@ -950,27 +950,21 @@ impl JobFile {
     }
 }
 
-/// Checks the shape `arn:<partition>:iam::<12 digits>:role/<name>`.
-pub fn validate_role_arn(arn: &str) -> Result<(), JobError> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "iam"
-        && parts[3].is_empty()
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5]
-            .strip_prefix("role/")
-            .is_some_and(|n| !n.is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
+/// Checks `cloud_identity.role_arn` with the one IAM role ARN rule
+/// ([`crate::cloud::aws::RoleArn`]), so a bad ARN stops the job in preflight.
+fn validate_role_arn(arn: &str) -> Result<(), JobError> {
+    match arn.parse::<crate::cloud::aws::RoleArn>() {
+        Ok(_) => Ok(()),
+        Err(crate::cloud::CloudError::InvalidInput { reason, .. }) => Err(invalid(
             "cloud_identity.role_arn",
-            format!("`{arn}` is not an IAM role ARN"),
-            "give it as arn:aws:iam::<12-digit account>:role/<role name>",
-        ))
+            reason,
+            "give the ARN of the IAM role the job assumes",
+        )),
+        Err(other) => Err(invalid(
+            "cloud_identity.role_arn",
+            other.to_string(),
+            "give the ARN of the IAM role the job assumes",
+        )),
     }
 }
 

@@ -190,53 +190,77 @@ pub(crate) fn split_documents(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Parsed documents by their text, kept from one render to the next so a
-/// document that renders to the same text is not parsed again.
+/// The documents later renders of one chart have parsed, by their text: a
+/// document that renders to text seen before (most of a chart's documents,
+/// from one value set to the next) is not parsed again. Parsing is a pure
+/// function of the text, so a hit gives what parsing gives. At most
+/// [`ParsedDocuments::MAX_TEXT_BYTES`] of text is kept; past it the cache
+/// starts again empty.
 #[derive(Debug, Default)]
-pub(crate) struct ParsedDocuments(std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>);
+pub(crate) struct ParsedDocuments(std::sync::Mutex<DocumentCache>);
+
+/// The cache's contents: parsed objects by document text, and the text's total size.
+#[derive(Debug, Default)]
+pub(crate) struct DocumentCache {
+    objects: std::collections::HashMap<String, Vec<Value>>,
+    text_bytes: usize,
+}
 
 impl ParsedDocuments {
-    /// Takes the documents kept so far (a concurrent render finds none).
-    pub(crate) fn take(&self) -> std::collections::HashMap<String, Vec<Value>> {
+    /// The most document text the cache keeps (the parsed objects take a few
+    /// times as much memory).
+    pub(crate) const MAX_TEXT_BYTES: usize = 8 << 20;
+
+    /// Takes the cache for one render (a concurrent render finds it empty and
+    /// parses everything; the last to finish puts its cache back).
+    pub(crate) fn take(&self) -> DocumentCache {
         match self.0.lock() {
             Ok(mut kept) => std::mem::take(&mut *kept),
-            Err(_) => Default::default(),
+            Err(_) => DocumentCache::default(),
         }
     }
 
-    /// Keeps `docs` (the last render's) for the next render.
-    pub(crate) fn keep(&self, docs: std::collections::HashMap<String, Vec<Value>>) {
+    /// Puts the cache back for the next render.
+    pub(crate) fn keep(&self, cache: DocumentCache) {
         if let Ok(mut kept) = self.0.lock() {
-            *kept = docs;
+            *kept = cache;
         }
     }
 }
 
+impl DocumentCache {
+    /// Remembers the objects of one document's text, within the size bound.
+    fn insert(&mut self, text: &str, objects: Vec<Value>) {
+        if self.text_bytes + text.len() > ParsedDocuments::MAX_TEXT_BYTES {
+            self.objects.clear();
+            self.text_bytes = 0;
+        }
+        self.text_bytes += text.len();
+        self.objects.insert(text.to_string(), objects);
+    }
+}
+
 /// Parses rendered text like [`parse_documents`], document by document,
-/// taking the objects of a document whose text is in `previous` from there,
-/// and recording every document's objects in `seen`.
-pub(crate) fn parse_documents_reusing(
+/// taking the objects of a document whose text is in `cache` from there and
+/// adding the others to it.
+pub(crate) fn parse_documents_cached(
     text: &str,
     file: &str,
-    previous: &mut std::collections::HashMap<String, Vec<Value>>,
-    seen: &mut std::collections::HashMap<String, Vec<Value>>,
+    cache: &mut DocumentCache,
 ) -> Result<Vec<Value>, ChartError> {
     let mut out = Vec::new();
     for piece in split_documents(text) {
-        if let Some(objects) = seen.get(piece) {
+        if let Some(objects) = cache.objects.get(piece) {
             out.extend(objects.iter().cloned());
             continue;
         }
-        let objects = match previous.remove(piece) {
-            Some(objects) => objects,
-            None => match parse_documents(piece, file) {
-                Ok(objects) => objects,
-                // the whole text's error names the right line
-                Err(_) => return parse_documents(text, file),
-            },
+        let objects = match parse_documents(piece, file) {
+            Ok(objects) => objects,
+            // the whole text's error names the right line
+            Err(_) => return parse_documents(text, file),
         };
         out.extend(objects.iter().cloned());
-        seen.insert(piece.to_string(), objects);
+        cache.insert(piece, objects);
     }
     Ok(out)
 }
@@ -423,23 +447,20 @@ mod tests {
     }
 
     #[test]
-    fn reusing_parsed_documents_gives_what_parsing_gives() {
+    fn cached_documents_give_what_parsing_gives() {
         let text = "---\nkind: A\nv: &x 1\nw: *x\n---\n# only a comment\n---\nkind: B\n---\nkind: A\nv: &x 1\nw: *x\n";
         let whole = parse_documents(text, "t").expect("parses");
-        let (mut previous, mut seen) = (Default::default(), Default::default());
-        let first = parse_documents_reusing(text, "t", &mut previous, &mut seen).expect("parses");
+        let mut cache = DocumentCache::default();
+        let first = parse_documents_cached(text, "t", &mut cache).expect("parses");
         assert_eq!(first, whole);
-        let mut again = Default::default();
-        let second = parse_documents_reusing(text, "t", &mut seen, &mut again).expect("parses");
+        assert_eq!(cache.objects.len(), 3, "three distinct document texts");
+        let kept = cache.text_bytes;
+        let second = parse_documents_cached(text, "t", &mut cache).expect("parses");
         assert_eq!(second, whole);
-        assert!(
-            seen.is_empty(),
-            "every document came from the previous render"
-        );
+        assert_eq!(cache.text_bytes, kept, "nothing parsed the second time");
 
         let broken = "---\nkind: A\n---\nkey: [unclosed\n";
-        let err = parse_documents_reusing(broken, "t", &mut again, &mut Default::default())
-            .expect_err("invalid YAML");
+        let err = parse_documents_cached(broken, "t", &mut cache).expect_err("invalid YAML");
         assert_eq!(
             err.to_string(),
             parse_documents(broken, "t")
@@ -447,6 +468,22 @@ mod tests {
                 .to_string(),
             "the error is the whole text's"
         );
+    }
+
+    #[test]
+    fn the_cache_starts_again_when_full() {
+        let mut cache = DocumentCache::default();
+        let big = "x".repeat(ParsedDocuments::MAX_TEXT_BYTES / 2 + 1);
+        cache.insert(&big, vec![Value::Null]);
+        cache.insert("kind: A\n", vec![Value::Null]);
+        assert_eq!(cache.objects.len(), 2);
+        cache.insert(&format!("{big}y"), vec![Value::Null]);
+        assert_eq!(
+            cache.objects.len(),
+            1,
+            "emptied before the text that did not fit"
+        );
+        assert!(cache.text_bytes <= ParsedDocuments::MAX_TEXT_BYTES);
     }
 
     #[test]

@@ -357,6 +357,23 @@ fn crd_documents(chart: &Chart) -> Result<&[(String, Vec<serde_json::Value>)], C
     Ok(chart.crd_documents.get_or_init(|| parsed))
 }
 
+/// Renders and parses every manifest template, documents seen before taken
+/// from `cache`.
+fn parse_templates(
+    chart: &Chart,
+    compiled: &Compiled,
+    ctx: &mut tera::Context,
+    cache: &mut manifest::DocumentCache,
+) -> Result<Vec<Doc>, ChartError> {
+    let mut docs = Vec::new();
+    for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
+        let text = render_template(compiled, t, ctx)?;
+        let objects = manifest::parse_documents_cached(&text, &t.path, cache)?;
+        docs.extend(objects.into_iter().map(|o| (t.path.clone(), o, false)));
+    }
+    Ok(docs)
+}
+
 pub(crate) fn render(
     chart: &Chart,
     opts: &RenderOptions,
@@ -368,14 +385,10 @@ pub(crate) fn render(
         docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
     }
     let mut ctx = context(chart, opts);
-    let mut previous = chart.parsed.take();
-    let mut seen = std::collections::HashMap::new();
-    for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
-        let text = render_template(compiled, t, &mut ctx)?;
-        let objects = manifest::parse_documents_reusing(&text, &t.path, &mut previous, &mut seen)?;
-        docs.extend(objects.into_iter().map(|o| (t.path.clone(), o, false)));
-    }
-    chart.parsed.keep(seen);
+    let mut cache = chart.parsed.take();
+    let parsed = parse_templates(chart, compiled, &mut ctx, &mut cache);
+    chart.parsed.keep(cache);
+    docs.extend(parsed?);
 
     // Kinds the chart itself declares cluster-scoped (its CRDs).
     let mut cluster_kinds: HashSet<String> = HashSet::new();
