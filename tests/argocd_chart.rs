@@ -24,6 +24,8 @@ const COMBINED_SETS: &[&str] = &[
     "combined-grpc-exec",
     "combined-ha-scheduling",
     "combined-external-redis-rbac",
+    "combined-tls-dex-metrics",
+    "combined-redis-names",
 ];
 
 fn manifest_dir() -> PathBuf {
@@ -1354,6 +1356,321 @@ fn default_deny_ingress_policy() {
     assert!(!has(&render(""), "NetworkPolicy", "argocd-default-deny"));
     let off = "global:\n  networkPolicy:\n    create: false\n    defaultDenyIngress: true\n";
     assert!(!has(&render(off), "NetworkPolicy", "argocd-default-deny"));
+}
+
+// ---- second audit against the upstream templates --------------------------
+
+fn with_monitoring(values: &str) -> Vec<Manifest> {
+    let mut caps = tendril::chart::Capabilities::default();
+    caps.api_versions
+        .push("monitoring.coreos.com/v1".to_string());
+    chart()
+        .render(&options(values).with_capabilities(caps))
+        .expect("render")
+}
+
+fn pod_annotations<'a>(ms: &'a [Manifest], name: &str) -> &'a Value {
+    &find(ms, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+}
+
+/// `<component>.certificateSecret.enabled` switched only the strict-TLS
+/// parameter: upstream also renders the Secret from the values (its own
+/// template, type kubernetes.io/tls, `ca.crt` only when given) and, for the
+/// repo server and Dex, a checksum of it on the pods.
+#[test]
+fn tls_secrets_from_values_reach_every_template_that_reads_them() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let keys = |name: &str| -> Vec<String> {
+        let s = find(&ms, "Secret", name);
+        assert_eq!(s["type"], "kubernetes.io/tls", "{name}");
+        let mut k: Vec<String> = s["data"]
+            .as_object()
+            .expect("data")
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys("argocd-server-tls"), ["tls.crt", "tls.key"]);
+    assert_eq!(
+        keys("argocd-repo-server-tls"),
+        ["ca.crt", "tls.crt", "tls.key"]
+    );
+    assert_eq!(keys("argocd-dex-server-tls"), ["tls.crt", "tls.key"]);
+    let server = find(&ms, "Secret", "argocd-server-tls");
+    assert_eq!(
+        server["data"]["tls.key"],
+        b64("-----BEGIN PRIVATE KEY-----\nc2VydmVyLWtleQ==\n-----END PRIVATE KEY-----\n")
+    );
+    let labels = &server["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/name"], "argocd-server-tls");
+    assert_eq!(labels["app.kubernetes.io/component"], "server");
+    assert_eq!(labels["tls-source"], "values");
+    let repo = find(&ms, "Secret", "argocd-repo-server-tls");
+    assert_eq!(repo["metadata"]["annotations"]["rotated-by"], "platform");
+    assert_eq!(
+        repo["metadata"]["labels"]["app.kubernetes.io/component"],
+        "repo-server"
+    );
+    assert_eq!(
+        find(&ms, "Secret", "argocd-dex-server-tls")["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-dex-server-tls"
+    );
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/repo-server-tls"].is_string());
+    assert!(pod_annotations(&ms, "argocd-dex-server")["checksum/dex-server-tls"].is_string());
+    let params = data(&ms, "argocd-cmd-params-cm");
+    assert_eq!(params["server.repo.server.strict.tls"], "true");
+    assert_eq!(params["server.dex.server.strict.tls"], "true");
+
+    // Off by default; Dex's only with Dex.
+    let ms = render("");
+    for name in [
+        "argocd-server-tls",
+        "argocd-repo-server-tls",
+        "argocd-dex-server-tls",
+    ] {
+        assert!(!has(&ms, "Secret", name), "{name}");
+    }
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/repo-server-tls"].is_null());
+    let ms = render("dex:\n  enabled: false\n  certificateSecret: {enabled: true}\n");
+    assert!(!has(&ms, "Secret", "argocd-dex-server-tls"));
+}
+
+/// `dex.metrics` and `dex.servicePortMetrics`: the metrics port on the Dex
+/// Service, whose labels and annotations come from `dex.metrics.service`,
+/// and a ServiceMonitor selecting the Dex Service; `dex.logLevel` and
+/// `dex.logFormat` (commented keys upstream) are flags of the wrapper.
+#[test]
+fn dex_metrics_and_log_flags() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let svc = find(&ms, "Service", "argocd-dex-server");
+    assert_eq!(
+        svc["spec"]["ports"][2],
+        serde_json::json!({"name": "http-metrics", "protocol": "TCP", "port": 5558, "targetPort": "metrics"})
+    );
+    assert_eq!(svc["metadata"]["labels"]["scrape"], "dex");
+    assert_eq!(
+        svc["metadata"]["annotations"]["example.org/team"],
+        "identity"
+    );
+    let dex = container(find(&ms, "Deployment", "argocd-dex-server"), "dex-server");
+    assert_eq!(
+        dex["command"],
+        serde_json::json!(["/shared/argocd-dex", "--loglevel=debug", "--logformat=json"])
+    );
+    assert_eq!(
+        find(&render(""), "Service", "argocd-dex-server")["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .len(),
+        2
+    );
+
+    let ms = with_monitoring(
+        "dex:\n  metrics:\n    enabled: true\n    serviceMonitor: {enabled: true}\n",
+    );
+    let sm = find(&ms, "ServiceMonitor", "argocd-dex-server");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        serde_json::json!({"app.kubernetes.io/name": "argocd-dex-server",
+            "app.kubernetes.io/instance": "argocd", "app.kubernetes.io/component": "dex-server"})
+    );
+    assert_eq!(
+        sm["spec"]["endpoints"],
+        serde_json::json!([{"port": "http-metrics", "path": "/metrics", "interval": "30s", "honorLabels": false}])
+    );
+    assert_eq!(
+        sm["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!(["argocd"])
+    );
+}
+
+/// The startup probes upstream has for the ApplicationSet and notifications
+/// controllers (TCP) and Dex (HTTP).
+#[test]
+fn startup_probes_of_applicationset_notifications_and_dex() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let probe = |kind: &str, name: &str, c: &str| {
+        container(find(&ms, kind, name), c)["startupProbe"].clone()
+    };
+    let timing = |failures: u64| {
+        serde_json::json!({"initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 1,
+            "successThreshold": 1, "failureThreshold": failures})
+    };
+    let mut expected = timing(30);
+    expected["tcpSocket"] = serde_json::json!({"port": "probe"});
+    assert_eq!(
+        probe(
+            "Deployment",
+            "argocd-applicationset-controller",
+            "applicationset-controller"
+        ),
+        expected
+    );
+    let mut expected = timing(20);
+    expected["tcpSocket"] = serde_json::json!({"port": "metrics"});
+    assert_eq!(
+        probe(
+            "Deployment",
+            "argocd-notifications-controller",
+            "notifications-controller"
+        ),
+        expected
+    );
+    let mut expected = timing(20);
+    expected["httpGet"] =
+        serde_json::json!({"path": "/healthz/ready", "port": "metrics", "scheme": "HTTP"});
+    assert_eq!(
+        probe("Deployment", "argocd-dex-server", "dex-server"),
+        expected
+    );
+    let ms = render("");
+    assert!(
+        container(find(&ms, "Deployment", "argocd-dex-server"), "dex-server")["startupProbe"]
+            .is_null()
+    );
+}
+
+/// `global.deploymentStrategy` and a component's own merge deeply, as
+/// upstream's mergeOverwrite does (a shallow merge lost the global
+/// rollingUpdate fields); Recreate drops rollingUpdate.
+#[test]
+fn deployment_strategies_merge_deeply() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let strategy = |name: &str| find(&ms, "Deployment", name)["spec"]["strategy"].clone();
+    assert_eq!(
+        strategy("argocd-server"),
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    );
+    assert_eq!(
+        strategy("argocd-repo-server"),
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}})
+    );
+    assert_eq!(
+        strategy("argocd-dex-server"),
+        serde_json::json!({"type": "Recreate"})
+    );
+    // notifications keeps its own default, Recreate.
+    assert_eq!(
+        strategy("argocd-notifications-controller"),
+        serde_json::json!({"type": "Recreate"})
+    );
+}
+
+/// Upstream selects the Redis pods by `app.kubernetes.io/name` alone, in its
+/// disruption budget and in the default selector of a spread constraint
+/// (the other components add `app.kubernetes.io/instance`).
+#[test]
+fn redis_is_selected_by_name_only() {
+    let ms = render(&fixture("combined-redis-names"));
+    let prefix = "platform-continuous-delivery-argocd-eu-west-1az";
+    assert_eq!(
+        find(&ms, "PodDisruptionBudget", &format!("{prefix}-redis"))["spec"],
+        serde_json::json!({"maxUnavailable": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "argocd-redis"}}})
+    );
+    let spread = |kind: &str, name: &str| {
+        find(&ms, kind, &format!("{prefix}-{name}"))["spec"]["template"]["spec"]
+            ["topologySpreadConstraints"][0]["labelSelector"]
+            .clone()
+    };
+    assert_eq!(
+        spread("Deployment", "redis"),
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "argocd-redis"}})
+    );
+    assert_eq!(
+        spread("Deployment", "server"),
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "argocd-server",
+            "app.kubernetes.io/instance": "argocd"}})
+    );
+}
+
+/// Object names are cut as upstream cuts them: 63 characters (52 for the
+/// controller, whose StatefulSet adds a revision hash), without a trailing
+/// `-`; the addresses in argocd-cmd-params-cm use the cut names.
+#[test]
+fn long_names_are_cut_like_upstream() {
+    let ms = render(&fixture("combined-redis-names"));
+    let prefix = "platform-continuous-delivery-argocd-eu-west-1az";
+    assert!(has(&ms, "StatefulSet", &format!("{prefix}-appl")));
+    assert!(has(&ms, "PodDisruptionBudget", &format!("{prefix}-appl")));
+    // "-applicationset-controller" cut at 63 ends in "-", which goes.
+    assert!(has(&ms, "Deployment", &format!("{prefix}-applicationset")));
+    assert!(has(&ms, "Deployment", &format!("{prefix}-notifications-c")));
+    assert!(has(
+        &ms,
+        "Service",
+        &format!("{prefix}-notifications-c-metrics")
+    ));
+    let params = data(&ms, "argocd-cmd-params-cm");
+    assert_eq!(params["repo.server"], format!("{prefix}-repo-server:8081"));
+    assert_eq!(params["redis.server"], format!("{prefix}-redis:6379"));
+    assert_eq!(
+        params["server.dex.server"],
+        format!("https://{prefix}-dex-server:5556")
+    );
+}
+
+/// `server.service.externalIPs` is printed by upstream with Go's `%v`
+/// (`[a b]`), which YAML reads as one entry holding every address.
+#[test]
+fn server_external_ips_print_as_upstream() {
+    let ips = |values: &str| {
+        find(&render(values), "Service", "argocd-server")["spec"]["externalIPs"].clone()
+    };
+    assert_eq!(
+        ips("server:\n  service:\n    externalIPs: [203.0.113.10]\n"),
+        serde_json::json!(["203.0.113.10"])
+    );
+    assert_eq!(
+        ips("server:\n  service:\n    externalIPs: [10.0.0.1, 10.0.0.2]\n"),
+        serde_json::json!(["10.0.0.1 10.0.0.2"])
+    );
+    assert!(ips("").is_null());
+}
+
+/// argocd-notifications-cm's `context` and `subscriptions` are texts that
+/// upstream writes with Helm's toYaml (sorted keys, a list inside a mapping
+/// not indented): compared byte for byte.
+#[test]
+fn notifications_context_and_subscriptions_text() {
+    let ms = render(&fixture("combined-redis-names"));
+    let cm = data(&ms, "argocd-notifications-cm");
+    assert_eq!(
+        cm["context"],
+        "argocdUrl: https://argocd.example.com\nenvironmentName: production\nregion: eu-west-1\n"
+    );
+    assert_eq!(
+        cm["subscriptions"],
+        "- recipients:\n  - slack:deployments\n  triggers:\n  - on-sync-succeeded\n  - on-sync-failed\n"
+    );
+    assert_eq!(cm["service.slack"], "token: $slack-token\n");
+}
+
+/// Keys upstream reads but only mentions in comments are keys of this chart
+/// too; `crds` is listed as unsupported (the CRDs always install).
+#[test]
+fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
+    let values = options(
+        "dex: {logLevel: debug, logFormat: json}\n\
+         notifications:\n  metrics:\n    serviceMonitor: {interval: 1m, scrapeTimeout: 10s}\n\
+         crds: {install: false}\n",
+    )
+    .values;
+    let paths: Vec<String> = chart()
+        .check_values(&values)
+        .iter()
+        .map(|w| w.path().to_string())
+        .collect();
+    assert_eq!(paths, ["crds"]);
+    let ms = with_monitoring(
+        "notifications:\n  metrics:\n    enabled: true\n    serviceMonitor: {enabled: true, interval: 1m, scrapeTimeout: 10s}\n",
+    );
+    let ep =
+        &find(&ms, "ServiceMonitor", "argocd-notifications-controller")["spec"]["endpoints"][0];
+    assert_eq!(ep["interval"], "1m");
+    assert_eq!(ep["scrapeTimeout"], "10s");
 }
 
 // ---- values the chart does not act on --------------------------------------
