@@ -1648,6 +1648,21 @@ fn notifications_context_and_subscriptions_text() {
     assert_eq!(cm["service.slack"], "token: $slack-token\n");
 }
 
+/// ConfigMap values keep their exact text however the template writes them
+/// out (the render reads its own output back): a lone newline, and a text
+/// whose first line is empty and whose next is indented, are not turned
+/// into a block scalar that reads back differently.
+#[test]
+fn config_map_texts_read_back_exactly() {
+    let ms = render(
+        "configs:\n  cm:\n    a.newline: \"\\n\"\n    b.indented: \"\\n  indented\\n\"\n    c.plain: \"x\\ny\\n\"\n",
+    );
+    let cm = data(&ms, "argocd-cm");
+    assert_eq!(cm["a.newline"], "\n");
+    assert_eq!(cm["b.indented"], "\n  indented\n");
+    assert_eq!(cm["c.plain"], "x\ny\n");
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
