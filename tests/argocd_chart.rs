@@ -1663,6 +1663,92 @@ fn config_map_texts_read_back_exactly() {
     assert_eq!(cm["c.plain"], "x\ny\n");
 }
 
+/// Ported from upstream in this audit: HorizontalPodAutoscalers (the
+/// Deployment then has no replicas), the repo server's existingVolumes and
+/// trafficDistribution, and the ApplicationSet controller's cluster-wide
+/// RBAC for ApplicationSets in any namespace.
+#[test]
+fn autoscalers_repo_volumes_and_applicationsets_in_any_namespace() {
+    let ms = render(&fixture("combined-redis-names"));
+    let prefix = "platform-continuous-delivery-argocd-eu-west-1az";
+    let hpa = |name: &str| {
+        find(&ms, "HorizontalPodAutoscaler", &format!("{prefix}-{name}"))["spec"].clone()
+    };
+    // An empty memory target leaves only the CPU one.
+    assert_eq!(
+        hpa("server"),
+        serde_json::json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                "name": format!("{prefix}-server")},
+            "minReplicas": 1, "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}]})
+    );
+    let repo = hpa("repo-server");
+    assert_eq!(
+        repo["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    assert_eq!(
+        repo["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        300
+    );
+    for name in ["server", "repo-server"] {
+        assert!(
+            find(&ms, "Deployment", &format!("{prefix}-{name}"))["spec"]["replicas"].is_null(),
+            "{name}"
+        );
+    }
+    // Both targets by default, memory first.
+    let ms_default = render("server:\n  autoscaling: {enabled: true}\n");
+    let names: Vec<&str> =
+        find(&ms_default, "HorizontalPodAutoscaler", "argocd-server")["spec"]["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|m| m["resource"]["name"].as_str().expect("name"))
+            .collect();
+    assert_eq!(names, ["memory", "cpu"]);
+    assert!(!has(
+        &render(""),
+        "HorizontalPodAutoscaler",
+        "argocd-server"
+    ));
+
+    let repo = find(&ms, "Deployment", &format!("{prefix}-repo-server"));
+    let tmp = repo["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "tmp")
+        .expect("tmp volume");
+    assert!(tmp["emptyDir"].is_null());
+    assert_eq!(
+        tmp["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"],
+        "5Gi"
+    );
+    assert_eq!(
+        find(&ms, "Service", &format!("{prefix}-repo-server"))["spec"]["trafficDistribution"],
+        "PreferClose"
+    );
+
+    let me = format!("{prefix}-applicationset");
+    let role = find(&ms, "ClusterRole", &me);
+    assert_eq!(role["rules"].as_array().expect("rules").len(), 7);
+    let binding = find(&ms, "ClusterRoleBinding", &me);
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "argocd-applicationset-controller", "namespace": "argocd"}])
+    );
+    // Upstream does not tie these to createClusterRoles.
+    let ms = render("createClusterRoles: false\napplicationSet:\n  allowAnyNamespace: true\n");
+    assert!(has(&ms, "ClusterRole", "argocd-applicationset-controller"));
+    assert!(!has(
+        &render(""),
+        "ClusterRole",
+        "argocd-applicationset-controller"
+    ));
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
@@ -1693,7 +1779,7 @@ fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
 #[test]
 fn unsupported_and_unknown_values_are_named() {
     let values = options(
-        "server:\n  replica: 2\n  autoscaling: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
+        "server:\n  replica: 2\n  extensions: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
          configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
          global:\n  nodeSelector: {pool: a}\n\
          controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
@@ -1705,10 +1791,10 @@ fn unsupported_and_unknown_values_are_named() {
     let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
     assert_eq!(
         paths,
-        ["server.autoscaling", "server.ingress.aws", "server.replica"]
+        ["server.extensions", "server.ingress.aws", "server.replica"]
     );
     assert!(
-        described[0].contains("HorizontalPodAutoscalers are not ported"),
+        described[0].contains("UI extensions are not ported"),
         "{}",
         described[0]
     );
