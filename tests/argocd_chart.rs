@@ -1749,6 +1749,76 @@ fn autoscalers_repo_volumes_and_applicationsets_in_any_namespace() {
     ));
 }
 
+/// `redis.exporter` and `redis.metrics`: the exporter sidecar (its port
+/// opened in the Redis NetworkPolicy only with the exporter, as upstream), a
+/// metrics Service without dual-stack settings, and a ServiceMonitor.
+#[test]
+fn redis_exporter_metrics_service_and_monitor() {
+    let values = "redis:\n  exporter:\n    enabled: true\n    env: [{name: EXTRA, value: x}]\n    livenessProbe: {enabled: true}\n\
+                  \x20 metrics:\n    enabled: true\n    serviceMonitor: {enabled: true}\n\
+                  global:\n  env: [{name: GLOBAL, value: g}]\n";
+    let ms = with_monitoring(values);
+    let redis = find(&ms, "Deployment", "argocd-redis");
+    let exporter = container(redis, "metrics");
+    assert_eq!(
+        exporter["image"],
+        "ghcr.io/oliver006/redis_exporter:v1.86.0"
+    );
+    assert_eq!(
+        env_names(exporter),
+        [
+            "REDIS_ADDR",
+            "REDIS_EXPORTER_WEB_LISTEN_ADDRESS",
+            "REDIS_PASSWORD",
+            "GLOBAL",
+            "EXTRA"
+        ]
+    );
+    assert_eq!(exporter["env"][0]["value"], "redis://localhost:6379");
+    assert_eq!(exporter["env"][1]["value"], "0.0.0.0:9121");
+    assert_eq!(
+        exporter["livenessProbe"],
+        serde_json::json!({"httpGet": {"path": "/metrics", "port": 9121}, "initialDelaySeconds": 30,
+            "timeoutSeconds": 15, "periodSeconds": 15, "successThreshold": 1, "failureThreshold": 5})
+    );
+    assert!(exporter["readinessProbe"].is_null());
+    let np = find(&ms, "NetworkPolicy", "argocd-redis");
+    assert_eq!(
+        np["spec"]["ingress"][1],
+        serde_json::json!({"from": [{"namespaceSelector": {}}], "ports": [{"port": "metrics", "protocol": "TCP"}]})
+    );
+    let svc = find(&ms, "Service", "argocd-redis-metrics");
+    assert_eq!(
+        svc["spec"],
+        serde_json::json!({"type": "ClusterIP", "clusterIP": "None",
+            "ports": [{"name": "http-metrics", "protocol": "TCP", "port": 9121, "targetPort": "metrics"}],
+            "selector": {"app.kubernetes.io/name": "argocd-redis", "app.kubernetes.io/instance": "argocd",
+                "app.kubernetes.io/component": "redis"}})
+    );
+    let sm = find(&ms, "ServiceMonitor", "argocd-redis");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "30s");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        svc["spec"]["selector"]
+    );
+    // Without the exporter: one container, no metrics rule.
+    let ms = render("redis:\n  metrics: {enabled: true}\n");
+    assert_eq!(
+        find(&ms, "NetworkPolicy", "argocd-redis")["spec"]["ingress"]
+            .as_array()
+            .expect("ingress")
+            .len(),
+        1
+    );
+    assert_eq!(
+        find(&ms, "Deployment", "argocd-redis")["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .len(),
+        1
+    );
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
@@ -1910,19 +1980,19 @@ fn tendril_render_warns_and_strict_refuses() {
 fn strict_values_job_option_refuses_the_render() {
     use tendril::argocd::{self, ArgoCdSpec};
     let mut spec = ArgoCdSpec::new("argocd");
-    spec.values = serde_json::json!({"redis": {"exporter": {"enabled": true}}});
+    spec.values = serde_json::json!({"redis": {"vpa": {"enabled": true}}});
     let rendered = argocd::render(&spec).expect("lenient");
     let warnings = rendered.warnings();
     assert_eq!(warnings.len(), 1);
     assert_eq!(
         serde_json::to_value(warnings).expect("serialises"),
-        serde_json::json!([{"kind": "unsupported", "path": "redis.exporter",
-            "reason": "the Redis metrics exporter is not ported"}])
+        serde_json::json!([{"kind": "unsupported", "path": "redis.vpa",
+            "reason": "VerticalPodAutoscalers are not ported"}])
     );
     assert!(!rendered.manifests().is_empty());
     spec.strict_values = true;
     let err = argocd::render(&spec).expect_err("strict refuses");
-    assert!(err.to_string().contains("`redis.exporter`"), "{err}");
+    assert!(err.to_string().contains("`redis.vpa`"), "{err}");
 }
 
 /// A deploy renders once: the credentials only the cluster knows (the Redis
