@@ -1819,6 +1819,47 @@ fn redis_exporter_metrics_service_and_monitor() {
     );
 }
 
+/// `applicationSet.ingress`: the webhook Ingress to the Service's port, and
+/// the webhook port opened in the controller's NetworkPolicy, which upstream
+/// renders for the Ingress even without metrics.
+#[test]
+fn applicationset_webhook_ingress_and_its_network_policy() {
+    let ms = render(&fixture("combined-redis-names"));
+    let me = "platform-continuous-delivery-argocd-eu-west-1az-applicationset";
+    let ing = find(&ms, "Ingress", me);
+    let backend = serde_json::json!({"service": {"name": me, "port": {"number": 7000}}});
+    assert_eq!(
+        ing["spec"],
+        serde_json::json!({"ingressClassName": "nginx",
+            "rules": [
+                {"host": "hooks.example.org", "http": {"paths": [
+                    {"path": "/api/webhook", "pathType": "Prefix", "backend": backend}]}},
+                {"host": "hooks-alt.example.org", "http": {"paths": [
+                    {"path": "/api/webhook", "pathType": "Prefix", "backend": backend}]}}],
+            "tls": [{"hosts": ["hooks.example.org"], "secretName": "argocd-applicationset-controller-tls"}]})
+    );
+    assert_eq!(
+        find(&ms, "NetworkPolicy", me)["spec"]["ingress"],
+        serde_json::json!([{"ports": [{"port": "webhook"}]},
+            {"from": [{"namespaceSelector": {}}], "ports": [{"port": "metrics"}]}])
+    );
+    let ms = render("applicationSet:\n  ingress: {enabled: true}\n");
+    assert_eq!(
+        find(&ms, "Ingress", "argocd-applicationset-controller")["spec"]["rules"][0]["host"],
+        "argocd.example.com"
+    );
+    assert!(has(
+        &ms,
+        "NetworkPolicy",
+        "argocd-applicationset-controller"
+    ));
+    assert!(!has(
+        &render(""),
+        "NetworkPolicy",
+        "argocd-applicationset-controller"
+    ));
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
