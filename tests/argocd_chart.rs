@@ -1860,6 +1860,52 @@ fn applicationset_webhook_ingress_and_its_network_policy() {
     ));
 }
 
+/// `server.extensions`: an installer init container per extension, after
+/// the user's init containers, sharing the `extensions` volume the server
+/// mounts.
+#[test]
+fn server_ui_extensions() {
+    let ms = render(
+        "server:\n  initContainers: [{name: first, image: busybox}]\n  extensions:\n    enabled: true\n    extensionList:\n\
+         \x20     - name: extension-metrics\n        env: [{name: EXTENSION_URL, value: https://example.org/ext.tar}]\n",
+    );
+    let spec = &find(&ms, "Deployment", "argocd-server")["spec"]["template"]["spec"];
+    let inits = spec["initContainers"].as_array().expect("init containers");
+    assert_eq!(inits.len(), 2);
+    assert_eq!(inits[0]["name"], "first");
+    assert_eq!(
+        inits[1],
+        serde_json::json!({"name": "extension-metrics",
+            "image": "quay.io/argoprojlabs/argocd-extension-installer:v1.0.1",
+            "imagePullPolicy": "IfNotPresent", "resources": {},
+            "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                "allowPrivilegeEscalation": false, "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"}, "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "extensions", "mountPath": "/tmp/extensions/"},
+                {"name": "tmp", "mountPath": "/tmp"}],
+            "env": [{"name": "EXTENSION_URL", "value": "https://example.org/ext.tar"}]})
+    );
+    let server = container(find(&ms, "Deployment", "argocd-server"), "server");
+    assert!(
+        server["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .contains(&serde_json::json!({"name": "extensions", "mountPath": "/tmp/extensions"}))
+    );
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(&volumes[..2], ["extensions", "plugins-home"]);
+    // Enabled without extensions: the volume, no init container.
+    let ms = render("server:\n  extensions: {enabled: true}\n");
+    let spec = &find(&ms, "Deployment", "argocd-server")["spec"]["template"]["spec"];
+    assert!(spec["initContainers"].is_null());
+    assert_eq!(spec["volumes"][0]["name"], "extensions");
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
@@ -1890,7 +1936,7 @@ fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
 #[test]
 fn unsupported_and_unknown_values_are_named() {
     let values = options(
-        "server:\n  replica: 2\n  extensions: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
+        "server:\n  replica: 2\n  vpa: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
          configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
          global:\n  nodeSelector: {pool: a}\n\
          controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
@@ -1902,17 +1948,17 @@ fn unsupported_and_unknown_values_are_named() {
     let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
     assert_eq!(
         paths,
-        ["server.extensions", "server.ingress.aws", "server.replica"]
+        ["server.ingress.aws", "server.replica", "server.vpa"]
     );
     assert!(
-        described[0].contains("UI extensions are not ported"),
+        described[0].contains("the AWS ALB Ingress variant is not ported"),
         "{}",
         described[0]
     );
     assert!(
-        described[2].contains("not a key of this chart"),
+        described[1].contains("not a key of this chart"),
         "{}",
-        described[2]
+        described[1]
     );
     assert!(matches!(
         warnings.clone().enforce(true),
