@@ -1906,6 +1906,33 @@ fn server_ui_extensions() {
     assert_eq!(spec["volumes"][0]["name"], "extensions");
 }
 
+/// `server.certificate`: a cert-manager Certificate for argocd-server-tls;
+/// with it upstream renders no Secret from `server.certificateSecret`.
+#[test]
+fn server_certificate_from_cert_manager() {
+    let ms = render(
+        "global:\n  domain: cd.example.org\n  certificateAnnotations: {team: platform, tier: a}\n\
+         server:\n  certificateSecret: {enabled: true, crt: x, key: y}\n  certificate:\n    enabled: true\n\
+         \x20   additionalHosts: [cd-alt.example.org]\n    duration: 2160h\n    annotations: {tier: b}\n\
+         \x20   issuer: {kind: ClusterIssuer, name: letsencrypt}\n",
+    );
+    let cert = find(&ms, "Certificate", "argocd-server");
+    assert_eq!(cert["apiVersion"], "cert-manager.io/v1");
+    assert_eq!(
+        cert["metadata"]["annotations"],
+        serde_json::json!({"team": "platform", "tier": "b"})
+    );
+    assert_eq!(
+        cert["spec"],
+        serde_json::json!({"secretName": "argocd-server-tls", "commonName": "cd.example.org",
+            "dnsNames": ["cd.example.org", "cd-alt.example.org"], "duration": "2160h",
+            "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"},
+            "privateKey": {"rotationPolicy": "Never", "encoding": "PKCS1", "algorithm": "RSA", "size": 2048}})
+    );
+    assert!(!has(&ms, "Secret", "argocd-server-tls"));
+    assert!(!has(&render(""), "Certificate", "argocd-server"));
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
@@ -2024,7 +2051,7 @@ fn tendril_render_warns_and_strict_refuses() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tendril"));
         cmd.args(["render", "--redis-password", REDIS_PASSWORD])
             .args(["--set", "server.ingressGrpc.enabled=true,server.replica=2"])
-            .args(["--set", "server.certificate.enabled=true"]);
+            .args(["--set", "server.vpa.enabled=true"]);
         if strict {
             cmd.arg("--strict");
         }
@@ -2038,7 +2065,7 @@ fn tendril_render_warns_and_strict_refuses() {
     );
     let stderr = String::from_utf8_lossy(&lenient.stderr);
     assert!(
-        stderr.contains("warning: value `server.certificate` is not supported"),
+        stderr.contains("warning: value `server.vpa` is not supported"),
         "{stderr}"
     );
     assert!(
@@ -2056,7 +2083,7 @@ fn tendril_render_warns_and_strict_refuses() {
     );
     let stderr = String::from_utf8_lossy(&strict.stderr);
     assert!(
-        stderr.contains("`server.certificate`") && stderr.contains("`server.replica`"),
+        stderr.contains("`server.vpa`") && stderr.contains("`server.replica`"),
         "{stderr}"
     );
 }
