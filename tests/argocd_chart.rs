@@ -1819,7 +1819,8 @@ fn redis_exporter_metrics_service_and_monitor() {
     );
 }
 
-/// `applicationSet.ingress`: the webhook Ingress to the Service's port, and
+/// `applicationSet.ingress` and `.certificate`: the webhook Ingress to the
+/// Service's port with the cert-manager Certificate for its Secret, and
 /// the webhook port opened in the controller's NetworkPolicy, which upstream
 /// renders for the Ingress even without metrics.
 #[test]
@@ -1842,6 +1843,14 @@ fn applicationset_webhook_ingress_and_its_network_policy() {
         find(&ms, "NetworkPolicy", me)["spec"]["ingress"],
         serde_json::json!([{"ports": [{"port": "webhook"}]},
             {"from": [{"namespaceSelector": {}}], "ports": [{"port": "metrics"}]}])
+    );
+    let cert = find(&ms, "Certificate", me);
+    assert_eq!(
+        cert["spec"],
+        serde_json::json!({"secretName": "argocd-applicationset-controller-tls",
+            "commonName": "hooks.example.org", "dnsNames": ["hooks.example.org"],
+            "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"},
+            "privateKey": {"rotationPolicy": "Never", "encoding": "PKCS1", "algorithm": "RSA", "size": 2048}})
     );
     let ms = render("applicationSet:\n  ingress: {enabled: true}\n");
     assert_eq!(
