@@ -1942,6 +1942,40 @@ fn server_certificate_from_cert_manager() {
     assert!(!has(&render(""), "Certificate", "argocd-server"));
 }
 
+/// `repoServer.clusterRoleRules` (a ClusterRole only with
+/// createClusterRoles, everything when no rules are given) and
+/// `controller.metrics.rules` (a PrometheusRule with the Operator's API).
+#[test]
+fn repo_server_cluster_role_and_controller_prometheus_rule() {
+    let ms = render("repoServer:\n  clusterRoleRules: {enabled: true}\n");
+    assert_eq!(
+        find(&ms, "ClusterRole", "argocd-repo-server")["rules"],
+        serde_json::json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["*"], "verbs": ["*"]}])
+    );
+    assert_eq!(
+        find(&ms, "ClusterRoleBinding", "argocd-repo-server")["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "argocd-repo-server", "namespace": "argocd"}])
+    );
+    let ms =
+        render("createClusterRoles: false\nrepoServer:\n  clusterRoleRules: {enabled: true}\n");
+    assert!(!has(&ms, "ClusterRole", "argocd-repo-server"));
+    assert!(!has(&render(""), "ClusterRole", "argocd-repo-server"));
+
+    let values = "controller:\n  metrics:\n    enabled: true\n    rules:\n      enabled: true\n\
+                  \x20     additionalLabels: {release: prom}\n      spec:\n\
+                  \x20     - {alert: ArgoAppMissing, expr: absent(argocd_app_info) == 1, for: 15m}\n";
+    assert!(!render(values).iter().any(|m| m.kind == "PrometheusRule"));
+    let ms = with_monitoring(values);
+    let rule = find(&ms, "PrometheusRule", "argocd-application-controller");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    assert_eq!(
+        rule["spec"],
+        serde_json::json!({"groups": [{"name": "argocd", "rules": [
+            {"alert": "ArgoAppMissing", "expr": "absent(argocd_app_info) == 1", "for": "15m"}]}]})
+    );
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
