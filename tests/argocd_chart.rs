@@ -1976,6 +1976,37 @@ fn repo_server_cluster_role_and_controller_prometheus_rule() {
     );
 }
 
+/// `<component>.vpa`: a VerticalPodAutoscaler per workload (the
+/// controller's targets its StatefulSet); upstream renders Dex's even with
+/// Dex disabled.
+#[test]
+fn vertical_pod_autoscalers() {
+    let ms = render(
+        "controller:\n  vpa:\n    enabled: true\n    updateMode: Auto\n    containerPolicy: {controlledResources: [cpu, memory]}\n\
+         dex:\n  enabled: false\n  vpa: {enabled: true, labels: {team: id}}\n",
+    );
+    assert_eq!(
+        find(
+            &ms,
+            "VerticalPodAutoscaler",
+            "argocd-application-controller"
+        )["spec"],
+        serde_json::json!({"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": "argocd-application-controller"},
+            "updatePolicy": {"updateMode": "Auto"},
+            "resourcePolicy": {"containerPolicies": [{"containerName": "application-controller",
+                "controlledResources": ["cpu", "memory"]}]}})
+    );
+    let dex = find(&ms, "VerticalPodAutoscaler", "argocd-dex-server");
+    assert_eq!(dex["metadata"]["labels"]["team"], "id");
+    assert_eq!(dex["spec"]["updatePolicy"]["updateMode"], "Initial");
+    assert_eq!(
+        dex["spec"]["resourcePolicy"]["containerPolicies"],
+        serde_json::json!([{"containerName": "dex-server"}])
+    );
+    assert!(!render("").iter().any(|m| m.kind == "VerticalPodAutoscaler"));
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
@@ -2006,7 +2037,7 @@ fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
 #[test]
 fn unsupported_and_unknown_values_are_named() {
     let values = options(
-        "server:\n  replica: 2\n  vpa: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
+        "server:\n  replica: 2\n  httproute: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
          configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
          global:\n  nodeSelector: {pool: a}\n\
          controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
@@ -2018,17 +2049,17 @@ fn unsupported_and_unknown_values_are_named() {
     let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
     assert_eq!(
         paths,
-        ["server.ingress.aws", "server.replica", "server.vpa"]
+        ["server.httproute", "server.ingress.aws", "server.replica"]
     );
     assert!(
-        described[0].contains("the AWS ALB Ingress variant is not ported"),
+        described[0].contains("Gateway API routes are not ported"),
         "{}",
         described[0]
     );
     assert!(
-        described[1].contains("not a key of this chart"),
+        described[2].contains("not a key of this chart"),
         "{}",
-        described[1]
+        described[2]
     );
     assert!(matches!(
         warnings.clone().enforce(true),
@@ -2094,7 +2125,7 @@ fn tendril_render_warns_and_strict_refuses() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tendril"));
         cmd.args(["render", "--redis-password", REDIS_PASSWORD])
             .args(["--set", "server.ingressGrpc.enabled=true,server.replica=2"])
-            .args(["--set", "server.vpa.enabled=true"]);
+            .args(["--set", "server.route.enabled=true"]);
         if strict {
             cmd.arg("--strict");
         }
@@ -2108,7 +2139,7 @@ fn tendril_render_warns_and_strict_refuses() {
     );
     let stderr = String::from_utf8_lossy(&lenient.stderr);
     assert!(
-        stderr.contains("warning: value `server.vpa` is not supported"),
+        stderr.contains("warning: value `server.route` is not supported"),
         "{stderr}"
     );
     assert!(
@@ -2126,7 +2157,7 @@ fn tendril_render_warns_and_strict_refuses() {
     );
     let stderr = String::from_utf8_lossy(&strict.stderr);
     assert!(
-        stderr.contains("`server.vpa`") && stderr.contains("`server.replica`"),
+        stderr.contains("`server.route`") && stderr.contains("`server.replica`"),
         "{stderr}"
     );
 }
@@ -2137,19 +2168,19 @@ fn tendril_render_warns_and_strict_refuses() {
 fn strict_values_job_option_refuses_the_render() {
     use tendril::argocd::{self, ArgoCdSpec};
     let mut spec = ArgoCdSpec::new("argocd");
-    spec.values = serde_json::json!({"redis": {"vpa": {"enabled": true}}});
+    spec.values = serde_json::json!({"redis-ha": {"enabled": true}});
     let rendered = argocd::render(&spec).expect("lenient");
     let warnings = rendered.warnings();
     assert_eq!(warnings.len(), 1);
     assert_eq!(
         serde_json::to_value(warnings).expect("serialises"),
-        serde_json::json!([{"kind": "unsupported", "path": "redis.vpa",
-            "reason": "VerticalPodAutoscalers are not ported"}])
+        serde_json::json!([{"kind": "unsupported", "path": "redis-ha",
+            "reason": "the Redis HA subchart is not ported; use externalRedis for a highly available Redis"}])
     );
     assert!(!rendered.manifests().is_empty());
     spec.strict_values = true;
     let err = argocd::render(&spec).expect_err("strict refuses");
-    assert!(err.to_string().contains("`redis.vpa`"), "{err}");
+    assert!(err.to_string().contains("`redis-ha`"), "{err}");
 }
 
 /// A deploy renders once: the credentials only the cluster knows (the Redis
