@@ -2007,6 +2007,39 @@ fn vertical_pod_autoscalers() {
     assert!(!render("").iter().any(|m| m.kind == "VerticalPodAutoscaler"));
 }
 
+/// `configs.cmp`: argocd-cmp-cm with one ConfigManagementPlugin document
+/// per plugin, its spec written as Helm's toYaml writes it (compared byte
+/// for byte), and a checksum of it on the repo server's pods.
+#[test]
+fn config_management_plugins() {
+    let ms = render(
+        "configs:\n  cmp:\n    create: true\n    plugins:\n      envsubst:\n\
+         \x20       init: {command: [sh, -c], args: [echo init]}\n\
+         \x20       generate: {command: [sh, -c], args: [kustomize build . | envsubst]}\n\
+         \x20       discover: {fileName: kustomization.yaml}\n",
+    );
+    let cm = find(&ms, "ConfigMap", "argocd-cmp-cm");
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-cmp-cm"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/component"],
+        "repo-server"
+    );
+    assert_eq!(
+        cm["data"]["envsubst.yaml"],
+        "apiVersion: argoproj.io/v1alpha1\nkind: ConfigManagementPlugin\nmetadata:\n  name: envsubst\n\
+         spec:\n  discover:\n    fileName: kustomization.yaml\n  generate:\n    args:\n\
+         \x20   - kustomize build . | envsubst\n    command:\n    - sh\n    - -c\n  init:\n    args:\n\
+         \x20   - echo init\n    command:\n    - sh\n    - -c\n"
+    );
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/cmp-cm"].is_string());
+    let ms = render("");
+    assert!(!has(&ms, "ConfigMap", "argocd-cmp-cm"));
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/cmp-cm"].is_null());
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
