@@ -2040,6 +2040,57 @@ fn config_management_plugins() {
     assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/cmp-cm"].is_null());
 }
 
+/// Gateway API objects: the server's HTTPRoute to port 80 when
+/// server.insecure (else 443) and its GRPCRoute, a BackendTLSPolicy and a
+/// ListenerSet; the webhook HTTPRoute opens the webhook port in the
+/// ApplicationSet NetworkPolicy, as upstream.
+#[test]
+fn gateway_api_routes_policy_and_listener_sets() {
+    let ms = render(
+        "configs:\n  params: {server.insecure: true}\n\
+         server:\n  httproute:\n    enabled: true\n    parentRefs: [{name: public, namespace: gateways}]\n\
+         \x20   hostnames: [cd.example.org]\n\
+         \x20 grpcroute: {enabled: true, hostnames: [grpc.cd.example.org]}\n\
+         \x20 backendTLSPolicy: {enabled: true, targetRefs: [{group: '', kind: Service, name: argocd-server}]}\n\
+         \x20 listenerset: {enabled: true, parentRef: {name: public}, listeners: [{name: https, port: 443, protocol: HTTPS}]}\n\
+         applicationSet:\n  httproute: {enabled: true}\n",
+    );
+    assert_eq!(
+        find(&ms, "HTTPRoute", "argocd-server")["spec"],
+        serde_json::json!({"parentRefs": [{"name": "public", "namespace": "gateways"}],
+            "hostnames": ["cd.example.org"],
+            "rules": [{"backendRefs": [{"group": "", "kind": "Service", "name": "argocd-server", "port": 80, "weight": 1}],
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]})
+    );
+    assert_eq!(
+        find(&ms, "GRPCRoute", "argocd-server-grpc")["spec"]["rules"],
+        serde_json::json!([{"backendRefs": [{"name": "argocd-server", "port": 80, "weight": 1}],
+            "matches": [{"method": {"type": "Exact"}}]}])
+    );
+    assert_eq!(
+        find(&ms, "BackendTLSPolicy", "argocd-server")["spec"]["targetRefs"][0]["kind"],
+        "Service"
+    );
+    assert_eq!(
+        find(&ms, "ListenerSet", "argocd-server")["spec"],
+        serde_json::json!({"parentRef": {"name": "public"},
+            "listeners": [{"name": "https", "port": 443, "protocol": "HTTPS"}]})
+    );
+    let hook = find(&ms, "HTTPRoute", "argocd-applicationset-controller");
+    assert_eq!(hook["spec"]["rules"][0]["backendRefs"][0]["port"], 7000);
+    assert!(hook["spec"]["parentRefs"].is_null());
+    assert_eq!(
+        find(&ms, "NetworkPolicy", "argocd-applicationset-controller")["spec"]["ingress"][0],
+        serde_json::json!({"ports": [{"port": "webhook"}]})
+    );
+    let secure = render("server:\n  httproute: {enabled: true}\n");
+    assert_eq!(
+        find(&secure, "HTTPRoute", "argocd-server")["spec"]["rules"][0]["backendRefs"][0]["port"],
+        443
+    );
+    assert!(!render("").iter().any(|m| m.kind == "HTTPRoute"));
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
@@ -2070,7 +2121,7 @@ fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
 #[test]
 fn unsupported_and_unknown_values_are_named() {
     let values = options(
-        "server:\n  replica: 2\n  httproute: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
+        "server:\n  replica: 2\n  route: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
          configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
          global:\n  nodeSelector: {pool: a}\n\
          controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
@@ -2082,17 +2133,17 @@ fn unsupported_and_unknown_values_are_named() {
     let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
     assert_eq!(
         paths,
-        ["server.httproute", "server.ingress.aws", "server.replica"]
+        ["server.ingress.aws", "server.replica", "server.route"]
     );
     assert!(
-        described[0].contains("Gateway API routes are not ported"),
+        described[0].contains("the AWS ALB Ingress variant is not ported"),
         "{}",
         described[0]
     );
     assert!(
-        described[2].contains("not a key of this chart"),
+        described[1].contains("not a key of this chart"),
         "{}",
-        described[2]
+        described[1]
     );
     assert!(matches!(
         warnings.clone().enforce(true),
