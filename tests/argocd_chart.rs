@@ -2091,6 +2091,67 @@ fn gateway_api_routes_policy_and_listener_sets() {
     assert!(!render("").iter().any(|m| m.kind == "HTTPRoute"));
 }
 
+/// `server.ingress.controller: aws`: the ALB Ingress sends gRPC (by
+/// Content-Type) to a second Service argocd-server-grpc; its TLS lists only
+/// the main host. `gke` is not ported and stops the render, naming the key.
+#[test]
+fn aws_alb_ingress_variant() {
+    let ms = render(
+        "server:\n  ingress:\n    enabled: true\n    controller: aws\n    tls: true\n\
+         \x20   annotations: {alb.ingress.kubernetes.io/scheme: internet-facing}\n\
+         \x20   extraHosts: [{name: alt.example.org}]\n\
+         \x20   aws: {serviceAnnotations: {example.org/owner: platform}}\n",
+    );
+    let ing = find(&ms, "Ingress", "argocd-server");
+    assert_eq!(
+        ing["metadata"]["annotations"],
+        serde_json::json!({
+            "alb.ingress.kubernetes.io/conditions.argocd-server-grpc":
+                "[{\"field\":\"http-header\",\"httpHeaderConfig\":{\"httpHeaderName\": \"Content-Type\", \"values\":[\"application/grpc\"]}}]\n",
+            "alb.ingress.kubernetes.io/scheme": "internet-facing"})
+    );
+    let to = |name: &str| serde_json::json!({"service": {"name": name, "port": {"number": 443}}});
+    assert_eq!(
+        ing["spec"]["rules"],
+        serde_json::json!([
+            {"host": "argocd.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": to("argocd-server-grpc")},
+                {"path": "/", "pathType": "Prefix", "backend": to("argocd-server")}]}},
+            {"host": "alt.example.org", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": to("argocd-server")}]}}])
+    );
+    assert_eq!(
+        ing["spec"]["tls"],
+        serde_json::json!([{"hosts": ["argocd.example.com"], "secretName": "argocd-server-tls"}])
+    );
+    let svc = find(&ms, "Service", "argocd-server-grpc");
+    assert_eq!(
+        svc["metadata"]["annotations"],
+        serde_json::json!({"alb.ingress.kubernetes.io/backend-protocol-version": "GRPC",
+            "example.org/owner": "platform"})
+    );
+    assert_eq!(
+        svc["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-server-grpc"
+    );
+    assert_eq!(
+        svc["spec"],
+        serde_json::json!({"ports": [
+                {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080},
+                {"name": "https", "protocol": "TCP", "port": 443, "targetPort": 8080}],
+            "selector": {"app.kubernetes.io/name": "argocd-server", "app.kubernetes.io/instance": "argocd"},
+            "sessionAffinity": "None", "type": "NodePort"})
+    );
+    // `controller: generic`, the default, may be given; gke may not.
+    let generic = options("server:\n  ingress: {enabled: true, controller: generic}\n").values;
+    assert!(chart().check_values(&generic).is_empty());
+    let err = render_err("server:\n  ingress: {enabled: true, controller: gke}\n");
+    assert!(
+        err.to_string().contains("server.ingress.controller"),
+        "{err}"
+    );
+}
+
 /// Keys upstream reads but only mentions in comments are keys of this chart
 /// too; `crds` is listed as unsupported (the CRDs always install).
 #[test]
@@ -2121,7 +2182,7 @@ fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
 #[test]
 fn unsupported_and_unknown_values_are_named() {
     let values = options(
-        "server:\n  replica: 2\n  route: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
+        "server:\n  replica: 2\n  route: {enabled: true}\n  ingress: {gke: {managedCertificate: {create: false}}}\n\
          configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
          global:\n  nodeSelector: {pool: a}\n\
          controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
@@ -2133,10 +2194,10 @@ fn unsupported_and_unknown_values_are_named() {
     let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
     assert_eq!(
         paths,
-        ["server.ingress.aws", "server.replica", "server.route"]
+        ["server.ingress.gke", "server.replica", "server.route"]
     );
     assert!(
-        described[0].contains("the AWS ALB Ingress variant is not ported"),
+        described[0].contains("the GKE Ingress variant is not ported"),
         "{}",
         described[0]
     );
