@@ -2093,7 +2093,7 @@ fn gateway_api_routes_policy_and_listener_sets() {
 
 /// `server.ingress.controller: aws`: the ALB Ingress sends gRPC (by
 /// Content-Type) to a second Service argocd-server-grpc; its TLS lists only
-/// the main host. `gke` is not ported and stops the render, naming the key.
+/// the main host.
 #[test]
 fn aws_alb_ingress_variant() {
     let ms = render(
@@ -2142,14 +2142,44 @@ fn aws_alb_ingress_variant() {
             "selector": {"app.kubernetes.io/name": "argocd-server", "app.kubernetes.io/instance": "argocd"},
             "sessionAffinity": "None", "type": "NodePort"})
     );
-    // `controller: generic`, the default, may be given; gke may not.
+    // `controller: generic`, the default, may be given.
     let generic = options("server:\n  ingress: {enabled: true, controller: generic}\n").values;
     assert!(chart().check_values(&generic).is_empty());
-    let err = render_err("server:\n  ingress: {enabled: true, controller: gke}\n");
-    assert!(
-        err.to_string().contains("server.ingress.controller"),
-        "{err}"
+}
+
+/// `server.ingress.controller: gke`: the class and GKE's objects named by
+/// annotation, and the BackendConfig, FrontendConfig and ManagedCertificate;
+/// an unknown controller renders no Ingress, as upstream.
+#[test]
+fn gke_ingress_variant() {
+    let ms = render(
+        "server:\n  ingress:\n    enabled: true\n    controller: gke\n    ingressClassName: gce\n\
+         \x20   gke:\n      backendConfig: {healthCheck: {type: HTTPS, requestPath: /healthz}}\n\
+         \x20     frontendConfig: {redirectToHttps: {enabled: true}}\n\
+         \x20     managedCertificate: {extraDomains: [alt.example.org]}\n",
     );
+    let ing = find(&ms, "Ingress", "argocd-server");
+    assert_eq!(
+        ing["metadata"]["annotations"],
+        serde_json::json!({"kubernetes.io/ingress.class": "gce",
+            "networking.gke.io/managed-certificates": "argocd-server",
+            "networking.gke.io/v1beta1.FrontendConfig": "argocd-server"})
+    );
+    assert!(ing["spec"]["ingressClassName"].is_null());
+    assert_eq!(
+        find(&ms, "BackendConfig", "argocd-server")["spec"],
+        serde_json::json!({"healthCheck": {"type": "HTTPS", "requestPath": "/healthz"}})
+    );
+    assert_eq!(
+        find(&ms, "FrontendConfig", "argocd-server")["spec"]["redirectToHttps"]["enabled"],
+        true
+    );
+    assert_eq!(
+        find(&ms, "ManagedCertificate", "argocd-server")["spec"]["domains"],
+        serde_json::json!(["argocd.example.com", "alt.example.org"])
+    );
+    let none = render("server:\n  ingress: {enabled: true, controller: traefik}\n");
+    assert!(!has(&none, "Ingress", "argocd-server"));
 }
 
 /// Keys upstream reads but only mentions in comments are keys of this chart
@@ -2182,7 +2212,7 @@ fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
 #[test]
 fn unsupported_and_unknown_values_are_named() {
     let values = options(
-        "server:\n  replica: 2\n  route: {enabled: true}\n  ingress: {gke: {managedCertificate: {create: false}}}\n\
+        "openshift: {enabled: true}\nserver:\n  replica: 2\n  route: {enabled: true}\n\
          configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
          global:\n  nodeSelector: {pool: a}\n\
          controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
@@ -2192,12 +2222,9 @@ fn unsupported_and_unknown_values_are_named() {
     let described: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(warnings.len(), 3, "{described:#?}");
     let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
-    assert_eq!(
-        paths,
-        ["server.ingress.gke", "server.replica", "server.route"]
-    );
+    assert_eq!(paths, ["openshift", "server.replica", "server.route"]);
     assert!(
-        described[0].contains("the GKE Ingress variant is not ported"),
+        described[0].contains("OpenShift Routes and security settings are not ported"),
         "{}",
         described[0]
     );
