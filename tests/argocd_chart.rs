@@ -26,6 +26,8 @@ const COMBINED_SETS: &[&str] = &[
     "combined-grpc-exec",
     "combined-ha-scheduling",
     "combined-external-redis-rbac",
+    "combined-tls-dex-metrics",
+    "combined-redis-names",
 ];
 
 fn manifest_dir() -> PathBuf {
@@ -1358,12 +1360,861 @@ fn default_deny_ingress_policy() {
     assert!(!has(&render(off), "NetworkPolicy", "argocd-default-deny"));
 }
 
+// ---- second audit against the upstream templates --------------------------
+
+fn with_monitoring(values: &str) -> Vec<Manifest> {
+    let mut caps = tendril::chart::Capabilities::default();
+    caps.api_versions
+        .push("monitoring.coreos.com/v1".to_string());
+    chart()
+        .render(&options(values).with_capabilities(caps))
+        .expect("render")
+}
+
+fn pod_annotations<'a>(ms: &'a [Manifest], name: &str) -> &'a Value {
+    &find(ms, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+}
+
+/// `<component>.certificateSecret.enabled` switched only the strict-TLS
+/// parameter: upstream also renders the Secret from the values (its own
+/// template, type kubernetes.io/tls, `ca.crt` only when given) and, for the
+/// repo server and Dex, a checksum of it on the pods.
+#[test]
+fn tls_secrets_from_values_reach_every_template_that_reads_them() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let keys = |name: &str| -> Vec<String> {
+        let s = find(&ms, "Secret", name);
+        assert_eq!(s["type"], "kubernetes.io/tls", "{name}");
+        let mut k: Vec<String> = s["data"]
+            .as_object()
+            .expect("data")
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys("argocd-server-tls"), ["tls.crt", "tls.key"]);
+    assert_eq!(
+        keys("argocd-repo-server-tls"),
+        ["ca.crt", "tls.crt", "tls.key"]
+    );
+    assert_eq!(keys("argocd-dex-server-tls"), ["tls.crt", "tls.key"]);
+    let server = find(&ms, "Secret", "argocd-server-tls");
+    assert_eq!(
+        server["data"]["tls.key"],
+        b64("-----BEGIN PRIVATE KEY-----\nc2VydmVyLWtleQ==\n-----END PRIVATE KEY-----\n")
+    );
+    let labels = &server["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/name"], "argocd-server-tls");
+    assert_eq!(labels["app.kubernetes.io/component"], "server");
+    assert_eq!(labels["tls-source"], "values");
+    let repo = find(&ms, "Secret", "argocd-repo-server-tls");
+    assert_eq!(repo["metadata"]["annotations"]["rotated-by"], "platform");
+    assert_eq!(
+        repo["metadata"]["labels"]["app.kubernetes.io/component"],
+        "repo-server"
+    );
+    assert_eq!(
+        find(&ms, "Secret", "argocd-dex-server-tls")["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-dex-server-tls"
+    );
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/repo-server-tls"].is_string());
+    assert!(pod_annotations(&ms, "argocd-dex-server")["checksum/dex-server-tls"].is_string());
+    let params = data(&ms, "argocd-cmd-params-cm");
+    assert_eq!(params["server.repo.server.strict.tls"], "true");
+    assert_eq!(params["server.dex.server.strict.tls"], "true");
+
+    // Off by default; Dex's only with Dex.
+    let ms = render("");
+    for name in [
+        "argocd-server-tls",
+        "argocd-repo-server-tls",
+        "argocd-dex-server-tls",
+    ] {
+        assert!(!has(&ms, "Secret", name), "{name}");
+    }
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/repo-server-tls"].is_null());
+    let ms = render("dex:\n  enabled: false\n  certificateSecret: {enabled: true}\n");
+    assert!(!has(&ms, "Secret", "argocd-dex-server-tls"));
+}
+
+/// `dex.metrics` and `dex.servicePortMetrics`: the metrics port on the Dex
+/// Service, whose labels and annotations come from `dex.metrics.service`,
+/// and a ServiceMonitor selecting the Dex Service; `dex.logLevel` and
+/// `dex.logFormat` (commented keys upstream) are flags of the wrapper.
+#[test]
+fn dex_metrics_and_log_flags() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let svc = find(&ms, "Service", "argocd-dex-server");
+    assert_eq!(
+        svc["spec"]["ports"][2],
+        serde_json::json!({"name": "http-metrics", "protocol": "TCP", "port": 5558, "targetPort": "metrics"})
+    );
+    assert_eq!(svc["metadata"]["labels"]["scrape"], "dex");
+    assert_eq!(
+        svc["metadata"]["annotations"]["example.org/team"],
+        "identity"
+    );
+    let dex = container(find(&ms, "Deployment", "argocd-dex-server"), "dex-server");
+    assert_eq!(
+        dex["command"],
+        serde_json::json!(["/shared/argocd-dex", "--loglevel=debug", "--logformat=json"])
+    );
+    assert_eq!(
+        find(&render(""), "Service", "argocd-dex-server")["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .len(),
+        2
+    );
+
+    let ms = with_monitoring(
+        "dex:\n  metrics:\n    enabled: true\n    serviceMonitor: {enabled: true}\n",
+    );
+    let sm = find(&ms, "ServiceMonitor", "argocd-dex-server");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        serde_json::json!({"app.kubernetes.io/name": "argocd-dex-server",
+            "app.kubernetes.io/instance": "argocd", "app.kubernetes.io/component": "dex-server"})
+    );
+    assert_eq!(
+        sm["spec"]["endpoints"],
+        serde_json::json!([{"port": "http-metrics", "path": "/metrics", "interval": "30s", "honorLabels": false}])
+    );
+    assert_eq!(
+        sm["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!(["argocd"])
+    );
+}
+
+/// The startup probes upstream has for the ApplicationSet and notifications
+/// controllers (TCP) and Dex (HTTP).
+#[test]
+fn startup_probes_of_applicationset_notifications_and_dex() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let probe = |kind: &str, name: &str, c: &str| {
+        container(find(&ms, kind, name), c)["startupProbe"].clone()
+    };
+    let timing = |failures: u64| {
+        serde_json::json!({"initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 1,
+            "successThreshold": 1, "failureThreshold": failures})
+    };
+    let mut expected = timing(30);
+    expected["tcpSocket"] = serde_json::json!({"port": "probe"});
+    assert_eq!(
+        probe(
+            "Deployment",
+            "argocd-applicationset-controller",
+            "applicationset-controller"
+        ),
+        expected
+    );
+    let mut expected = timing(20);
+    expected["tcpSocket"] = serde_json::json!({"port": "metrics"});
+    assert_eq!(
+        probe(
+            "Deployment",
+            "argocd-notifications-controller",
+            "notifications-controller"
+        ),
+        expected
+    );
+    let mut expected = timing(20);
+    expected["httpGet"] =
+        serde_json::json!({"path": "/healthz/ready", "port": "metrics", "scheme": "HTTP"});
+    assert_eq!(
+        probe("Deployment", "argocd-dex-server", "dex-server"),
+        expected
+    );
+    let ms = render("");
+    assert!(
+        container(find(&ms, "Deployment", "argocd-dex-server"), "dex-server")["startupProbe"]
+            .is_null()
+    );
+}
+
+/// `global.deploymentStrategy` and a component's own merge deeply, as
+/// upstream's mergeOverwrite does (a shallow merge lost the global
+/// rollingUpdate fields); Recreate drops rollingUpdate.
+#[test]
+fn deployment_strategies_merge_deeply() {
+    let ms = render(&fixture("combined-tls-dex-metrics"));
+    let strategy = |name: &str| find(&ms, "Deployment", name)["spec"]["strategy"].clone();
+    assert_eq!(
+        strategy("argocd-server"),
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    );
+    assert_eq!(
+        strategy("argocd-repo-server"),
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}})
+    );
+    assert_eq!(
+        strategy("argocd-dex-server"),
+        serde_json::json!({"type": "Recreate"})
+    );
+    // notifications keeps its own default, Recreate.
+    assert_eq!(
+        strategy("argocd-notifications-controller"),
+        serde_json::json!({"type": "Recreate"})
+    );
+}
+
+/// Upstream selects the Redis pods by `app.kubernetes.io/name` alone, in its
+/// disruption budget and in the default selector of a spread constraint
+/// (the other components add `app.kubernetes.io/instance`).
+#[test]
+fn redis_is_selected_by_name_only() {
+    let ms = render(&fixture("combined-redis-names"));
+    let prefix = "platform-continuous-delivery-argocd-eu-west-1az";
+    assert_eq!(
+        find(&ms, "PodDisruptionBudget", &format!("{prefix}-redis"))["spec"],
+        serde_json::json!({"maxUnavailable": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "argocd-redis"}}})
+    );
+    let spread = |kind: &str, name: &str| {
+        find(&ms, kind, &format!("{prefix}-{name}"))["spec"]["template"]["spec"]
+            ["topologySpreadConstraints"][0]["labelSelector"]
+            .clone()
+    };
+    assert_eq!(
+        spread("Deployment", "redis"),
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "argocd-redis"}})
+    );
+    assert_eq!(
+        spread("Deployment", "server"),
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "argocd-server",
+            "app.kubernetes.io/instance": "argocd"}})
+    );
+}
+
+/// Object names are cut as upstream cuts them: 63 characters (52 for the
+/// controller, whose StatefulSet adds a revision hash), without a trailing
+/// `-`; the addresses in argocd-cmd-params-cm use the cut names.
+#[test]
+fn long_names_are_cut_like_upstream() {
+    let ms = render(&fixture("combined-redis-names"));
+    let prefix = "platform-continuous-delivery-argocd-eu-west-1az";
+    assert!(has(&ms, "StatefulSet", &format!("{prefix}-appl")));
+    assert!(has(&ms, "PodDisruptionBudget", &format!("{prefix}-appl")));
+    // "-applicationset-controller" cut at 63 ends in "-", which goes.
+    assert!(has(&ms, "Deployment", &format!("{prefix}-applicationset")));
+    assert!(has(&ms, "Deployment", &format!("{prefix}-notifications-c")));
+    assert!(has(
+        &ms,
+        "Service",
+        &format!("{prefix}-notifications-c-metrics")
+    ));
+    let params = data(&ms, "argocd-cmd-params-cm");
+    assert_eq!(params["repo.server"], format!("{prefix}-repo-server:8081"));
+    assert_eq!(params["redis.server"], format!("{prefix}-redis:6379"));
+    assert_eq!(
+        params["server.dex.server"],
+        format!("https://{prefix}-dex-server:5556")
+    );
+}
+
+/// `server.service.externalIPs` is printed by upstream with Go's `%v`
+/// (`[a b]`), which YAML reads as one entry holding every address.
+#[test]
+fn server_external_ips_print_as_upstream() {
+    let ips = |values: &str| {
+        find(&render(values), "Service", "argocd-server")["spec"]["externalIPs"].clone()
+    };
+    assert_eq!(
+        ips("server:\n  service:\n    externalIPs: [203.0.113.10]\n"),
+        serde_json::json!(["203.0.113.10"])
+    );
+    assert_eq!(
+        ips("server:\n  service:\n    externalIPs: [10.0.0.1, 10.0.0.2]\n"),
+        serde_json::json!(["10.0.0.1 10.0.0.2"])
+    );
+    assert!(ips("").is_null());
+}
+
+/// argocd-notifications-cm's `context` and `subscriptions` are texts that
+/// upstream writes with Helm's toYaml (sorted keys, a list inside a mapping
+/// not indented): compared byte for byte.
+#[test]
+fn notifications_context_and_subscriptions_text() {
+    let ms = render(&fixture("combined-redis-names"));
+    let cm = data(&ms, "argocd-notifications-cm");
+    assert_eq!(
+        cm["context"],
+        "argocdUrl: https://argocd.example.com\nenvironmentName: production\nregion: eu-west-1\n"
+    );
+    assert_eq!(
+        cm["subscriptions"],
+        "- recipients:\n  - slack:deployments\n  triggers:\n  - on-sync-succeeded\n  - on-sync-failed\n"
+    );
+    assert_eq!(cm["service.slack"], "token: $slack-token\n");
+}
+
+/// ConfigMap values keep their exact text however the template writes them
+/// out (the render reads its own output back): a lone newline, and a text
+/// whose first line is empty and whose next is indented, are not turned
+/// into a block scalar that reads back differently.
+#[test]
+fn config_map_texts_read_back_exactly() {
+    let ms = render(
+        "configs:\n  cm:\n    a.newline: \"\\n\"\n    b.indented: \"\\n  indented\\n\"\n    c.plain: \"x\\ny\\n\"\n",
+    );
+    let cm = data(&ms, "argocd-cm");
+    assert_eq!(cm["a.newline"], "\n");
+    assert_eq!(cm["b.indented"], "\n  indented\n");
+    assert_eq!(cm["c.plain"], "x\ny\n");
+}
+
+/// Ported from upstream in this audit: HorizontalPodAutoscalers (the
+/// Deployment then has no replicas), the repo server's existingVolumes and
+/// trafficDistribution, and the ApplicationSet controller's cluster-wide
+/// RBAC for ApplicationSets in any namespace.
+#[test]
+fn autoscalers_repo_volumes_and_applicationsets_in_any_namespace() {
+    let ms = render(&fixture("combined-redis-names"));
+    let prefix = "platform-continuous-delivery-argocd-eu-west-1az";
+    let hpa = |name: &str| {
+        find(&ms, "HorizontalPodAutoscaler", &format!("{prefix}-{name}"))["spec"].clone()
+    };
+    // An empty memory target leaves only the CPU one.
+    assert_eq!(
+        hpa("server"),
+        serde_json::json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                "name": format!("{prefix}-server")},
+            "minReplicas": 1, "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}]})
+    );
+    let repo = hpa("repo-server");
+    assert_eq!(
+        repo["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    assert_eq!(
+        repo["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        300
+    );
+    for name in ["server", "repo-server"] {
+        assert!(
+            find(&ms, "Deployment", &format!("{prefix}-{name}"))["spec"]["replicas"].is_null(),
+            "{name}"
+        );
+    }
+    // Both targets by default, memory first.
+    let ms_default = render("server:\n  autoscaling: {enabled: true}\n");
+    let names: Vec<&str> =
+        find(&ms_default, "HorizontalPodAutoscaler", "argocd-server")["spec"]["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|m| m["resource"]["name"].as_str().expect("name"))
+            .collect();
+    assert_eq!(names, ["memory", "cpu"]);
+    assert!(!has(
+        &render(""),
+        "HorizontalPodAutoscaler",
+        "argocd-server"
+    ));
+
+    let repo = find(&ms, "Deployment", &format!("{prefix}-repo-server"));
+    let tmp = repo["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "tmp")
+        .expect("tmp volume");
+    assert!(tmp["emptyDir"].is_null());
+    assert_eq!(
+        tmp["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"],
+        "5Gi"
+    );
+    assert_eq!(
+        find(&ms, "Service", &format!("{prefix}-repo-server"))["spec"]["trafficDistribution"],
+        "PreferClose"
+    );
+
+    let me = format!("{prefix}-applicationset");
+    let role = find(&ms, "ClusterRole", &me);
+    assert_eq!(role["rules"].as_array().expect("rules").len(), 7);
+    let binding = find(&ms, "ClusterRoleBinding", &me);
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "argocd-applicationset-controller", "namespace": "argocd"}])
+    );
+    // Upstream does not tie these to createClusterRoles.
+    let ms = render("createClusterRoles: false\napplicationSet:\n  allowAnyNamespace: true\n");
+    assert!(has(&ms, "ClusterRole", "argocd-applicationset-controller"));
+    assert!(!has(
+        &render(""),
+        "ClusterRole",
+        "argocd-applicationset-controller"
+    ));
+}
+
+/// `redis.exporter` and `redis.metrics`: the exporter sidecar (its port
+/// opened in the Redis NetworkPolicy only with the exporter, as upstream), a
+/// metrics Service without dual-stack settings, and a ServiceMonitor.
+#[test]
+fn redis_exporter_metrics_service_and_monitor() {
+    let values = "redis:\n  exporter:\n    enabled: true\n    env: [{name: EXTRA, value: x}]\n    livenessProbe: {enabled: true}\n\
+                  \x20 metrics:\n    enabled: true\n    serviceMonitor: {enabled: true}\n\
+                  global:\n  env: [{name: GLOBAL, value: g}]\n";
+    let ms = with_monitoring(values);
+    let redis = find(&ms, "Deployment", "argocd-redis");
+    let exporter = container(redis, "metrics");
+    assert_eq!(
+        exporter["image"],
+        "ghcr.io/oliver006/redis_exporter:v1.86.0"
+    );
+    assert_eq!(
+        env_names(exporter),
+        [
+            "REDIS_ADDR",
+            "REDIS_EXPORTER_WEB_LISTEN_ADDRESS",
+            "REDIS_PASSWORD",
+            "GLOBAL",
+            "EXTRA"
+        ]
+    );
+    assert_eq!(exporter["env"][0]["value"], "redis://localhost:6379");
+    assert_eq!(exporter["env"][1]["value"], "0.0.0.0:9121");
+    assert_eq!(
+        exporter["livenessProbe"],
+        serde_json::json!({"httpGet": {"path": "/metrics", "port": 9121}, "initialDelaySeconds": 30,
+            "timeoutSeconds": 15, "periodSeconds": 15, "successThreshold": 1, "failureThreshold": 5})
+    );
+    assert!(exporter["readinessProbe"].is_null());
+    let np = find(&ms, "NetworkPolicy", "argocd-redis");
+    assert_eq!(
+        np["spec"]["ingress"][1],
+        serde_json::json!({"from": [{"namespaceSelector": {}}], "ports": [{"port": "metrics", "protocol": "TCP"}]})
+    );
+    let svc = find(&ms, "Service", "argocd-redis-metrics");
+    assert_eq!(
+        svc["spec"],
+        serde_json::json!({"type": "ClusterIP", "clusterIP": "None",
+            "ports": [{"name": "http-metrics", "protocol": "TCP", "port": 9121, "targetPort": "metrics"}],
+            "selector": {"app.kubernetes.io/name": "argocd-redis", "app.kubernetes.io/instance": "argocd",
+                "app.kubernetes.io/component": "redis"}})
+    );
+    let sm = find(&ms, "ServiceMonitor", "argocd-redis");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "30s");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        svc["spec"]["selector"]
+    );
+    // Without the exporter: one container, no metrics rule.
+    let ms = render("redis:\n  metrics: {enabled: true}\n");
+    assert_eq!(
+        find(&ms, "NetworkPolicy", "argocd-redis")["spec"]["ingress"]
+            .as_array()
+            .expect("ingress")
+            .len(),
+        1
+    );
+    assert_eq!(
+        find(&ms, "Deployment", "argocd-redis")["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .len(),
+        1
+    );
+}
+
+/// `applicationSet.ingress` and `.certificate`: the webhook Ingress to the
+/// Service's port with the cert-manager Certificate for its Secret, and
+/// the webhook port opened in the controller's NetworkPolicy, which upstream
+/// renders for the Ingress even without metrics.
+#[test]
+fn applicationset_webhook_ingress_and_its_network_policy() {
+    let ms = render(&fixture("combined-redis-names"));
+    let me = "platform-continuous-delivery-argocd-eu-west-1az-applicationset";
+    let ing = find(&ms, "Ingress", me);
+    let backend = serde_json::json!({"service": {"name": me, "port": {"number": 7000}}});
+    assert_eq!(
+        ing["spec"],
+        serde_json::json!({"ingressClassName": "nginx",
+            "rules": [
+                {"host": "hooks.example.org", "http": {"paths": [
+                    {"path": "/api/webhook", "pathType": "Prefix", "backend": backend}]}},
+                {"host": "hooks-alt.example.org", "http": {"paths": [
+                    {"path": "/api/webhook", "pathType": "Prefix", "backend": backend}]}}],
+            "tls": [{"hosts": ["hooks.example.org"], "secretName": "argocd-applicationset-controller-tls"}]})
+    );
+    assert_eq!(
+        find(&ms, "NetworkPolicy", me)["spec"]["ingress"],
+        serde_json::json!([{"ports": [{"port": "webhook"}]},
+            {"from": [{"namespaceSelector": {}}], "ports": [{"port": "metrics"}]}])
+    );
+    let cert = find(&ms, "Certificate", me);
+    assert_eq!(
+        cert["spec"],
+        serde_json::json!({"secretName": "argocd-applicationset-controller-tls",
+            "commonName": "hooks.example.org", "dnsNames": ["hooks.example.org"],
+            "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"},
+            "privateKey": {"rotationPolicy": "Never", "encoding": "PKCS1", "algorithm": "RSA", "size": 2048}})
+    );
+    let ms = render("applicationSet:\n  ingress: {enabled: true}\n");
+    assert_eq!(
+        find(&ms, "Ingress", "argocd-applicationset-controller")["spec"]["rules"][0]["host"],
+        "argocd.example.com"
+    );
+    assert!(has(
+        &ms,
+        "NetworkPolicy",
+        "argocd-applicationset-controller"
+    ));
+    assert!(!has(
+        &render(""),
+        "NetworkPolicy",
+        "argocd-applicationset-controller"
+    ));
+}
+
+/// `server.extensions`: an installer init container per extension, after
+/// the user's init containers, sharing the `extensions` volume the server
+/// mounts.
+#[test]
+fn server_ui_extensions() {
+    let ms = render(
+        "server:\n  initContainers: [{name: first, image: busybox}]\n  extensions:\n    enabled: true\n    extensionList:\n\
+         \x20     - name: extension-metrics\n        env: [{name: EXTENSION_URL, value: https://example.org/ext.tar}]\n",
+    );
+    let spec = &find(&ms, "Deployment", "argocd-server")["spec"]["template"]["spec"];
+    let inits = spec["initContainers"].as_array().expect("init containers");
+    assert_eq!(inits.len(), 2);
+    assert_eq!(inits[0]["name"], "first");
+    assert_eq!(
+        inits[1],
+        serde_json::json!({"name": "extension-metrics",
+            "image": "quay.io/argoprojlabs/argocd-extension-installer:v1.0.1",
+            "imagePullPolicy": "IfNotPresent", "resources": {},
+            "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                "allowPrivilegeEscalation": false, "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"}, "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "extensions", "mountPath": "/tmp/extensions/"},
+                {"name": "tmp", "mountPath": "/tmp"}],
+            "env": [{"name": "EXTENSION_URL", "value": "https://example.org/ext.tar"}]})
+    );
+    let server = container(find(&ms, "Deployment", "argocd-server"), "server");
+    assert!(
+        server["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .contains(&serde_json::json!({"name": "extensions", "mountPath": "/tmp/extensions"}))
+    );
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(&volumes[..2], ["extensions", "plugins-home"]);
+    // Enabled without extensions: the volume, no init container.
+    let ms = render("server:\n  extensions: {enabled: true}\n");
+    let spec = &find(&ms, "Deployment", "argocd-server")["spec"]["template"]["spec"];
+    assert!(spec["initContainers"].is_null());
+    assert_eq!(spec["volumes"][0]["name"], "extensions");
+}
+
+/// `server.certificate`: a cert-manager Certificate for argocd-server-tls;
+/// with it upstream renders no Secret from `server.certificateSecret`.
+#[test]
+fn server_certificate_from_cert_manager() {
+    let ms = render(
+        "global:\n  domain: cd.example.org\n  certificateAnnotations: {team: platform, tier: a}\n\
+         server:\n  certificateSecret: {enabled: true, crt: x, key: y}\n  certificate:\n    enabled: true\n\
+         \x20   additionalHosts: [cd-alt.example.org]\n    duration: 2160h\n    annotations: {tier: b}\n\
+         \x20   issuer: {kind: ClusterIssuer, name: letsencrypt}\n",
+    );
+    let cert = find(&ms, "Certificate", "argocd-server");
+    assert_eq!(cert["apiVersion"], "cert-manager.io/v1");
+    assert_eq!(
+        cert["metadata"]["annotations"],
+        serde_json::json!({"team": "platform", "tier": "b"})
+    );
+    assert_eq!(
+        cert["spec"],
+        serde_json::json!({"secretName": "argocd-server-tls", "commonName": "cd.example.org",
+            "dnsNames": ["cd.example.org", "cd-alt.example.org"], "duration": "2160h",
+            "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"},
+            "privateKey": {"rotationPolicy": "Never", "encoding": "PKCS1", "algorithm": "RSA", "size": 2048}})
+    );
+    assert!(!has(&ms, "Secret", "argocd-server-tls"));
+    assert!(!has(&render(""), "Certificate", "argocd-server"));
+}
+
+/// `repoServer.clusterRoleRules` (a ClusterRole only with
+/// createClusterRoles, everything when no rules are given) and
+/// `controller.metrics.rules` (a PrometheusRule with the Operator's API).
+#[test]
+fn repo_server_cluster_role_and_controller_prometheus_rule() {
+    let ms = render("repoServer:\n  clusterRoleRules: {enabled: true}\n");
+    assert_eq!(
+        find(&ms, "ClusterRole", "argocd-repo-server")["rules"],
+        serde_json::json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["*"], "verbs": ["*"]}])
+    );
+    assert_eq!(
+        find(&ms, "ClusterRoleBinding", "argocd-repo-server")["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "argocd-repo-server", "namespace": "argocd"}])
+    );
+    let ms =
+        render("createClusterRoles: false\nrepoServer:\n  clusterRoleRules: {enabled: true}\n");
+    assert!(!has(&ms, "ClusterRole", "argocd-repo-server"));
+    assert!(!has(&render(""), "ClusterRole", "argocd-repo-server"));
+
+    let values = "controller:\n  metrics:\n    enabled: true\n    rules:\n      enabled: true\n\
+                  \x20     additionalLabels: {release: prom}\n      spec:\n\
+                  \x20     - {alert: ArgoAppMissing, expr: absent(argocd_app_info) == 1, for: 15m}\n";
+    assert!(!render(values).iter().any(|m| m.kind == "PrometheusRule"));
+    let ms = with_monitoring(values);
+    let rule = find(&ms, "PrometheusRule", "argocd-application-controller");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    assert_eq!(
+        rule["spec"],
+        serde_json::json!({"groups": [{"name": "argocd", "rules": [
+            {"alert": "ArgoAppMissing", "expr": "absent(argocd_app_info) == 1", "for": "15m"}]}]})
+    );
+}
+
+/// `<component>.vpa`: a VerticalPodAutoscaler per workload (the
+/// controller's targets its StatefulSet); upstream renders Dex's even with
+/// Dex disabled.
+#[test]
+fn vertical_pod_autoscalers() {
+    let ms = render(
+        "controller:\n  vpa:\n    enabled: true\n    updateMode: Auto\n    containerPolicy: {controlledResources: [cpu, memory]}\n\
+         dex:\n  enabled: false\n  vpa: {enabled: true, labels: {team: id}}\n",
+    );
+    assert_eq!(
+        find(
+            &ms,
+            "VerticalPodAutoscaler",
+            "argocd-application-controller"
+        )["spec"],
+        serde_json::json!({"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": "argocd-application-controller"},
+            "updatePolicy": {"updateMode": "Auto"},
+            "resourcePolicy": {"containerPolicies": [{"containerName": "application-controller",
+                "controlledResources": ["cpu", "memory"]}]}})
+    );
+    let dex = find(&ms, "VerticalPodAutoscaler", "argocd-dex-server");
+    assert_eq!(dex["metadata"]["labels"]["team"], "id");
+    assert_eq!(dex["spec"]["updatePolicy"]["updateMode"], "Initial");
+    assert_eq!(
+        dex["spec"]["resourcePolicy"]["containerPolicies"],
+        serde_json::json!([{"containerName": "dex-server"}])
+    );
+    assert!(!render("").iter().any(|m| m.kind == "VerticalPodAutoscaler"));
+}
+
+/// `configs.cmp`: argocd-cmp-cm with one ConfigManagementPlugin document
+/// per plugin, its spec written as Helm's toYaml writes it (compared byte
+/// for byte), and a checksum of it on the repo server's pods.
+#[test]
+fn config_management_plugins() {
+    let ms = render(
+        "configs:\n  cmp:\n    create: true\n    plugins:\n      envsubst:\n\
+         \x20       init: {command: [sh, -c], args: [echo init]}\n\
+         \x20       generate: {command: [sh, -c], args: [kustomize build . | envsubst]}\n\
+         \x20       discover: {fileName: kustomization.yaml}\n",
+    );
+    let cm = find(&ms, "ConfigMap", "argocd-cmp-cm");
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-cmp-cm"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/component"],
+        "repo-server"
+    );
+    assert_eq!(
+        cm["data"]["envsubst.yaml"],
+        "apiVersion: argoproj.io/v1alpha1\nkind: ConfigManagementPlugin\nmetadata:\n  name: envsubst\n\
+         spec:\n  discover:\n    fileName: kustomization.yaml\n  generate:\n    args:\n\
+         \x20   - kustomize build . | envsubst\n    command:\n    - sh\n    - -c\n  init:\n    args:\n\
+         \x20   - echo init\n    command:\n    - sh\n    - -c\n"
+    );
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/cmp-cm"].is_string());
+    let ms = render("");
+    assert!(!has(&ms, "ConfigMap", "argocd-cmp-cm"));
+    assert!(pod_annotations(&ms, "argocd-repo-server")["checksum/cmp-cm"].is_null());
+}
+
+/// Gateway API objects: the server's HTTPRoute to port 80 when
+/// server.insecure (else 443) and its GRPCRoute, a BackendTLSPolicy and a
+/// ListenerSet; the webhook HTTPRoute opens the webhook port in the
+/// ApplicationSet NetworkPolicy, as upstream.
+#[test]
+fn gateway_api_routes_policy_and_listener_sets() {
+    let ms = render(
+        "configs:\n  params: {server.insecure: true}\n\
+         server:\n  httproute:\n    enabled: true\n    parentRefs: [{name: public, namespace: gateways}]\n\
+         \x20   hostnames: [cd.example.org]\n\
+         \x20 grpcroute: {enabled: true, hostnames: [grpc.cd.example.org]}\n\
+         \x20 backendTLSPolicy: {enabled: true, targetRefs: [{group: '', kind: Service, name: argocd-server}]}\n\
+         \x20 listenerset: {enabled: true, parentRef: {name: public}, listeners: [{name: https, port: 443, protocol: HTTPS}]}\n\
+         applicationSet:\n  httproute: {enabled: true}\n",
+    );
+    assert_eq!(
+        find(&ms, "HTTPRoute", "argocd-server")["spec"],
+        serde_json::json!({"parentRefs": [{"name": "public", "namespace": "gateways"}],
+            "hostnames": ["cd.example.org"],
+            "rules": [{"backendRefs": [{"group": "", "kind": "Service", "name": "argocd-server", "port": 80, "weight": 1}],
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]})
+    );
+    assert_eq!(
+        find(&ms, "GRPCRoute", "argocd-server-grpc")["spec"]["rules"],
+        serde_json::json!([{"backendRefs": [{"name": "argocd-server", "port": 80, "weight": 1}],
+            "matches": [{"method": {"type": "Exact"}}]}])
+    );
+    assert_eq!(
+        find(&ms, "BackendTLSPolicy", "argocd-server")["spec"]["targetRefs"][0]["kind"],
+        "Service"
+    );
+    assert_eq!(
+        find(&ms, "ListenerSet", "argocd-server")["spec"],
+        serde_json::json!({"parentRef": {"name": "public"},
+            "listeners": [{"name": "https", "port": 443, "protocol": "HTTPS"}]})
+    );
+    let hook = find(&ms, "HTTPRoute", "argocd-applicationset-controller");
+    assert_eq!(hook["spec"]["rules"][0]["backendRefs"][0]["port"], 7000);
+    assert!(hook["spec"]["parentRefs"].is_null());
+    assert_eq!(
+        find(&ms, "NetworkPolicy", "argocd-applicationset-controller")["spec"]["ingress"][0],
+        serde_json::json!({"ports": [{"port": "webhook"}]})
+    );
+    let secure = render("server:\n  httproute: {enabled: true}\n");
+    assert_eq!(
+        find(&secure, "HTTPRoute", "argocd-server")["spec"]["rules"][0]["backendRefs"][0]["port"],
+        443
+    );
+    assert!(!render("").iter().any(|m| m.kind == "HTTPRoute"));
+}
+
+/// `server.ingress.controller: aws`: the ALB Ingress sends gRPC (by
+/// Content-Type) to a second Service argocd-server-grpc; its TLS lists only
+/// the main host.
+#[test]
+fn aws_alb_ingress_variant() {
+    let ms = render(
+        "server:\n  ingress:\n    enabled: true\n    controller: aws\n    tls: true\n\
+         \x20   annotations: {alb.ingress.kubernetes.io/scheme: internet-facing}\n\
+         \x20   extraHosts: [{name: alt.example.org}]\n\
+         \x20   aws: {serviceAnnotations: {example.org/owner: platform}}\n",
+    );
+    let ing = find(&ms, "Ingress", "argocd-server");
+    assert_eq!(
+        ing["metadata"]["annotations"],
+        serde_json::json!({
+            "alb.ingress.kubernetes.io/conditions.argocd-server-grpc":
+                "[{\"field\":\"http-header\",\"httpHeaderConfig\":{\"httpHeaderName\": \"Content-Type\", \"values\":[\"application/grpc\"]}}]\n",
+            "alb.ingress.kubernetes.io/scheme": "internet-facing"})
+    );
+    let to = |name: &str| serde_json::json!({"service": {"name": name, "port": {"number": 443}}});
+    assert_eq!(
+        ing["spec"]["rules"],
+        serde_json::json!([
+            {"host": "argocd.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": to("argocd-server-grpc")},
+                {"path": "/", "pathType": "Prefix", "backend": to("argocd-server")}]}},
+            {"host": "alt.example.org", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": to("argocd-server")}]}}])
+    );
+    assert_eq!(
+        ing["spec"]["tls"],
+        serde_json::json!([{"hosts": ["argocd.example.com"], "secretName": "argocd-server-tls"}])
+    );
+    let svc = find(&ms, "Service", "argocd-server-grpc");
+    assert_eq!(
+        svc["metadata"]["annotations"],
+        serde_json::json!({"alb.ingress.kubernetes.io/backend-protocol-version": "GRPC",
+            "example.org/owner": "platform"})
+    );
+    assert_eq!(
+        svc["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-server-grpc"
+    );
+    assert_eq!(
+        svc["spec"],
+        serde_json::json!({"ports": [
+                {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080},
+                {"name": "https", "protocol": "TCP", "port": 443, "targetPort": 8080}],
+            "selector": {"app.kubernetes.io/name": "argocd-server", "app.kubernetes.io/instance": "argocd"},
+            "sessionAffinity": "None", "type": "NodePort"})
+    );
+    // `controller: generic`, the default, may be given.
+    let generic = options("server:\n  ingress: {enabled: true, controller: generic}\n").values;
+    assert!(chart().check_values(&generic).is_empty());
+}
+
+/// `server.ingress.controller: gke`: the class and GKE's objects named by
+/// annotation, and the BackendConfig, FrontendConfig and ManagedCertificate;
+/// an unknown controller renders no Ingress, as upstream.
+#[test]
+fn gke_ingress_variant() {
+    let ms = render(
+        "server:\n  ingress:\n    enabled: true\n    controller: gke\n    ingressClassName: gce\n\
+         \x20   gke:\n      backendConfig: {healthCheck: {type: HTTPS, requestPath: /healthz}}\n\
+         \x20     frontendConfig: {redirectToHttps: {enabled: true}}\n\
+         \x20     managedCertificate: {extraDomains: [alt.example.org]}\n",
+    );
+    let ing = find(&ms, "Ingress", "argocd-server");
+    assert_eq!(
+        ing["metadata"]["annotations"],
+        serde_json::json!({"kubernetes.io/ingress.class": "gce",
+            "networking.gke.io/managed-certificates": "argocd-server",
+            "networking.gke.io/v1beta1.FrontendConfig": "argocd-server"})
+    );
+    assert!(ing["spec"]["ingressClassName"].is_null());
+    assert_eq!(
+        find(&ms, "BackendConfig", "argocd-server")["spec"],
+        serde_json::json!({"healthCheck": {"type": "HTTPS", "requestPath": "/healthz"}})
+    );
+    assert_eq!(
+        find(&ms, "FrontendConfig", "argocd-server")["spec"]["redirectToHttps"]["enabled"],
+        true
+    );
+    assert_eq!(
+        find(&ms, "ManagedCertificate", "argocd-server")["spec"]["domains"],
+        serde_json::json!(["argocd.example.com", "alt.example.org"])
+    );
+    let none = render("server:\n  ingress: {enabled: true, controller: traefik}\n");
+    assert!(!has(&none, "Ingress", "argocd-server"));
+}
+
+/// Keys upstream reads but only mentions in comments are keys of this chart
+/// too; `crds` is listed as unsupported (the CRDs always install).
+#[test]
+fn commented_upstream_keys_are_known_and_crds_install_is_not_silent() {
+    let values = options(
+        "dex: {logLevel: debug, logFormat: json}\n\
+         notifications:\n  metrics:\n    serviceMonitor: {interval: 1m, scrapeTimeout: 10s}\n\
+         crds: {install: false}\n",
+    )
+    .values;
+    let paths: Vec<String> = chart()
+        .check_values(&values)
+        .iter()
+        .map(|w| w.path().to_string())
+        .collect();
+    assert_eq!(paths, ["crds"]);
+    let ms = with_monitoring(
+        "notifications:\n  metrics:\n    enabled: true\n    serviceMonitor: {enabled: true, interval: 1m, scrapeTimeout: 10s}\n",
+    );
+    let ep =
+        &find(&ms, "ServiceMonitor", "argocd-notifications-controller")["spec"]["endpoints"][0];
+    assert_eq!(ep["interval"], "1m");
+    assert_eq!(ep["scrapeTimeout"], "10s");
+}
+
 // ---- values the chart does not act on --------------------------------------
 
 #[test]
 fn unsupported_and_unknown_values_are_named() {
     let values = options(
-        "server:\n  replica: 2\n  autoscaling: {enabled: true}\n  ingress: {aws: {serviceType: NodePort}}\n\
+        "openshift: {enabled: true}\nserver:\n  replica: 2\n  route: {enabled: true}\n\
          configs:\n  cm: {my.own.key: x}\n  rbac: {policy.extra.csv: y}\n\
          global:\n  nodeSelector: {pool: a}\n\
          controller:\n  containerSecurityContext: {runAsUser: 1000}\n  resources: {limits: {cpu: 1}}\n",
@@ -1373,19 +2224,16 @@ fn unsupported_and_unknown_values_are_named() {
     let described: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(warnings.len(), 3, "{described:#?}");
     let paths: Vec<String> = warnings.iter().map(|w| w.path().to_string()).collect();
-    assert_eq!(
-        paths,
-        ["server.autoscaling", "server.ingress.aws", "server.replica"]
-    );
+    assert_eq!(paths, ["openshift", "server.replica", "server.route"]);
     assert!(
-        described[0].contains("HorizontalPodAutoscalers are not ported"),
+        described[0].contains("OpenShift Routes and security settings are not ported"),
         "{}",
         described[0]
     );
     assert!(
-        described[2].contains("not a key of this chart"),
+        described[1].contains("not a key of this chart"),
         "{}",
-        described[2]
+        described[1]
     );
     assert!(matches!(
         warnings.clone().enforce(true),
@@ -1451,7 +2299,7 @@ fn tendril_render_warns_and_strict_refuses() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tendril"));
         cmd.args(["render", "--redis-password", REDIS_PASSWORD])
             .args(["--set", "server.ingressGrpc.enabled=true,server.replica=2"])
-            .args(["--set", "server.certificate.enabled=true"]);
+            .args(["--set", "server.route.enabled=true"]);
         if strict {
             cmd.arg("--strict");
         }
@@ -1465,7 +2313,7 @@ fn tendril_render_warns_and_strict_refuses() {
     );
     let stderr = String::from_utf8_lossy(&lenient.stderr);
     assert!(
-        stderr.contains("warning: value `server.certificate` is not supported"),
+        stderr.contains("warning: value `server.route` is not supported"),
         "{stderr}"
     );
     assert!(
@@ -1483,7 +2331,7 @@ fn tendril_render_warns_and_strict_refuses() {
     );
     let stderr = String::from_utf8_lossy(&strict.stderr);
     assert!(
-        stderr.contains("`server.certificate`") && stderr.contains("`server.replica`"),
+        stderr.contains("`server.route`") && stderr.contains("`server.replica`"),
         "{stderr}"
     );
 }
@@ -1494,19 +2342,19 @@ fn tendril_render_warns_and_strict_refuses() {
 fn strict_values_job_option_refuses_the_render() {
     use tendril::argocd::{self, ArgoCdSpec};
     let mut spec = ArgoCdSpec::new("argocd");
-    spec.values = serde_json::json!({"redis": {"exporter": {"enabled": true}}});
+    spec.values = serde_json::json!({"redis-ha": {"enabled": true}});
     let rendered = argocd::render(&spec).expect("lenient");
     let warnings = rendered.warnings();
     assert_eq!(warnings.len(), 1);
     assert_eq!(
         serde_json::to_value(warnings).expect("serialises"),
-        serde_json::json!([{"kind": "unsupported", "path": "redis.exporter",
-            "reason": "the Redis metrics exporter is not ported"}])
+        serde_json::json!([{"kind": "unsupported", "path": "redis-ha",
+            "reason": "the Redis HA subchart is not ported; use externalRedis for a highly available Redis"}])
     );
     assert!(!rendered.manifests().is_empty());
     spec.strict_values = true;
     let err = argocd::render(&spec).expect_err("strict refuses");
-    assert!(err.to_string().contains("`redis.exporter`"), "{err}");
+    assert!(err.to_string().contains("`redis-ha`"), "{err}");
 }
 
 /// A deploy renders once: the credentials only the cluster knows (the Redis
