@@ -1362,7 +1362,7 @@ fn default_deny_ingress_policy() {
 
 // ---- second audit against the upstream templates --------------------------
 
-fn with_monitoring(values: &str) -> Vec<Manifest> {
+fn with_monitoring(values: &str) -> Vec<RenderedManifest> {
     let mut caps = tendril::chart::Capabilities::default();
     caps.api_versions
         .push("monitoring.coreos.com/v1".to_string());
@@ -1371,7 +1371,7 @@ fn with_monitoring(values: &str) -> Vec<Manifest> {
         .expect("render")
 }
 
-fn pod_annotations<'a>(ms: &'a [Manifest], name: &str) -> &'a Value {
+fn pod_annotations<'a>(ms: &'a [RenderedManifest], name: &str) -> &'a Value {
     &find(ms, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
 }
 

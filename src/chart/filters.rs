@@ -32,10 +32,10 @@ pub(crate) fn register(tera: &mut tera::Tera) {
 }
 
 /// The text of a value as `{{ }}` would print it (strings unquoted).
-fn text(v: &Value) -> String {
+fn text(v: &Value) -> std::borrow::Cow<'_, str> {
     match v.as_str() {
-        Some(s) => s.to_string(),
-        None => format!("{v}"),
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(format!("{v}")),
     }
 }
 
@@ -90,16 +90,21 @@ fn width(kwargs: &Kwargs, filter: &str) -> TeraResult<usize> {
 }
 
 fn pad_lines(s: &str, w: usize) -> String {
-    let pad = " ".repeat(w);
-    let mut out = String::with_capacity(s.len() + w * (1 + s.matches('\n').count()));
-    out.push_str(&pad);
-    for c in s.chars() {
-        out.push(c);
-        if c == '\n' {
-            out.push_str(&pad);
-        }
-    }
+    let mut out = String::new();
+    push_padded(&mut out, s, w);
     out
+}
+
+/// Appends `s` to `out` with `w` spaces before every line (Helm's `indent`).
+fn push_padded(out: &mut String, s: &str, w: usize) {
+    out.reserve(s.len() + w * (1 + s.bytes().filter(|b| *b == b'\n').count()));
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.extend(std::iter::repeat_n(' ', w));
+        out.push_str(line);
+    }
 }
 
 fn indent(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
@@ -110,7 +115,7 @@ fn indent(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
 fn nindent(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
     let w = width(&kwargs, "nindent")?;
     let mut out = String::from("\n");
-    out.push_str(&pad_lines(&text(&v), w));
+    push_padded(&mut out, &text(&v), w);
     Ok(out)
 }
 
@@ -171,7 +176,7 @@ fn trunc(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
     if n >= 0 {
         Ok(s.chars().take(n_abs).collect())
     } else if n_abs >= count {
-        Ok(s)
+        Ok(s.into_owned())
     } else {
         Ok(s.chars().skip(count - n_abs).collect())
     }
@@ -242,8 +247,8 @@ fn merge(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
 fn omit(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let keys = kwargs.must_get::<Value>("keys")?;
     let keys: Vec<String> = match keys.as_array() {
-        Some(a) => a.iter().map(text).collect(),
-        None => vec![text(&keys)],
+        Some(a) => a.iter().map(|k| text(k).into_owned()).collect(),
+        None => vec![text(&keys).into_owned()],
     };
     let mut j = to_json_value(&v)?;
     match &mut j {

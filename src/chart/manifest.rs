@@ -129,18 +129,12 @@ pub fn install_rank(kind: &str) -> usize {
 /// order (unknown kinds last, by kind name); ties keep the render order
 /// (template path, then position in the file).
 pub(crate) fn sort_for_install(manifests: &mut [RenderedManifest]) {
-    manifests.sort_by(|a, b| {
-        let ca = !a.source.starts_with("crds/");
-        let cb = !b.source.starts_with("crds/");
-        ca.cmp(&cb)
-            .then_with(|| install_rank(&a.kind).cmp(&install_rank(&b.kind)))
-            .then_with(|| {
-                if install_rank(&a.kind) == INSTALL_ORDER.len() {
-                    a.kind.cmp(&b.kind)
-                } else {
-                    std::cmp::Ordering::Equal
-                }
-            })
+    // The key of each manifest is computed once (a rank is a search of the
+    // order list); the sort is stable, so ties keep the render order.
+    manifests.sort_by_cached_key(|m| {
+        let rank = install_rank(&m.kind);
+        let unknown_kind = (rank == INSTALL_ORDER.len()).then(|| m.kind.clone());
+        (!m.source.starts_with("crds/"), rank, unknown_kind)
     });
 }
 
