@@ -190,14 +190,23 @@ pub(crate) fn split_documents(text: &str) -> impl Iterator<Item = &str> {
 /// function of the text, so a hit gives what parsing gives. At most
 /// [`ParsedDocuments::MAX_TEXT_BYTES`] of text is kept; past it the cache
 /// starts again empty.
+///
+/// A chart's first render keeps nothing: most charts are rendered once (one
+/// `tendril render`, one DEPLOY), and for them keeping would only cost a copy
+/// of every object.
 #[derive(Debug, Default)]
-pub(crate) struct ParsedDocuments(std::sync::Mutex<DocumentCache>);
+pub(crate) struct ParsedDocuments {
+    cache: std::sync::Mutex<DocumentCache>,
+    rendered_before: std::sync::atomic::AtomicBool,
+}
 
-/// The cache's contents: parsed objects by document text, and the text's total size.
+/// The cache's contents: parsed objects by document text, the text's total
+/// size, and whether this render adds to it.
 #[derive(Debug, Default)]
 pub(crate) struct DocumentCache {
     objects: std::collections::HashMap<String, Vec<Value>>,
     text_bytes: usize,
+    remember: bool,
 }
 
 impl ParsedDocuments {
@@ -208,15 +217,20 @@ impl ParsedDocuments {
     /// Takes the cache for one render (a concurrent render finds it empty and
     /// parses everything; the last to finish puts its cache back).
     pub(crate) fn take(&self) -> DocumentCache {
-        match self.0.lock() {
+        let remember = self
+            .rendered_before
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        let mut cache = match self.cache.lock() {
             Ok(mut kept) => std::mem::take(&mut *kept),
             Err(_) => DocumentCache::default(),
-        }
+        };
+        cache.remember = remember;
+        cache
     }
 
     /// Puts the cache back for the next render.
     pub(crate) fn keep(&self, cache: DocumentCache) {
-        if let Ok(mut kept) = self.0.lock() {
+        if let Ok(mut kept) = self.cache.lock() {
             *kept = cache;
         }
     }
@@ -253,8 +267,12 @@ pub(crate) fn parse_documents_cached(
             // the whole text's error names the right line
             Err(_) => return parse_documents(text, file),
         };
-        out.extend(objects.iter().cloned());
-        cache.insert(piece, objects);
+        if cache.remember {
+            out.extend(objects.iter().cloned());
+            cache.insert(piece, objects);
+        } else {
+            out.extend(objects);
+        }
     }
     Ok(out)
 }
@@ -444,7 +462,10 @@ mod tests {
     fn cached_documents_give_what_parsing_gives() {
         let text = "---\nkind: A\nv: &x 1\nw: *x\n---\n# only a comment\n---\nkind: B\n---\nkind: A\nv: &x 1\nw: *x\n";
         let whole = parse_documents(text, "t").expect("parses");
-        let mut cache = DocumentCache::default();
+        let mut cache = DocumentCache {
+            remember: true,
+            ..Default::default()
+        };
         let first = parse_documents_cached(text, "t", &mut cache).expect("parses");
         assert_eq!(first, whole);
         assert_eq!(cache.objects.len(), 3, "three distinct document texts");
@@ -465,8 +486,27 @@ mod tests {
     }
 
     #[test]
+    fn a_first_render_keeps_nothing_later_ones_do() {
+        let docs = ParsedDocuments::default();
+        let mut first = docs.take();
+        parse_documents_cached("kind: A\n", "t", &mut first).expect("parses");
+        assert!(first.objects.is_empty(), "the first render keeps nothing");
+        docs.keep(first);
+        let mut second = docs.take();
+        parse_documents_cached("kind: A\n", "t", &mut second).expect("parses");
+        assert_eq!(
+            second.objects.len(),
+            1,
+            "a second render keeps what it parsed"
+        );
+    }
+
+    #[test]
     fn the_cache_starts_again_when_full() {
-        let mut cache = DocumentCache::default();
+        let mut cache = DocumentCache {
+            remember: true,
+            ..Default::default()
+        };
         let big = "x".repeat(ParsedDocuments::MAX_TEXT_BYTES / 2 + 1);
         cache.insert(&big, vec![Value::Null]);
         cache.insert("kind: A\n", vec![Value::Null]);
