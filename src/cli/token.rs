@@ -119,13 +119,7 @@ fn eks_token(a: EksArgs) -> Result<AccessToken, CloudError> {
     let role = a
         .role_arn
         .as_deref()
-        .map(|arn| {
-            Ok::<_, CloudError>(AwsRole {
-                role_arn: arn.parse()?,
-                external_id: a.external_id.clone().map(Into::into),
-                session_name: aws::session_name(&a.session_name),
-            })
-        })
+        .map(|arn| AwsRole::new(arn, a.external_id.clone().map(Into::into), &a.session_name))
         .transpose()?;
     let options = AwsOptions {
         region: a.region.clone(),

@@ -165,6 +165,20 @@ pub struct AwsRole {
 }
 
 impl AwsRole {
+    /// A role from its ARN text (checked), an external ID, and the session
+    /// name wanted (made one STS accepts, see [`session_name`]).
+    pub fn new(
+        role_arn: &str,
+        external_id: Option<Secret<String>>,
+        wanted_session_name: &str,
+    ) -> Result<Self, CloudError> {
+        Ok(AwsRole {
+            role_arn: role_arn.parse()?,
+            external_id,
+            session_name: session_name(wanted_session_name),
+        })
+    }
+
     /// The role for a job: session name `tendril-<job id>` (cut to STS's 64
     /// characters, characters STS refuses replaced by `-`).
     pub fn for_job(
@@ -172,11 +186,7 @@ impl AwsRole {
         external_id: Option<Secret<String>>,
         job_id: &str,
     ) -> Result<Self, CloudError> {
-        Ok(AwsRole {
-            role_arn: role_arn.parse()?,
-            external_id,
-            session_name: session_name(&format!("tendril-{job_id}")),
-        })
+        AwsRole::new(role_arn, external_id, &format!("tendril-{job_id}"))
     }
 }
 

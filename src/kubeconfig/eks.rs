@@ -239,13 +239,7 @@ pub async fn session(
     let role = options
         .role_arn
         .as_deref()
-        .map(|arn| {
-            Ok::<_, CloudError>(AwsRole {
-                role_arn: arn.parse()?,
-                external_id: None,
-                session_name: aws::session_name("tendril-kubeconfig"),
-            })
-        })
+        .map(|arn| AwsRole::new(arn, None, "tendril-kubeconfig"))
         .transpose()?;
     aws::session(&aws_options, role.as_ref()).await
 }
