@@ -389,7 +389,7 @@ pub fn bundle(
     out.extend(
         manifests
             .into_iter()
-            .map(|m| apply::Manifest::new(m.source, m.object)),
+            .map(|m| apply::Manifest::new(m.source, std::sync::Arc::unwrap_or_clone(m.object))),
     );
     out
 }

@@ -351,14 +351,15 @@ fn b64(text: &str) -> String {
 /// the Secret: `data` entries (base64) and `stringData` entries (plain).
 fn inject_redis_password(secret: &mut chart::RenderedManifest, password: &Secret<String>) {
     let encoded_placeholder = b64(REDIS_PASSWORD_PLACEHOLDER);
-    if let Some(Value::Object(data)) = secret.object.get_mut("data") {
+    let object = std::sync::Arc::make_mut(&mut secret.object);
+    if let Some(Value::Object(data)) = object.get_mut("data") {
         for v in data.values_mut() {
             if v.as_str() == Some(encoded_placeholder.as_str()) {
                 *v = Value::String(b64(password.expose()));
             }
         }
     }
-    if let Some(Value::Object(data)) = secret.object.get_mut("stringData") {
+    if let Some(Value::Object(data)) = object.get_mut("stringData") {
         for v in data.values_mut() {
             if v.as_str() == Some(REDIS_PASSWORD_PLACEHOLDER) {
                 *v = Value::String(password.expose().clone());
@@ -369,7 +370,7 @@ fn inject_redis_password(secret: &mut chart::RenderedManifest, password: &Secret
 
 /// Sets `data.KEY` of a Secret to `text`, base64-encoded.
 fn set_secret_data(secret: &mut chart::RenderedManifest, key: &str, text: &str) {
-    let Value::Object(object) = &mut secret.object else {
+    let Value::Object(object) = std::sync::Arc::make_mut(&mut secret.object) else {
         return;
     };
     let data = object
@@ -387,7 +388,7 @@ fn set_secret_data(secret: &mut chart::RenderedManifest, key: &str, text: &str) 
 pub fn to_apply(manifests: Vec<chart::RenderedManifest>) -> Vec<apply::Manifest> {
     manifests
         .into_iter()
-        .map(|m| apply::Manifest::new(m.source, m.object))
+        .map(|m| apply::Manifest::new(m.source, std::sync::Arc::unwrap_or_clone(m.object)))
         .collect()
 }
 

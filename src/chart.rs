@@ -176,11 +176,11 @@ pub struct Chart {
     pub templates: Vec<ChartFile>,
     /// `crds/**` YAML files, sorted by path.
     pub crds: Vec<ChartFile>,
-    /// The `crds/` files parsed: (path, documents), once parsed (or
-    /// precomputed at build time for an embedded chart).
     /// `surface.yaml`: the keys the chart declares (see [`Chart::check_values`]).
     surface: Option<surface::Surface>,
-    crd_documents: std::sync::OnceLock<Vec<(String, Vec<serde_json::Value>)>>,
+    /// The `crds/` files parsed: (path, documents), once parsed (or
+    /// precomputed at build time for an embedded chart).
+    crd_documents: std::sync::OnceLock<render::CrdDocuments>,
     compiled: std::sync::OnceLock<render::Compiled>,
     /// The documents renders have parsed, by their text (see [`Chart::render`]).
     parsed: manifest::ParsedDocuments,

@@ -35,7 +35,7 @@ fn render(provider: Provider, spec: &AppOfApps) -> Vec<RenderedManifest> {
 fn find<'a>(manifests: &'a [RenderedManifest], kind: &str, name: &str) -> Option<&'a Value> {
     manifests
         .iter()
-        .map(|m| &m.object)
+        .map(|m| m.object.as_ref())
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
 }
 

@@ -160,7 +160,8 @@ fn digest_long_data(mut manifests: Vec<RenderedManifest>) -> Vec<RenderedManifes
         for (name, key) in KEYS {
             if m.kind == "ConfigMap"
                 && m.name == *name
-                && let Some(v) = m.object.pointer_mut(&format!("/data/{key}"))
+                && let Some(v) =
+                    std::sync::Arc::make_mut(&mut m.object).pointer_mut(&format!("/data/{key}"))
             {
                 let text = v.as_str().unwrap_or_default();
                 *v = serde_json::Value::String(format!(
@@ -179,7 +180,7 @@ fn digest_long_data(mut manifests: Vec<RenderedManifest>) -> Vec<RenderedManifes
 fn snapshot(name: &str) {
     let objects: Vec<Value> = digest_long_data(render(&fixture(name)))
         .into_iter()
-        .map(|m| serde_json::json!({ "source": m.source, "object": m.object }))
+        .map(|m| serde_json::json!({ "source": m.source, "object": m.object.as_ref() }))
         .collect();
     insta::assert_json_snapshot!(format!("argocd_{name}"), objects);
 }

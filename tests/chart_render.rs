@@ -641,7 +641,7 @@ fn manifests_to_yaml_puts_kind_fields_first_and_names_sources() {
     );
     // And it reads back to the same objects.
     let back: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
-    assert_eq!(back[0], c.render(&opts()).unwrap()[0].object);
+    assert_eq!(&back[0], c.render(&opts()).unwrap()[0].object.as_ref());
 }
 
 // ---- the command ----

@@ -445,7 +445,7 @@ async fn deploy_applications(
         .filter(|m| m.object["kind"] == "Application")
     {
         let name = m.object["metadata"]["name"].as_str().unwrap().to_string();
-        apply(&apps, m.object).await;
+        apply(&apps, std::sync::Arc::unwrap_or_clone(m.object)).await;
         apply(
             &children,
             json!({"apiVersion": "v1", "kind": "ConfigMap",

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path};
 
-use super::{Chart, ChartError, ChartFile, ChartMetadata};
+use super::{Chart, ChartError, ChartFile, ChartMetadata, render};
 
 /// Size limits applied while unpacking an archive, so a hostile archive (a
 /// gzip bomb, millions of entries) fails fast with a clear error.
@@ -439,8 +439,16 @@ pub(crate) fn from_files(
     let mut crd_documents = std::sync::OnceLock::new();
     if let Some(pre) = preparsed {
         default_values = pre.values;
-        let parsed: Vec<(String, Vec<serde_json::Value>)> =
-            pre.crds.into_iter().map(|f| (f.path, f.docs)).collect();
+        let parsed: render::CrdDocuments = pre
+            .crds
+            .into_iter()
+            .map(|f| {
+                (
+                    f.path,
+                    f.docs.into_iter().map(std::sync::Arc::new).collect(),
+                )
+            })
+            .collect();
         if parsed
             .iter()
             .map(|(p, _)| p)

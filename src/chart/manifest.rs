@@ -1,6 +1,7 @@
 //! Rendered manifests: parsing, validation, install order, YAML output.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -24,8 +25,11 @@ pub struct RenderedManifest {
     pub namespace: Option<String>,
     /// The chart file it came from (`templates/x.yaml` or `crds/y.yaml`).
     pub source: String,
-    /// The whole object.
-    pub object: Value,
+    /// The whole object. Shared: a chart that renders many value sets keeps
+    /// the objects it parsed and hands the same one to every render whose
+    /// document text was the same (`Arc::make_mut` gives a copy to change,
+    /// `Arc::unwrap_or_clone` an owned object).
+    pub object: Arc<Value>,
 }
 
 /// Kinds that are cluster-scoped in Kubernetes (no namespace is filled in).
@@ -204,7 +208,7 @@ pub(crate) struct ParsedDocuments {
 /// size, and whether this render adds to it.
 #[derive(Debug, Default)]
 pub(crate) struct DocumentCache {
-    objects: std::collections::HashMap<String, Vec<Value>>,
+    objects: std::collections::HashMap<String, Vec<Arc<Value>>>,
     text_bytes: usize,
     remember: bool,
 }
@@ -238,7 +242,7 @@ impl ParsedDocuments {
 
 impl DocumentCache {
     /// Remembers the objects of one document's text, within the size bound.
-    fn insert(&mut self, text: &str, objects: Vec<Value>) {
+    fn insert(&mut self, text: &str, objects: Vec<Arc<Value>>) {
         if self.text_bytes + text.len() > ParsedDocuments::MAX_TEXT_BYTES {
             self.objects.clear();
             self.text_bytes = 0;
@@ -255,17 +259,22 @@ pub(crate) fn parse_documents_cached(
     text: &str,
     file: &str,
     cache: &mut DocumentCache,
-) -> Result<Vec<Value>, ChartError> {
+) -> Result<Vec<Arc<Value>>, ChartError> {
     let mut out = Vec::new();
     for piece in split_documents(text) {
         if let Some(objects) = cache.objects.get(piece) {
             out.extend(objects.iter().cloned());
             continue;
         }
-        let objects = match parse_documents(piece, file) {
-            Ok(objects) => objects,
+        let objects: Vec<Arc<Value>> = match parse_documents(piece, file) {
+            Ok(objects) => objects.into_iter().map(Arc::new).collect(),
             // the whole text's error names the right line
-            Err(_) => return parse_documents(text, file),
+            Err(_) => {
+                return Ok(parse_documents(text, file)?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect());
+            }
         };
         if cache.remember {
             out.extend(objects.iter().cloned());
@@ -307,7 +316,18 @@ impl RenderedManifest {
     /// `namespace`. `extra_cluster_kinds` lists more cluster-scoped kinds (from
     /// the chart's own CRDs).
     pub fn from_object(
-        mut object: Value,
+        object: Value,
+        source: &str,
+        namespace: &str,
+        extra_cluster_kinds: &HashSet<String>,
+    ) -> Result<RenderedManifest, ChartError> {
+        Self::from_shared(Arc::new(object), source, namespace, extra_cluster_kinds)
+    }
+
+    /// [`RenderedManifest::from_object`] of a shared object: it is copied
+    /// only when its namespace must be filled in.
+    pub(crate) fn from_shared(
+        mut object: Arc<Value>,
         source: &str,
         namespace: &str,
         extra_cluster_kinds: &HashSet<String>,
@@ -339,7 +359,8 @@ impl RenderedManifest {
             match object.pointer("/metadata/namespace") {
                 Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
                 _ => {
-                    if let Some(Value::Object(md)) = object.get_mut("metadata") {
+                    if let Some(Value::Object(md)) = Arc::make_mut(&mut object).get_mut("metadata")
+                    {
                         md.insert(
                             "namespace".to_string(),
                             Value::String(namespace.to_string()),
@@ -461,7 +482,11 @@ mod tests {
     #[test]
     fn cached_documents_give_what_parsing_gives() {
         let text = "---\nkind: A\nv: &x 1\nw: *x\n---\n# only a comment\n---\nkind: B\n---\nkind: A\nv: &x 1\nw: *x\n";
-        let whole = parse_documents(text, "t").expect("parses");
+        let whole: Vec<Arc<Value>> = parse_documents(text, "t")
+            .expect("parses")
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let mut cache = DocumentCache {
             remember: true,
             ..Default::default()
@@ -472,6 +497,10 @@ mod tests {
         let kept = cache.text_bytes;
         let second = parse_documents_cached(text, "t", &mut cache).expect("parses");
         assert_eq!(second, whole);
+        assert!(
+            first.iter().zip(&second).all(|(a, b)| Arc::ptr_eq(a, b)),
+            "a document seen before is shared, not copied"
+        );
         assert_eq!(cache.text_bytes, kept, "nothing parsed the second time");
 
         let broken = "---\nkind: A\n---\nkey: [unclosed\n";
@@ -508,10 +537,10 @@ mod tests {
             ..Default::default()
         };
         let big = "x".repeat(ParsedDocuments::MAX_TEXT_BYTES / 2 + 1);
-        cache.insert(&big, vec![Value::Null]);
-        cache.insert("kind: A\n", vec![Value::Null]);
+        cache.insert(&big, vec![Arc::new(Value::Null)]);
+        cache.insert("kind: A\n", vec![Arc::new(Value::Null)]);
         assert_eq!(cache.objects.len(), 2);
-        cache.insert(&format!("{big}y"), vec![Value::Null]);
+        cache.insert(&format!("{big}y"), vec![Arc::new(Value::Null)]);
         assert_eq!(
             cache.objects.len(),
             1,

@@ -1,6 +1,7 @@
 //! Rendering a chart with Tera.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -205,7 +206,12 @@ fn template_error(err: &tera::Error, fallback_file: &str) -> ChartError {
 /// NOTES.txt; helpers included so their components resolve), kept in the
 /// chart for the next render.
 #[derive(Debug)]
-pub(crate) struct Compiled(tera::Tera);
+pub(crate) struct Compiled {
+    tera: tera::Tera,
+    /// The chart's default values as templates read them, converted once:
+    /// each render shares what its user values leave alone.
+    defaults: tera::Value,
+}
 
 /// Compiles every template (but NOTES.txt).
 fn compile_all(chart: &Chart) -> Result<Compiled, ChartError> {
@@ -221,7 +227,10 @@ fn compile_all(chart: &Chart) -> Result<Compiled, ChartError> {
     // component, a circular include) name the templates directory.
     tera.add_raw_templates(all)
         .map_err(|e| template_error(&e, "templates/"))?;
-    Ok(Compiled(tera))
+    Ok(Compiled {
+        tera,
+        defaults: tera::Value::from_serializable(&chart.default_values),
+    })
 }
 
 /// The chart's templates compiled: by an earlier call, or now.
@@ -246,11 +255,11 @@ fn kube_parts(version: &str) -> (u64, u64) {
     (major, minor)
 }
 
-fn context(chart: &Chart, opts: &RenderOptions) -> tera::Context {
-    let values = chart.values_for(opts);
+fn context(chart: &Chart, compiled: &Compiled, opts: &RenderOptions) -> tera::Context {
+    let values = super::values::coalesce_for_templates(opts.values.as_json(), &compiled.defaults);
     let (major, minor) = kube_parts(&opts.capabilities.kube_version);
     let mut ctx = tera::Context::new();
-    ctx.insert("values", &values);
+    ctx.insert_value("values", values);
     ctx.insert(
         "release",
         &json!({
@@ -292,7 +301,7 @@ pub(crate) fn render_raw(
     opts: &RenderOptions,
 ) -> Result<Vec<(String, String)>, ChartError> {
     let compiled = compiled(chart)?;
-    let mut ctx = context(chart, opts);
+    let mut ctx = context(chart, compiled, opts);
     let mut out = Vec::new();
     for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
         out.push((t.path.clone(), render_template(compiled, t, &mut ctx)?));
@@ -310,7 +319,7 @@ fn render_template(
         "template",
         &json!({ "name": template.path, "base_path": "templates" }),
     );
-    render_capped(&compiled.0, &template.path, ctx)
+    render_capped(&compiled.tera, &template.path, ctx)
 }
 
 /// Refuses to render for a Kubernetes version outside the chart's `kubeVersion`.
@@ -339,20 +348,22 @@ fn check_kube_version(chart: &Chart, opts: &RenderOptions) -> Result<(), ChartEr
 }
 
 /// A parsed document: its file, the object, and whether it came from `crds/`.
-type Doc = (String, serde_json::Value, bool);
+type Doc = (String, Arc<serde_json::Value>, bool);
 
-/// The chart's `crds/` files parsed, (path, documents) in path order: parsed
-/// on first use, or precomputed at build time for an embedded chart.
-fn crd_documents(chart: &Chart) -> Result<&[(String, Vec<serde_json::Value>)], ChartError> {
+/// A chart's `crds/` files parsed: (path, documents) in path order, shared
+/// by every render.
+pub(crate) type CrdDocuments = Vec<(String, Vec<Arc<serde_json::Value>>)>;
+
+/// The chart's `crds/` files parsed: on first use, or precomputed at build
+/// time for an embedded chart.
+fn crd_documents(chart: &Chart) -> Result<&CrdDocuments, ChartError> {
     if let Some(docs) = chart.crd_documents.get() {
         return Ok(docs);
     }
     let mut parsed = Vec::with_capacity(chart.crds.len());
     for crd in &chart.crds {
-        parsed.push((
-            crd.path.clone(),
-            manifest::parse_documents(&crd.text, &crd.path)?,
-        ));
+        let docs = manifest::parse_documents(&crd.text, &crd.path)?;
+        parsed.push((crd.path.clone(), docs.into_iter().map(Arc::new).collect()));
     }
     Ok(chart.crd_documents.get_or_init(|| parsed))
 }
@@ -384,7 +395,7 @@ pub(crate) fn render(
     for (path, objects) in crd_documents(chart)? {
         docs.extend(objects.iter().map(|o| (path.clone(), o.clone(), true)));
     }
-    let mut ctx = context(chart, opts);
+    let mut ctx = context(chart, compiled, opts);
     let mut cache = chart.parsed.take();
     let parsed = parse_templates(chart, compiled, &mut ctx, &mut cache);
     chart.parsed.keep(cache);
@@ -402,7 +413,7 @@ pub(crate) fn render(
     }
     let mut out = Vec::with_capacity(docs.len());
     for (source, obj, from_crds) in docs {
-        let m = RenderedManifest::from_object(obj, &source, &opts.namespace, &cluster_kinds)?;
+        let m = RenderedManifest::from_shared(obj, &source, &opts.namespace, &cluster_kinds)?;
         if from_crds && m.kind != "CustomResourceDefinition" {
             return Err(ChartError::Manifest {
                 file: source,
@@ -427,6 +438,31 @@ mod tests {
         assert_eq!(kube_parts("v1.34.0"), (1, 34));
         assert_eq!(kube_parts("1.29+"), (1, 29));
         assert_eq!(kube_parts("v1.30.2-eks-1"), (1, 30));
+    }
+
+    #[test]
+    fn templates_see_the_values_coalesce_gives() {
+        let defaults = json!({
+            "a": {"b": 1, "c": {"d": [1, 2]}, "gone": "x"},
+            "keep": {"x": "y"},
+            "list": [1, 2],
+            "scalar": "s",
+        });
+        let users = [
+            json!({}),
+            json!({"a": {"b": 2, "gone": null, "new": null, "c": {"d": [3]}}}),
+            json!({"a": "replaced", "list": {"now": "a map"}, "scalar": null}),
+            json!({"keep": null, "extra": {"deep": [null, {"z": 1}]}, "list": []}),
+        ];
+        let shared = tera::Value::from_serializable(&defaults);
+        for user in users {
+            let expected = super::super::values::coalesce(user.clone(), &defaults);
+            assert_eq!(
+                super::super::values::coalesce_for_templates(&user, &shared),
+                tera::Value::from_serializable(&expected),
+                "user values {user}"
+            );
+        }
     }
 
     #[test]

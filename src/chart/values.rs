@@ -13,6 +13,8 @@
 //!   a user list replaces the default list, and a user `null` deletes a key
 //!   the defaults have.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::ChartError;
@@ -187,4 +189,35 @@ pub fn coalesce(user: Value, defaults: &Value) -> Value {
         }
         (u, _) => u,
     }
+}
+
+/// [`coalesce`] into the value type templates read: the result shares every
+/// subtree the user left alone with `defaults` (the chart's defaults,
+/// converted once), so only what the user set is converted per render.
+pub(crate) fn coalesce_for_templates(user: &Value, defaults: &tera::Value) -> tera::Value {
+    let (Value::Object(u), Some(d)) = (user, defaults.as_map()) else {
+        return tera::Value::from_serializable(user);
+    };
+    let mut merged: BTreeMap<String, tera::Value> = BTreeMap::new();
+    for (key, dv) in d {
+        let Some(key) = key.as_str() else { continue };
+        match u.get(key) {
+            Some(Value::Null) => {} // deleted by the user
+            Some(uv) => {
+                merged.insert(key.to_string(), coalesce_for_templates(uv, dv));
+            }
+            None => {
+                merged.insert(key.to_string(), dv.clone());
+            }
+        }
+    }
+    for (key, uv) in u {
+        // A key not merged above is the user's own, or a default the user
+        // deleted with `null` (kept out); a user's own `null` stays.
+        let deleted = uv.is_null() && d.keys().any(|k| k.as_str() == Some(key));
+        if !merged.contains_key(key) && !deleted {
+            merged.insert(key.clone(), tera::Value::from_serializable(uv));
+        }
+    }
+    tera::Value::from(merged)
 }

@@ -187,7 +187,7 @@ fn as_json_list(manifests: &[RenderedManifest]) -> Result<String, RenderError> {
     let list = serde_json::json!({
         "apiVersion": "v1",
         "kind": "List",
-        "items": manifests.iter().map(|m| &m.object).collect::<Vec<_>>(),
+        "items": manifests.iter().map(|m| m.object.as_ref()).collect::<Vec<_>>(),
     });
     Ok(OutputFormat::Json.document(&list)?.unwrap_or_default())
 }
