@@ -167,7 +167,8 @@ pub fn merge_into(dst: &mut Value, src: Value) {
 /// Coalesces user values with a chart's defaults, like Helm: mappings merge
 /// (user keys win), a user list or scalar replaces the default, and a user
 /// `null` deletes a key the defaults define. Keys only in the defaults are
-/// copied.
+/// copied. Renders use the same rule in Tera's value type
+/// (`coalesce_for_templates`; a unit test keeps the two equal).
 pub fn coalesce(user: Value, defaults: &Value) -> Value {
     match (user, defaults) {
         (Value::Object(mut u), Value::Object(d)) => {
