@@ -28,6 +28,7 @@
 
 mod embedded;
 mod filters;
+mod helm_yaml;
 mod load;
 mod manifest;
 pub mod pack;

@@ -609,6 +609,45 @@ fn ingress_with_tls_extra_hosts_and_insecure_backend() {
     );
 }
 
+/// Text upstream writes with `toYaml` inside a ConfigMap value has Helm's
+/// bytes: go-yaml's key order (`env9` before `env10`), YAML 1.1 words
+/// double-quoted, an indicator first single-quoted, a long line folded after
+/// 80 columns, a space before a line break forcing double quotes. (The
+/// expected texts were written by libyaml's emitter, which go-yaml ports.)
+#[test]
+fn texts_written_with_to_yaml_have_helms_bytes() {
+    let ms = render(
+        "global:\n  domain: cd.example.org\n\
+         notifications:\n  context:\n    region: us-east-1\n    env10: b\n    env9: a\n\
+         \x20   answer: \"yes\"\n    wildcard: \"*.example.com\"\n\
+         \x20   banner: Deployments of this instance are announced in the platform channel; questions go to the on-call engineer\n\
+         \x20 subscriptions:\n  - recipients:\n    - slack:platform\n    triggers:\n    - on-sync-succeeded\n\
+         configs:\n  cmp:\n    create: true\n    plugins:\n      subst:\n        generate:\n\
+         \x20         command: [sh, -c]\n          args: [\"envsubst \\nprint\"]\n",
+    );
+    let cm = data(&ms, "argocd-notifications-cm");
+    assert_eq!(
+        cm["context"],
+        "argocdUrl: https://cd.example.org\n\
+         answer: \"yes\"\n\
+         banner: Deployments of this instance are announced in the platform channel; questions\n\
+         \x20 go to the on-call engineer\n\
+         env9: a\n\
+         env10: b\n\
+         region: us-east-1\n\
+         wildcard: '*.example.com'\n"
+    );
+    assert_eq!(
+        cm["subscriptions"],
+        "- recipients:\n  - slack:platform\n  triggers:\n  - on-sync-succeeded\n"
+    );
+    assert_eq!(
+        data(&ms, "argocd-cmp-cm")["subst.yaml"],
+        "apiVersion: argoproj.io/v1alpha1\nkind: ConfigManagementPlugin\nmetadata:\n  name: subst\nspec:\n\
+         \x20 generate:\n    args:\n    - \"envsubst \\nprint\"\n    command:\n    - sh\n    - -c\n"
+    );
+}
+
 #[test]
 fn ingress_hostname_overrides_domain_and_secure_backend_uses_443() {
     let ms = render("server:\n  ingress:\n    enabled: true\n    hostname: ui.example.net\n");

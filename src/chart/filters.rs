@@ -43,26 +43,10 @@ fn to_json_value(v: &Value) -> TeraResult<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| Error::message(format!("cannot convert value: {e}")))
 }
 
-/// YAML text of a value (mappings with sorted keys), no trailing newline.
-pub(crate) fn yaml_text(v: &serde_json::Value) -> TeraResult<String> {
-    match v {
-        serde_json::Value::Object(m) if m.is_empty() => return Ok("{}".to_string()),
-        serde_json::Value::Array(a) if a.is_empty() => return Ok("[]".to_string()),
-        _ => {}
-    }
-    let mut out = serde_saphyr::to_string(v)
-        .map_err(|e| Error::message(format!("to_yaml: cannot write YAML: {e}")))?;
-    while out.ends_with('\n') {
-        out.pop();
-    }
-    Ok(out)
-}
-
+/// Helm's `toYaml`: the same bytes (see [`super::helm_yaml`]), no trailing
+/// newline.
 fn to_yaml(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
-    if v.is_undefined() || v.is_none() {
-        return Ok("null".to_string());
-    }
-    yaml_text(&to_json_value(&v)?)
+    super::helm_yaml::to_helm_yaml(&v).map_err(|e| Error::message(e.to_string()))
 }
 
 fn to_json(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
