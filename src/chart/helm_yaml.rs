@@ -910,50 +910,32 @@ fn is_base60_float(s: &str) -> bool {
 /// go-yaml v2's timestamps: `2006-1-2`, `2006-1-2 15:4:5[.f]` and
 /// `2006-1-2T15:4:5[.f]` with `Z` or `±07:00`, with valid dates and times.
 fn is_timestamp(s: &str) -> bool {
-    let b = s.as_bytes();
+    timestamp(s.as_bytes()).is_some()
+}
+
+fn timestamp(b: &[u8]) -> Option<()> {
     if b.len() < 5 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
-        return false;
+        return None;
     }
-    let mut p = Cursor { b, i: 5 };
     let year: u32 = b[..4].iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'));
-    let Some(month) = p.number(1, 2) else {
-        return false;
-    };
-    if !p.eat(b'-') {
-        return false;
-    }
-    let Some(day) = p.number(1, 2) else {
-        return false;
-    };
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return false;
-    }
-    if p.done() {
-        return true;
+    let mut p = Cursor { b, i: 5 };
+    let month = p.number(1)?;
+    let day = p.after(b'-', 1)?;
+    let valid_date = (1..=12).contains(&month) && (1..=days_in_month(year, month)).contains(&day);
+    if !valid_date || p.done() {
+        return valid_date.then_some(());
     }
     let zoned = match b[p.i] {
         b'T' | b't' => true,
         b' ' => false,
-        _ => return false,
+        _ => return None,
     };
     p.i += 1;
-    let Some(hour) = p.number(1, 2) else {
-        return false;
-    };
-    if !p.eat(b':') {
-        return false;
-    }
-    let Some(minute) = p.number(1, 2) else {
-        return false;
-    };
-    if !p.eat(b':') {
-        return false;
-    }
-    let Some(second) = p.number(1, 2) else {
-        return false;
-    };
+    let hour = p.number(1)?;
+    let minute = p.after(b':', 1)?;
+    let second = p.after(b':', 1)?;
     if hour > 23 || minute > 59 || second > 59 {
-        return false;
+        return None;
     }
     if matches!(b.get(p.i), Some(b'.' | b',')) && b.get(p.i + 1).is_some_and(u8::is_ascii_digit) {
         p.i += 1;
@@ -961,42 +943,43 @@ fn is_timestamp(s: &str) -> bool {
             p.i += 1;
         }
     }
-    if !zoned {
-        return p.done();
+    if zoned && !p.eat(b'Z') {
+        if !matches!(b.get(p.i), Some(b'+' | b'-')) {
+            return None;
+        }
+        p.i += 1;
+        let (zone_hours, zone_minutes) = (p.number(2)?, p.after(b':', 2)?);
+        if zone_hours > 24 || zone_minutes > 60 {
+            return None;
+        }
     }
-    if p.eat(b'Z') {
-        return p.done();
-    }
-    if !matches!(b.get(p.i), Some(b'+' | b'-')) {
-        return false;
-    }
-    p.i += 1;
-    let Some(zh) = p.number(2, 2) else {
-        return false;
-    };
-    if !p.eat(b':') {
-        return false;
-    }
-    let Some(zm) = p.number(2, 2) else {
-        return false;
-    };
-    zh <= 24 && zm <= 60 && p.done()
+    p.done().then_some(())
 }
 
+/// Reads the digits of a timestamp.
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl Cursor<'_> {
-    fn number(&mut self, min: usize, max: usize) -> Option<u32> {
+    /// A number of `min` to 2 digits.
+    fn number(&mut self, min: usize) -> Option<u32> {
         let start = self.i;
         let mut n = 0u32;
-        while self.i < self.b.len() && self.b[self.i].is_ascii_digit() && self.i - start < max {
+        while self.i < self.b.len() && self.b[self.i].is_ascii_digit() && self.i - start < 2 {
             n = n * 10 + u32::from(self.b[self.i] - b'0');
             self.i += 1;
         }
         (self.i - start >= min).then_some(n)
+    }
+
+    /// `separator`, then a number of `min` to 2 digits.
+    fn after(&mut self, separator: u8, min: usize) -> Option<u32> {
+        if !self.eat(separator) {
+            return None;
+        }
+        self.number(min)
     }
 
     fn eat(&mut self, c: u8) -> bool {
