@@ -2456,3 +2456,24 @@ fn preset_admin_password_needs_the_argocd_secret() {
     let err = argocd::render(&spec).expect_err("refused");
     assert!(err.to_string().contains("createSecret"), "{err}");
 }
+
+/// As upstream's `argo-cd.name`: `nameOverride` is cut to 63 characters
+/// without a trailing `-` in names and selectors; blank styles are an empty
+/// text (a literal block of blank lines); argocd-server-tls has no `ca.crt`.
+#[test]
+fn name_override_styles_and_server_tls_follow_upstream() {
+    let ms = render(
+        "nameOverride: \"foo-\"\n\
+         configs:\n  styles: \"\\n  \\n\"\n\
+         server:\n  certificateSecret:\n    enabled: true\n    crt: a\n    key: b\n    ca: c\n",
+    );
+    let server = find(&ms, "Deployment", "argocd-foo-server");
+    assert_eq!(
+        server["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "foo-server"
+    );
+    assert_eq!(data(&ms, "argocd-styles-cm")["custom.styles.css"], "");
+    let tls = find(&ms, "Secret", "argocd-server-tls");
+    let keys: Vec<&String> = tls["data"].as_object().expect("data").keys().collect();
+    assert_eq!(keys, ["tls.crt", "tls.key"]);
+}
