@@ -2477,3 +2477,59 @@ fn name_override_styles_and_server_tls_follow_upstream() {
     let keys: Vec<&String> = tls["data"].as_object().expect("data").keys().collect();
     assert_eq!(keys, ["tls.crt", "tls.key"]);
 }
+
+#[test]
+fn version_label_nulls_and_dex_probe_paths() {
+    let ms = render(
+        "global:\n  image:\n    tag: \"v1~x\"\n  additionalLabels: null\n\
+         controller:\n  vpa: null\n  metrics:\n    applicationLabels:\n      enabled: true\n      labels: null\n\
+         dex:\n  livenessProbe:\n    enabled: true\n    httpPath: \"/healthz/{a},b\"\n",
+    );
+    let controller = find(&ms, "StatefulSet", "argocd-application-controller");
+    // Every character a label value may not hold becomes '-', as upstream.
+    assert_eq!(
+        controller["metadata"]["labels"]["app.kubernetes.io/version"],
+        "v1-x"
+    );
+    let args = &controller["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        !args
+            .as_array()
+            .expect("args")
+            .iter()
+            .any(|a| a == "--metrics-application-labels"),
+        "{args}"
+    );
+    let dex = find(&ms, "Deployment", "argocd-dex-server");
+    assert_eq!(
+        dex["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"],
+        "/healthz/{a},b"
+    );
+    assert!(!ms.iter().any(|m| m.kind == "VerticalPodAutoscaler"));
+
+    let ms = render("global:\n  additionalLabels:\n    team: 7\n    tier: web\n");
+    let labels = &find(&ms, "Deployment", "argocd-server")["metadata"]["labels"];
+    // Quoted: the API server refuses a label whose value is not a string.
+    assert_eq!(labels["team"], "7");
+    assert_eq!(labels["tier"], "web");
+
+    // A label the chart sets itself would be a repeated key: refused by name.
+    let e = render_err("global:\n  additionalLabels:\n    app.kubernetes.io/part-of: mine\n")
+        .to_string();
+    assert!(
+        e.contains("global.additionalLabels.app.kubernetes.io/part-of"),
+        "{e}"
+    );
+}
+
+#[test]
+fn external_redis_credentials_without_a_host_are_refused() {
+    let e = render_err("externalRedis:\n  username: u\n  password: p\n").to_string();
+    assert!(e.contains("externalRedis.host"), "{e}");
+    // With an existing Secret nothing is rendered from them: no error.
+    let ms = render("externalRedis:\n  password: p\n  existingSecret: mine\n");
+    assert!(
+        ms.iter()
+            .any(|m| m.kind == "Secret" && m.name == "argocd-redis")
+    );
+}

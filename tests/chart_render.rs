@@ -390,6 +390,18 @@ fn filter_trunc_and_trims() {
 }
 
 #[test]
+fn filter_label_safe_keeps_only_label_characters() {
+    assert_eq!(
+        expr("", r#"{{ "v1~x@sha256:ab" | label_safe }}"#),
+        "v1-x-sha256-ab"
+    );
+    assert_eq!(expr("", r#"{{ "a_b.c-D9" | label_safe }}"#), "a_b.c-D9");
+    // One `-` per character, not per byte.
+    assert_eq!(expr("", r#"{{ "vé/1 2" | label_safe }}"#), "v--1-2");
+    assert_eq!(expr("", r#"{{ 3.1 | label_safe }}"#), "3.1");
+}
+
+#[test]
 fn filter_default_uses_helm_emptiness() {
     let v = "e: \"\"\nz: 0\nf: false\nl: []\nm: {}\nn: null\ns: set\n";
     for key in ["e", "z", "f", "l", "m", "n", "missing"] {

@@ -21,6 +21,7 @@ pub(crate) fn register(tera: &mut tera::Tera) {
     tera.register_filter("trunc", trunc);
     tera.register_filter("trim_suffix", trim_suffix);
     tera.register_filter("trim_prefix", trim_prefix);
+    tera.register_filter("label_safe", label_safe);
     tera.register_filter("default", default);
     tera.register_filter("required", required);
     tera.register_filter("merge", merge);
@@ -176,6 +177,21 @@ fn trim_prefix(v: Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
     let prefix = kwargs.must_get::<&str>("prefix")?;
     let s = text(&v);
     Ok(s.strip_prefix(prefix).unwrap_or(&s).to_string())
+}
+
+/// The text with every character a label value may not hold (anything outside
+/// `[-A-Za-z0-9_.]`) replaced by `-`: `"v1~x@sha256:ab"` → `"v1-x-sha256-ab"`.
+fn label_safe(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
+    Ok(text(&v)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect())
 }
 
 /// Helm's `default`: the fallback when the value is undefined, null, false,

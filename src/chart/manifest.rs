@@ -151,7 +151,10 @@ pub(crate) fn parse_documents(text: &str, file: &str) -> Result<Vec<Value>, Char
         serde_saphyr::from_multiple_with_options(text, super::values::yaml_options()).map_err(
             |e| ChartError::Manifest {
                 file: file.to_string(),
-                reason: format!("the rendered output is not valid YAML: {e}"),
+                reason: format!(
+                    "the rendered output is not valid YAML: {}",
+                    crate::errors::for_people(&e.to_string())
+                ),
             },
         )?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
