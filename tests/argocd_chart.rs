@@ -2533,3 +2533,33 @@ fn external_redis_credentials_without_a_host_are_refused() {
             .any(|m| m.kind == "Secret" && m.name == "argocd-redis")
     );
 }
+
+#[test]
+fn null_removes_a_default_and_a_needed_one_is_named() {
+    // Helm removes a key set to null, and its templates read a removed
+    // mapping or list as empty: so does the embedded chart.
+    let ms = render(
+        "global:\n  podAnnotations: null\n  env: null\n\
+         server:\n  podLabels: null\n  extraArgs: null\n  volumes: null\n",
+    );
+    let server = find(&ms, "Deployment", "argocd-server");
+    let args = &server["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(
+        args,
+        &serde_json::json!([
+            "/usr/local/bin/argocd-server",
+            "--port=8080",
+            "--metrics-port=8083"
+        ])
+    );
+    assert_eq!(
+        server["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+        "argocd-server"
+    );
+    // A scalar the templates need cannot be removed: the error names it.
+    let e = render_err("controller:\n  replicas: null\nserver:\n  podLabels: null\n").to_string();
+    assert!(
+        e.contains("chart defaults to null") && e.contains("controller.replicas, server.podLabels"),
+        "{e}"
+    );
+}

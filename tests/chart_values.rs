@@ -226,9 +226,14 @@ fn coalesce_user_list_replaces_default_list() {
 
 #[test]
 fn coalesce_null_deletes_a_default_key() {
-    let defaults = json!({"a": {"b": 1, "c": 2}, "d": 3, "e": {"f": 1}});
-    let user = json!({"a": {"b": null}, "d": null, "e": null});
-    assert_eq!(coalesce(user, &defaults), json!({"a": {"c": 2}}));
+    // A scalar goes; a mapping or list stays, empty (what Helm's templates
+    // read for the key Helm removes).
+    let defaults = json!({"a": {"b": 1, "c": 2}, "d": 3, "e": {"f": 1}, "l": [1]});
+    let user = json!({"a": {"b": null}, "d": null, "e": null, "l": null});
+    assert_eq!(
+        coalesce(user, &defaults),
+        json!({"a": {"c": 2}, "e": {}, "l": []})
+    );
 }
 
 #[test]

@@ -304,9 +304,41 @@ pub(crate) fn render_raw(
     let mut ctx = context(chart, compiled, opts);
     let mut out = Vec::new();
     for t in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
-        out.push((t.path.clone(), render_template(compiled, t, &mut ctx)?));
+        let text =
+            render_template(compiled, t, &mut ctx).map_err(|e| name_nulled(e, chart, opts))?;
+        out.push((t.path.clone(), text));
     }
     Ok(out)
+}
+
+/// A template error, with the chart defaults the user's values removed with
+/// `null` named: a template that needs one of them fails on a field that is
+/// not there, and the values, not the template, are what to change.
+fn name_nulled(err: ChartError, chart: &Chart, opts: &RenderOptions) -> ChartError {
+    let ChartError::Template {
+        file,
+        line,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let nulled = super::values::nulled_defaults(opts.values.as_json(), &chart.default_values);
+    if nulled.is_empty() {
+        return ChartError::Template {
+            file,
+            line,
+            message,
+        };
+    }
+    ChartError::Template {
+        file,
+        line,
+        message: format!(
+            "{message}\n(the values set these chart defaults to null, which removes them: {}; give a value, or leave the key out to keep the default)",
+            nulled.join(", ")
+        ),
+    }
 }
 
 /// Renders one manifest template to text.
@@ -399,7 +431,7 @@ pub(crate) fn render(
     let mut cache = chart.parsed.take();
     let parsed = parse_templates(chart, compiled, &mut ctx, &mut cache);
     chart.parsed.keep(cache);
-    docs.extend(parsed?);
+    docs.extend(parsed.map_err(|e| name_nulled(e, chart, opts))?);
 
     // Kinds the chart itself declares cluster-scoped (its CRDs).
     let mut cluster_kinds: HashSet<String> = HashSet::new();
@@ -453,6 +485,7 @@ mod tests {
             json!({"a": {"b": 2, "gone": null, "new": null, "c": {"d": [3]}}}),
             json!({"a": "replaced", "list": {"now": "a map"}, "scalar": null}),
             json!({"keep": null, "extra": {"deep": [null, {"z": 1}]}, "list": []}),
+            json!({"list": null, "a": {"c": null, "b": null}}),
         ];
         let shared = tera::Value::from_serializable(&defaults);
         for user in users {

@@ -11,7 +11,10 @@
 //!   `--set list[1]=x` changes one element of a list a values file gave).
 //! - The user values are then coalesced with the chart defaults: maps merge,
 //!   a user list replaces the default list, and a user `null` deletes a key
-//!   the defaults have.
+//!   the defaults have: a scalar is removed, a mapping or list is left empty.
+//!   (Helm removes those too, and its Go templates read a removed key as
+//!   empty; Tera refuses to read a missing field, so an empty mapping or
+//!   list is what keeps the template's reading the same.)
 
 use std::collections::BTreeMap;
 
@@ -166,15 +169,19 @@ pub fn merge_into(dst: &mut Value, src: Value) {
 
 /// Coalesces user values with a chart's defaults, like Helm: mappings merge
 /// (user keys win), a user list or scalar replaces the default, and a user
-/// `null` deletes a key the defaults define. Keys only in the defaults are
-/// copied. Renders use the same rule in Tera's value type
+/// `null` deletes a key the defaults define ([`deleted`]: a mapping or list
+/// stays, empty). Keys only in the defaults are copied. Renders use the same rule in Tera's value type
 /// (`coalesce_for_templates`; a unit test keeps the two equal).
 pub fn coalesce(user: Value, defaults: &Value) -> Value {
     match (user, defaults) {
         (Value::Object(mut u), Value::Object(d)) => {
             for (k, dv) in d {
                 match u.remove(k) {
-                    Some(Value::Null) => {} // deleted by the user
+                    Some(Value::Null) => {
+                        if let Some(empty) = deleted(dv) {
+                            u.insert(k.clone(), empty);
+                        }
+                    }
                     Some(uv @ Value::Object(_)) if dv.is_object() => {
                         u.insert(k.clone(), coalesce(uv, dv));
                     }
@@ -192,6 +199,45 @@ pub fn coalesce(user: Value, defaults: &Value) -> Value {
     }
 }
 
+/// The dotted paths of the chart defaults `user` sets to `null` (which
+/// removes them), in key order.
+pub(crate) fn nulled_defaults(user: &Value, defaults: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_nulled(user, defaults, "", &mut out);
+    out
+}
+
+fn collect_nulled(user: &Value, defaults: &Value, prefix: &str, out: &mut Vec<String>) {
+    let (Value::Object(u), Value::Object(d)) = (user, defaults) else {
+        return;
+    };
+    for (k, uv) in u {
+        let Some(dv) = d.get(k) else { continue };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if uv.is_null() {
+            out.push(path);
+        } else {
+            collect_nulled(uv, dv, &path, out);
+        }
+    }
+}
+
+/// What a default becomes when the user sets it to `null`: nothing for a
+/// scalar (the key is gone, as in Helm), an empty mapping or list for a
+/// mapping or list, which templates read as Helm's templates read the
+/// removed key: empty.
+pub(crate) fn deleted(default: &Value) -> Option<Value> {
+    match default {
+        Value::Object(_) => Some(Value::Object(Map::new())),
+        Value::Array(_) => Some(Value::Array(Vec::new())),
+        _ => None,
+    }
+}
+
 /// [`coalesce`] into the value type templates read: the result shares every
 /// subtree the user left alone with `defaults` (the chart's defaults,
 /// converted once), so only what the user set is converted per render.
@@ -203,7 +249,19 @@ pub(crate) fn coalesce_for_templates(user: &Value, defaults: &tera::Value) -> te
     for (key, dv) in d {
         let Some(key) = key.as_str() else { continue };
         match u.get(key) {
-            Some(Value::Null) => {} // deleted by the user
+            Some(Value::Null) => {
+                // As `deleted`, in Tera's value type.
+                let empty = if dv.is_map() {
+                    Some(Value::Object(Map::new()))
+                } else if dv.is_array() {
+                    Some(Value::Array(Vec::new()))
+                } else {
+                    None
+                };
+                if let Some(empty) = empty {
+                    merged.insert(key.to_string(), tera::Value::from_serializable(&empty));
+                }
+            }
             Some(uv) => {
                 merged.insert(key.to_string(), coalesce_for_templates(uv, dv));
             }
