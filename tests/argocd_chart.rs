@@ -2563,3 +2563,17 @@ fn null_removes_a_default_and_a_needed_one_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn whole_number_floats_render_as_integers() {
+    let ms = render("server:\n  replicas: 2.0\n  containerPorts:\n    server: 8.08e3\n");
+    let server = find(&ms, "Deployment", "argocd-server");
+    assert!(
+        server["spec"]["replicas"].is_i64(),
+        "{}",
+        server["spec"]["replicas"]
+    );
+    assert_eq!(server["spec"]["replicas"], 2);
+    let args = &server["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[1], "--port=8080", "{args}");
+}

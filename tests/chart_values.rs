@@ -275,3 +275,20 @@ fn debug_output_redacts_values() {
     let dbg = format!("{v:?}");
     assert!(!dbg.contains("hunter2"), "{dbg}");
 }
+
+#[test]
+fn whole_number_floats_in_a_values_file_are_integers() {
+    // Helm reads values-file numbers as float64 and prints 2.0 as `2`.
+    let mut v = Values::new();
+    v.merge_yaml(
+        "a: 2.0\nb: 1e3\nc: 1.5\nd: [3.0, -0.0]\ne: {f: 7}\n",
+        "v.yaml",
+    )
+    .unwrap();
+    let j = v.into_json();
+    assert_eq!(
+        j,
+        json!({"a": 2, "b": 1000, "c": 1.5, "d": [3, 0], "e": {"f": 7}})
+    );
+    assert!(j["a"].is_i64() && j["b"].is_i64() && j["c"].is_f64());
+}

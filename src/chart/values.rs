@@ -138,11 +138,36 @@ pub(crate) fn parse_values(text: &str, file: &str) -> Result<Value, ChartError> 
     }
     match parse_yaml(text, file)? {
         Value::Null => Ok(Value::Object(Map::new())),
-        v @ Value::Object(_) => Ok(v),
+        mut v @ Value::Object(_) => {
+            whole_floats_to_integers(&mut v);
+            Ok(v)
+        }
         other => Err(ChartError::ValuesNotMap {
             file: file.to_string(),
             found: kind_name(&other),
         }),
+    }
+}
+
+/// Writes every whole-number float (`2.0`, `1e3`) as an integer. Helm reads a
+/// values file's numbers as float64 and prints a whole one without a
+/// fraction (`replicas: 2.0` renders `replicas: 2`, which an integer field
+/// accepts); Tera would print `2.0`.
+fn whole_floats_to_integers(v: &mut Value) {
+    // Below 2^53 every whole float is exactly an i64.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < EXACT
+            {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_to_integers),
+        Value::Object(m) => m.values_mut().for_each(whole_floats_to_integers),
+        _ => {}
     }
 }
 
