@@ -18,16 +18,21 @@
 #[path = "src/chart/pack.rs"]
 mod pack;
 
+#[path = "src/chart/yaml_read.rs"]
+mod yaml_read;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-/// Parses YAML the way the library does (`chart::values::yaml_options`).
-fn parse_yaml_documents(text: &str) -> Option<Vec<Value>> {
-    let mut options = serde_saphyr::Options::default();
-    options.emit_comments = false;
-    serde_saphyr::from_multiple_with_options::<Value>(text, options).ok()
+/// Parses YAML the way the library does (`chart::yaml_read`): `values.yaml`
+/// as a person's values, `crds/` files as a chart's plain YAML.
+fn parse_yaml_documents(text: &str, options: serde_saphyr::Options) -> Option<Vec<Value>> {
+    let mut docs = serde_saphyr::from_multiple_with_options::<Value>(text, options).ok()?;
+    docs.iter_mut()
+        .for_each(yaml_read::whole_floats_to_integers);
+    Some(docs)
 }
 
 /// `{"values": {...}, "crds": [{"path": "crds/x.yaml", "docs": [...]}]}` for the
@@ -47,7 +52,7 @@ fn preparse(files: &[(String, Vec<u8>)]) -> Option<Value> {
             if text.trim().is_empty() {
                 continue;
             }
-            let mut docs = parse_yaml_documents(text)?;
+            let mut docs = parse_yaml_documents(text, yaml_read::values_options())?;
             if docs.len() != 1 {
                 return None;
             }
@@ -60,7 +65,7 @@ fn preparse(files: &[(String, Vec<u8>)]) -> Option<Value> {
             let docs: Vec<Value> = if text.trim().is_empty() {
                 Vec::new()
             } else {
-                parse_yaml_documents(text)?
+                parse_yaml_documents(text, yaml_read::rendered_options())?
                     .into_iter()
                     .filter(|d| !d.is_null())
                     .collect()

@@ -37,6 +37,7 @@ mod semver;
 mod set;
 mod surface;
 mod values;
+mod yaml_read;
 
 use std::path::PathBuf;
 

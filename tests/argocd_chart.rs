@@ -2513,13 +2513,37 @@ fn version_label_nulls_and_dex_probe_paths() {
     assert_eq!(labels["team"], "7");
     assert_eq!(labels["tier"], "web");
 
-    // A label the chart sets itself would be a repeated key: refused by name.
-    let e = render_err("global:\n  additionalLabels:\n    app.kubernetes.io/part-of: mine\n")
-        .to_string();
-    assert!(
-        e.contains("global.additionalLabels.app.kubernetes.io/part-of"),
-        "{e}"
+    // A label the chart sets itself is written twice, as upstream writes it,
+    // and the last (the user's) wins, as when Helm's output is read.
+    let ms = render("global:\n  additionalLabels:\n    app.kubernetes.io/part-of: mine\n");
+    let labels = &find(&ms, "Deployment", "argocd-server")["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/part-of"], "mine");
+}
+
+#[test]
+fn numbers_read_as_helm_reads_them_and_removed_texts_are_no_entry() {
+    // YAML 1.1: a leading 0 is octal (a file mode), `08` is not octal.
+    let ms = render(
+        "server:\n  volumes:\n  - name: x\n    configMap: {name: y, defaultMode: 0644}\n\
+         \x20 - name: z\n    secret: {secretName: s, defaultMode: 08}\n\
+         configs:\n  cm:\n    resource.exclusions: null\n",
     );
+    let server = find(&ms, "Deployment", "argocd-server");
+    let volumes = server["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes");
+    let mode = |name: &str, kind: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("volume {name}"))[kind]["defaultMode"]
+            .clone()
+    };
+    assert_eq!(mode("x", "configMap"), 420);
+    assert_eq!(mode("z", "secret"), 8);
+    // Helm drops the default text removed with null.
+    let cm = data(&ms, "argocd-cm");
+    assert!(cm.get("resource.exclusions").is_none(), "{cm}");
 }
 
 #[test]

@@ -292,3 +292,23 @@ fn whole_number_floats_in_a_values_file_are_integers() {
     );
     assert!(j["a"].is_i64() && j["b"].is_i64() && j["c"].is_f64());
 }
+
+#[test]
+fn values_files_read_yaml_1_1_numbers_and_refuse_a_repeated_key() {
+    let mut v = Values::new();
+    v.merge_yaml("mode: 0644\nnot_octal: 08\nhex: 0x1F\n", "v.yaml")
+        .unwrap();
+    assert_eq!(
+        v.into_json(),
+        json!({"mode": 420, "not_octal": 8, "hex": 31})
+    );
+    let mut v = Values::new();
+    let e = v
+        .merge_yaml("a: 1\nb: 2\na: 3\n", "twice.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("twice.yaml") && e.contains("a key may appear only once"),
+        "{e}"
+    );
+}

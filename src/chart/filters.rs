@@ -56,8 +56,10 @@ fn to_json(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
 }
 
 fn from_yaml(v: &str, _: Kwargs, _: &State) -> TeraResult<Value> {
-    let j: serde_json::Value = serde_saphyr::from_str(v)
-        .map_err(|e| Error::message(format!("from_yaml: invalid YAML: {e}")))?;
+    let mut j: serde_json::Value =
+        serde_saphyr::from_str_with_options(v, super::yaml_read::rendered_options())
+            .map_err(|e| Error::message(format!("from_yaml: invalid YAML: {e}")))?;
+    super::yaml_read::whole_floats_to_integers(&mut j);
     Ok(Value::from_serializable(&j))
 }
 

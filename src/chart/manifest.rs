@@ -147,17 +147,16 @@ pub(crate) fn parse_documents(text: &str, file: &str) -> Result<Vec<Value>, Char
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(text, super::values::yaml_options()).map_err(
-            |e| ChartError::Manifest {
+    let mut docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, super::yaml_read::rendered_options())
+            .map_err(|e| ChartError::Manifest {
                 file: file.to_string(),
-                reason: format!(
-                    "the rendered output is not valid YAML: {}",
-                    crate::errors::for_people(&e.to_string())
-                ),
-            },
-        )?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+                reason: format!("the rendered output is not valid YAML: {e}"),
+            })?;
+    docs.retain(|d| !d.is_null());
+    docs.iter_mut()
+        .for_each(super::yaml_read::whole_floats_to_integers);
+    Ok(docs)
 }
 
 /// The documents of a rendered text, each with its `---` line: the text

@@ -228,7 +228,7 @@ impl Surface {
     /// Parses `surface.yaml`; `file` names it in errors.
     pub(crate) fn parse(text: &str, file: &str) -> Result<Surface, ChartError> {
         let parsed: SurfaceFile =
-            serde_saphyr::from_str_with_options(text, super::values::yaml_options()).map_err(
+            serde_saphyr::from_str_with_options(text, super::yaml_read::values_options()).map_err(
                 |e| ChartError::Yaml {
                     file: file.to_string(),
                     message: e.to_string(),

@@ -114,21 +114,14 @@ pub(crate) fn kind_name(v: &Value) -> &'static str {
     }
 }
 
-/// Parser options: comments are not captured (nothing here reads them).
-pub(crate) fn yaml_options() -> serde_saphyr::Options {
-    let mut o = serde_saphyr::Options::default();
-    o.emit_comments = false;
-    o
-}
-
 /// Parses YAML text into JSON; errors name `file`.
 pub(crate) fn parse_yaml(text: &str, file: &str) -> Result<Value, ChartError> {
-    serde_saphyr::from_str_with_options::<Value>(text, yaml_options()).map_err(|e| {
-        ChartError::Yaml {
+    serde_saphyr::from_str_with_options::<Value>(text, super::yaml_read::values_options()).map_err(
+        |e| ChartError::Yaml {
             file: file.to_string(),
             message: crate::errors::for_people(&e.to_string()),
-        }
-    })
+        },
+    )
 }
 
 /// Parses a values document: a mapping, or empty (→ empty mapping).
@@ -139,35 +132,13 @@ pub(crate) fn parse_values(text: &str, file: &str) -> Result<Value, ChartError> 
     match parse_yaml(text, file)? {
         Value::Null => Ok(Value::Object(Map::new())),
         mut v @ Value::Object(_) => {
-            whole_floats_to_integers(&mut v);
+            super::yaml_read::whole_floats_to_integers(&mut v);
             Ok(v)
         }
         other => Err(ChartError::ValuesNotMap {
             file: file.to_string(),
             found: kind_name(&other),
         }),
-    }
-}
-
-/// Writes every whole-number float (`2.0`, `1e3`) as an integer. Helm reads a
-/// values file's numbers as float64 and prints a whole one without a
-/// fraction (`replicas: 2.0` renders `replicas: 2`, which an integer field
-/// accepts); Tera would print `2.0`.
-fn whole_floats_to_integers(v: &mut Value) {
-    // Below 2^53 every whole float is exactly an i64.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    match v {
-        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
-            if let Some(f) = n.as_f64()
-                && f.fract() == 0.0
-                && f.abs() < EXACT
-            {
-                *v = Value::from(f as i64);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(whole_floats_to_integers),
-        Value::Object(m) => m.values_mut().for_each(whole_floats_to_integers),
-        _ => {}
     }
 }
 
