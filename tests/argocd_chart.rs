@@ -2544,6 +2544,16 @@ fn numbers_read_as_helm_reads_them_and_removed_texts_are_no_entry() {
     // Helm drops the default text removed with null.
     let cm = data(&ms, "argocd-cm");
     assert!(cm.get("resource.exclusions").is_none(), "{cm}");
+
+    // A text with a control character cannot be a literal block: quoted.
+    let ms = render("configs:\n  cm:\n    x: \"a\\u0007b\\nc\\n\"\n");
+    assert_eq!(data(&ms, "argocd-cm")["x"], "a\u{7}b\nc\n");
+    // A key written twice in argocd-secret keeps the last, as upstream's output reads.
+    let ms = render(
+        "configs:\n  secret:\n    githubSecret: a\n    extra:\n      webhook.github.secret: b\n",
+    );
+    let secret = find(&ms, "Secret", "argocd-secret");
+    assert_eq!(secret["data"]["webhook.github.secret"], b64("b"));
 }
 
 #[test]

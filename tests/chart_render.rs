@@ -1011,3 +1011,11 @@ fn a_long_manifest_list_prints_the_same_as_one_by_one() {
     assert_eq!(together.matches("\n---\n").count() + 1, 40);
     assert!(together.starts_with("---\n# Source: templates/cm00.yaml\n"));
 }
+
+#[test]
+fn test_printable_refuses_control_characters() {
+    assert_eq!(expr("", r#"{{ "a\tb\nc é" is printable }}"#), "true");
+    let v = "bell: \"a\\u0007b\\n\"\ncr: \"a\\r\\nb\"\n";
+    assert_eq!(expr(v, "{{ values.bell is printable }}"), "false");
+    assert_eq!(expr(v, "{{ values.cr is printable }}"), "false");
+}

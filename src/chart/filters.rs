@@ -27,6 +27,7 @@ pub(crate) fn register(tera: &mut tera::Tera) {
     tera.register_filter("merge", merge);
     tera.register_filter("omit", omit);
     tera.register_filter("compact", compact);
+    tera.register_test("printable", printable);
     tera.register_function("fail", fail);
     tera.register_function("required", required_fn);
     tera.register_function("semver_compare", semver_compare);
@@ -194,6 +195,19 @@ fn label_safe(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
             }
         })
         .collect())
+}
+
+/// Whether the text may stand in a YAML block scalar: only YAML's printable
+/// characters (a tab and line feeds included, a carriage return not).
+/// Anything else has to be escaped in a double-quoted string, as go-yaml does.
+fn printable(v: &str, _: Kwargs, _: &State) -> bool {
+    v.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\u{85}')
+            || ('\u{20}'..='\u{7e}').contains(&c)
+            || ('\u{a0}'..='\u{d7ff}').contains(&c)
+            || ('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}'
+            || c >= '\u{10000}'
+    })
 }
 
 /// Helm's `default`: the fallback when the value is undefined, null, false,
