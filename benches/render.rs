@@ -112,6 +112,14 @@ fn render_many(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    let mut next = sets.iter().cycle();
+    // Tera alone on the same sets: what a render costs before any parsing.
+    group.bench_function("templates_only", |b| {
+        b.iter(|| {
+            let opts = next.next().expect("a value set");
+            black_box(chart.render_raw(opts).expect("render"))
+        })
+    });
     // The first render of a loaded, compiled chart: every document parsed.
     let mut next = sets.iter().cycle();
     group.bench_function("first_render", |b| {
