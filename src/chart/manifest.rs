@@ -195,8 +195,7 @@ pub(crate) fn split_documents(text: &str) -> impl Iterator<Item = &str> {
 /// from one value set to the next) is not parsed again. Parsing is a pure
 /// function of the text, so a hit gives what parsing gives. At most
 /// [`ParsedDocuments::MAX_TEXT_BYTES`] of text is kept; past it the cache
-/// keeps only what the current render has used (the documents a chart renders
-/// alike for every value set stay, the ones of past value sets go).
+/// starts again empty.
 ///
 /// A chart's first render keeps nothing: most charts are rendered once (one
 /// `tendril render`, one DEPLOY), and for them keeping would only cost a copy
@@ -209,21 +208,12 @@ pub(crate) struct ParsedDocuments {
 }
 
 /// The cache's contents: parsed objects by document text, the text's total
-/// size, whether this render adds to it, and the number of the render
-/// holding it.
+/// size, and whether this render adds to it.
 #[derive(Debug, Default)]
 pub(crate) struct DocumentCache {
-    objects: std::collections::HashMap<String, Cached>,
+    objects: std::collections::HashMap<String, Vec<Arc<Value>>>,
     text_bytes: usize,
     remember: bool,
-    render: u64,
-}
-
-/// The objects of one document's text, and the last render that used them.
-#[derive(Debug)]
-struct Cached {
-    objects: Vec<Arc<Value>>,
-    used_by: u64,
 }
 
 impl ParsedDocuments {
@@ -242,7 +232,6 @@ impl ParsedDocuments {
             Err(_) => DocumentCache::default(),
         };
         cache.remember = remember;
-        cache.render += 1;
         cache
     }
 
@@ -255,33 +244,14 @@ impl ParsedDocuments {
 }
 
 impl DocumentCache {
-    /// The objects of `text` when it was parsed before, marked as used by
-    /// this render.
-    fn get(&mut self, text: &str) -> Option<&[Arc<Value>]> {
-        let render = self.render;
-        let cached = self.objects.get_mut(text)?;
-        cached.used_by = render;
-        Some(&cached.objects)
-    }
-
-    /// Remembers the objects of one document's text, within the size bound:
-    /// when it would be passed, only what this render has used is kept (and
-    /// nothing, when even that does not leave room).
+    /// Remembers the objects of one document's text, within the size bound.
     fn insert(&mut self, text: &str, objects: Vec<Arc<Value>>) {
-        let max = ParsedDocuments::MAX_TEXT_BYTES;
-        if self.text_bytes + text.len() > max {
-            let render = self.render;
-            self.objects.retain(|_, cached| cached.used_by == render);
-            self.text_bytes = self.objects.keys().map(String::len).sum();
-            if self.text_bytes + text.len() > max {
-                self.objects.clear();
-                self.text_bytes = 0;
-            }
+        if self.text_bytes + text.len() > ParsedDocuments::MAX_TEXT_BYTES {
+            self.objects.clear();
+            self.text_bytes = 0;
         }
         self.text_bytes += text.len();
-        let used_by = self.render;
-        self.objects
-            .insert(text.to_string(), Cached { objects, used_by });
+        self.objects.insert(text.to_string(), objects);
     }
 }
 
@@ -295,7 +265,7 @@ pub(crate) fn parse_documents_cached(
 ) -> Result<Vec<Arc<Value>>, ChartError> {
     let mut out = Vec::new();
     for piece in split_documents(text) {
-        if let Some(objects) = cache.get(piece) {
+        if let Some(objects) = cache.objects.get(piece) {
             out.extend(objects.iter().cloned());
             continue;
         }
@@ -564,29 +534,22 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_keeps_what_the_current_render_used() {
-        let docs = ParsedDocuments::default();
-        docs.keep(docs.take()); // the first render, which keeps nothing
-        let third = ParsedDocuments::MAX_TEXT_BYTES / 3 + 1;
-        let (a, b, c) = ("a".repeat(third), "b".repeat(third), "c".repeat(third));
-        let mut render = docs.take();
-        render.insert(&a, vec![Arc::new(Value::Null)]);
-        render.insert(&b, vec![Arc::new(Value::Null)]);
-        docs.keep(render);
-        // The next render uses `a` again, not `b`, then needs room for `c`.
-        let mut render = docs.take();
-        assert!(render.get(&a).is_some());
-        render.insert(&c, vec![Arc::new(Value::Null)]);
-        assert!(render.objects.contains_key(&a), "used by this render: kept");
-        assert!(!render.objects.contains_key(&b), "not used by it: dropped");
-        assert!(render.objects.contains_key(&c));
-        assert!(render.text_bytes <= ParsedDocuments::MAX_TEXT_BYTES);
-        assert_eq!(render.text_bytes, 2 * third);
-        // A text larger than the whole bound empties it.
-        let huge = "h".repeat(ParsedDocuments::MAX_TEXT_BYTES - third + 1);
-        render.insert(&huge, vec![Arc::new(Value::Null)]);
-        assert_eq!(render.objects.len(), 1);
-        assert_eq!(render.text_bytes, huge.len());
+    fn the_cache_starts_again_when_full() {
+        let mut cache = DocumentCache {
+            remember: true,
+            ..Default::default()
+        };
+        let big = "x".repeat(ParsedDocuments::MAX_TEXT_BYTES / 2 + 1);
+        cache.insert(&big, vec![Arc::new(Value::Null)]);
+        cache.insert("kind: A\n", vec![Arc::new(Value::Null)]);
+        assert_eq!(cache.objects.len(), 2);
+        cache.insert(&format!("{big}y"), vec![Arc::new(Value::Null)]);
+        assert_eq!(
+            cache.objects.len(),
+            1,
+            "emptied before the text that did not fit"
+        );
+        assert!(cache.text_bytes <= ParsedDocuments::MAX_TEXT_BYTES);
     }
 
     #[test]
