@@ -165,9 +165,9 @@ pub fn merge_into(dst: &mut Value, src: Value) {
 
 /// Coalesces user values with a chart's defaults, like Helm: mappings merge
 /// (user keys win), a user list or scalar replaces the default, and a user
-/// `null` deletes a key the defaults define ([`deleted`]: a mapping or list
-/// stays, empty). Keys only in the defaults are copied. Renders use the same rule in Tera's value type
-/// (`coalesce_for_templates`; a unit test keeps the two equal).
+/// `null` deletes a key the defaults define (a mapping or list stays, empty).
+/// Keys only in the defaults are copied. Renders use the same rule in Tera's
+/// value type (`coalesce_for_templates`; a unit test keeps the two equal).
 pub fn coalesce(user: Value, defaults: &Value) -> Value {
     match (user, defaults) {
         (Value::Object(mut u), Value::Object(d)) => {
@@ -226,7 +226,7 @@ fn collect_nulled(user: &Value, defaults: &Value, prefix: &str, out: &mut Vec<St
 /// scalar (the key is gone, as in Helm), an empty mapping or list for a
 /// mapping or list, which templates read as Helm's templates read the
 /// removed key: empty.
-pub(crate) fn deleted(default: &Value) -> Option<Value> {
+fn deleted(default: &Value) -> Option<Value> {
     match default {
         Value::Object(_) => Some(Value::Object(Map::new())),
         Value::Array(_) => Some(Value::Array(Vec::new())),
