@@ -227,10 +227,17 @@ fn collect_nulled(user: &Value, defaults: &Value, prefix: &str, out: &mut Vec<St
 /// mapping or list, which templates read as Helm's templates read the
 /// removed key: empty.
 fn deleted(default: &Value) -> Option<Value> {
-    match default {
-        Value::Object(_) => Some(Value::Object(Map::new())),
-        Value::Array(_) => Some(Value::Array(Vec::new())),
-        _ => None,
+    emptied(default.is_object(), default.is_array())
+}
+
+/// An empty mapping or list, for a default that is one (see [`deleted`]).
+fn emptied(mapping: bool, list: bool) -> Option<Value> {
+    if mapping {
+        Some(Value::Object(Map::new()))
+    } else if list {
+        Some(Value::Array(Vec::new()))
+    } else {
+        None
     }
 }
 
@@ -246,15 +253,8 @@ pub(crate) fn coalesce_for_templates(user: &Value, defaults: &tera::Value) -> te
         let Some(key) = key.as_str() else { continue };
         match u.get(key) {
             Some(Value::Null) => {
-                // As `deleted`, in Tera's value type.
-                let empty = if dv.is_map() {
-                    Some(Value::Object(Map::new()))
-                } else if dv.is_array() {
-                    Some(Value::Array(Vec::new()))
-                } else {
-                    None
-                };
-                if let Some(empty) = empty {
+                // As `deleted`, for a default in Tera's value type.
+                if let Some(empty) = emptied(dv.is_map(), dv.is_array()) {
                     merged.insert(key.to_string(), tera::Value::from_serializable(&empty));
                 }
             }
