@@ -1018,4 +1018,8 @@ fn test_printable_refuses_control_characters() {
     let v = "bell: \"a\\u0007b\\n\"\ncr: \"a\\r\\nb\"\n";
     assert_eq!(expr(v, "{{ values.bell is printable }}"), "false");
     assert_eq!(expr(v, "{{ values.cr is printable }}"), "false");
+    // YAML 1.1 line breaks other than \n.
+    let v = "nel: \"a\\Nb\\n\"\nls: \"a\\Lb\\n\"\n";
+    assert_eq!(expr(v, "{{ values.nel is printable }}"), "false");
+    assert_eq!(expr(v, "{{ values.ls is printable }}"), "false");
 }

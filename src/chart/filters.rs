@@ -198,13 +198,15 @@ fn label_safe(v: Value, _: Kwargs, _: &State) -> TeraResult<String> {
 }
 
 /// Whether the text may stand in a YAML block scalar: only YAML's printable
-/// characters (a tab and line feeds included, a carriage return not).
-/// Anything else has to be escaped in a double-quoted string, as go-yaml does.
+/// characters (a tab and line feeds included). Anything else has to be
+/// escaped in a double-quoted string, as go-yaml does; so do the characters
+/// YAML 1.1 (go-yaml v2) reads as line breaks besides `\n`: a carriage
+/// return, U+0085, U+2028 and U+2029.
 fn printable(v: &str, _: Kwargs, _: &State) -> bool {
     v.chars().all(|c| {
-        matches!(c, '\t' | '\n' | '\u{85}')
+        matches!(c, '\t' | '\n')
             || ('\u{20}'..='\u{7e}').contains(&c)
-            || ('\u{a0}'..='\u{d7ff}').contains(&c)
+            || ('\u{a0}'..='\u{d7ff}').contains(&c) && !matches!(c, '\u{2028}' | '\u{2029}')
             || ('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}'
             || c >= '\u{10000}'
     })
